@@ -1,0 +1,32 @@
+//! Prints Portico's CustomResourceDefinitions as multi-document YAML.
+//!
+//! `crdgen` prints all of them; `crdgen notebook|gateway|virtualservice`
+//! prints one. `manifests/crds/` is this output, checked for drift by a test.
+
+use std::process::ExitCode;
+
+use portico_api::crd;
+
+fn main() -> ExitCode {
+    let which = std::env::args().nth(1);
+    let crds = match which.as_deref() {
+        None | Some("all") => crd::all(),
+        Some("notebook") => vec![crd::notebook()],
+        Some("gateway") => vec![crd::gateway()],
+        Some("virtualservice") => vec![crd::virtual_service()],
+        Some(other) => {
+            eprintln!("crdgen: unknown CRD {other:?}; expected all, notebook, gateway or virtualservice");
+            return ExitCode::from(2);
+        }
+    };
+    for crd in crds {
+        match serde_yaml::to_string(&crd) {
+            Ok(yaml) => print!("---\n{yaml}"),
+            Err(error) => {
+                eprintln!("crdgen: cannot render {:?}: {error}", crd.metadata.name);
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}

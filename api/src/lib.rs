@@ -1,0 +1,23 @@
+//! Portico's contracts: the Kubernetes resource types that every other crate
+//! speaks, with no logic attached.
+//!
+//! * [`notebook`]: Kubeflow's `Notebook` (`kubeflow.org` v1, v1beta1, v1alpha1;
+//!   one schema, v1 stored).
+//! * [`istio`]: Istio's `Gateway` and `VirtualService` (`networking.istio.io`
+//!   v1, v1beta1, v1alpha3; one schema).
+//!
+//! Field names and shapes follow the upstream APIs exactly so that objects
+//! written for Kubeflow and Istio parse unchanged. Fields we do not model are
+//! ignored on read and preserved by the generated CRDs
+//! (`x-kubernetes-preserve-unknown-fields`), so a newer upstream field never
+//! fails a whole file.
+#![forbid(unsafe_code)]
+
+pub mod crd;
+pub mod istio;
+pub mod notebook;
+mod schema;
+
+pub use k8s_openapi;
+pub use kube::Resource;
+pub use kube::core::ObjectMeta;

@@ -1,0 +1,221 @@
+//! The input of translation: every object that can affect routing, and the
+//! kubectl-style YAML reader that fills it from files.
+
+use portico_api::istio::{Gateway, VirtualService};
+use portico_api::k8s_openapi::api::core::v1::{Secret, Service};
+use portico_api::k8s_openapi::api::discovery::v1::EndpointSlice;
+use portico_api::notebook::Notebook;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::diagnostic::{Diagnostic, ObjectRef};
+use crate::notebook::NotebookSettings;
+use crate::table::PathNormalizationMode;
+
+/// Objects that routing depends on, as read from a folder or a cluster.
+#[derive(Clone, Debug, Default)]
+pub struct Resources {
+    pub gateways: Vec<Gateway>,
+    pub virtual_services: Vec<VirtualService>,
+    /// Turned into VirtualServices by [`crate::notebook_virtual_service`]
+    /// (folder mode; in a cluster the controller writes those objects).
+    pub notebooks: Vec<Notebook>,
+    pub services: Vec<Service>,
+    pub endpoint_slices: Vec<EndpointSlice>,
+    /// `kubernetes.io/tls` Secrets referenced by `credentialName`.
+    pub secrets: Vec<Secret>,
+    pub settings: NotebookSettings,
+    pub path_normalization: PathNormalizationMode,
+}
+
+/// Minimal view of a document, to dispatch on `apiVersion`/`kind`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TypeMeta {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    metadata: Option<NameMeta>,
+}
+
+#[derive(Deserialize)]
+struct NameMeta {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+impl Resources {
+    /// Adds every object in `yaml` (one or more `---`-separated documents,
+    /// or `kind: List`), as `kubectl apply -f` reads a file. Objects of kinds
+    /// that do not affect routing are ignored. A document that cannot be read
+    /// is reported (naming `source`, the object and the reason) and skipped;
+    /// the documents around it still count. Objects without a namespace are
+    /// in `default`, as with kubectl.
+    pub fn add_yaml(&mut self, yaml: &str, source: &str) -> Vec<Diagnostic> {
+        let mut diagnostics = Vec::new();
+        for (index, document) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
+            match serde_yaml::Value::deserialize(document) {
+                Ok(serde_yaml::Value::Null) => {}
+                Ok(value) => self.add_value(value, source, index, &mut diagnostics),
+                Err(error) => {
+                    let object = ObjectRef::new("File", "", source);
+                    diagnostics.push(Diagnostic::error(
+                        &object,
+                        format!("document[{index}]"),
+                        format!("invalid YAML: {error}"),
+                    ));
+                    // The YAML stream cannot be resynchronised after a syntax error.
+                    break;
+                }
+            }
+        }
+        diagnostics
+    }
+
+    fn add_value(&mut self, value: serde_yaml::Value, source: &str, index: usize, diagnostics: &mut Vec<Diagnostic>) {
+        let meta = match TypeMeta::deserialize(&value) {
+            Ok(meta) => meta,
+            Err(error) => {
+                let object = ObjectRef::new("File", "", source);
+                diagnostics.push(Diagnostic::error(
+                    &object,
+                    format!("document[{index}]"),
+                    format!("not a Kubernetes object: {error}"),
+                ));
+                return;
+            }
+        };
+        let group = meta.api_version.rsplit_once('/').map_or("", |(group, _)| group);
+        let (name, namespace) = meta
+            .metadata
+            .as_ref()
+            .map(|m| (m.name.clone().unwrap_or_default(), m.namespace.clone().unwrap_or_default()))
+            .unwrap_or_default();
+        let object = ObjectRef::new(&meta.kind, &namespace, &name);
+        let at = |field: &str| format!("{source}: document[{index}]{field}");
+        match (group, meta.kind.as_str()) {
+            ("", "List") | ("v1", "List") => {
+                if let Some(serde_yaml::Value::Sequence(items)) = value.get("items").cloned() {
+                    for item in items {
+                        self.add_value(item, source, index, diagnostics);
+                    }
+                }
+            }
+            ("networking.istio.io", "Gateway") => push(&mut self.gateways, value, &object, &at(""), diagnostics),
+            ("networking.istio.io", "VirtualService") => {
+                push(&mut self.virtual_services, value, &object, &at(""), diagnostics)
+            }
+            ("kubeflow.org", "Notebook") => push(&mut self.notebooks, value, &object, &at(""), diagnostics),
+            ("", "Service") if meta.api_version == "v1" => {
+                push(&mut self.services, value, &object, &at(""), diagnostics)
+            }
+            ("", "Secret") if meta.api_version == "v1" => push(&mut self.secrets, value, &object, &at(""), diagnostics),
+            ("discovery.k8s.io", "EndpointSlice") => {
+                push(&mut self.endpoint_slices, value, &object, &at(""), diagnostics)
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Objects that can carry a namespace.
+trait Namespaced {
+    fn default_namespace(&mut self);
+}
+
+macro_rules! namespaced {
+    ($($t:ty),*) => {$(
+        impl Namespaced for $t {
+            fn default_namespace(&mut self) {
+                if self.metadata.namespace.as_deref().unwrap_or("").is_empty() {
+                    self.metadata.namespace = Some("default".to_string());
+                }
+            }
+        }
+    )*};
+}
+namespaced!(Gateway, VirtualService, Notebook, Service, Secret, EndpointSlice);
+
+fn push<T: DeserializeOwned + Namespaced>(
+    into: &mut Vec<T>,
+    value: serde_yaml::Value,
+    object: &ObjectRef,
+    location: &str,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    match serde_yaml::from_value::<T>(value) {
+        Ok(mut parsed) => {
+            parsed.default_namespace();
+            into.push(parsed);
+        }
+        Err(error) => {
+            diagnostics.push(Diagnostic::error(object, location, format!("cannot read object: {error}")));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_multi_document_files_and_lists() {
+        let yaml = r#"
+apiVersion: networking.istio.io/v1alpha3
+kind: Gateway
+metadata: {name: kubeflow-gateway, namespace: kubeflow}
+spec: {selector: {istio: ingressgateway}, servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]}
+---
+apiVersion: v1
+kind: List
+items:
+- apiVersion: networking.istio.io/v1beta1
+  kind: VirtualService
+  metadata: {name: a}
+  spec: {hosts: ["*"], gateways: [kubeflow/kubeflow-gateway]}
+- apiVersion: apps/v1
+  kind: Deployment
+  metadata: {name: ignored}
+"#;
+        let mut resources = Resources::default();
+        let diagnostics = resources.add_yaml(yaml, "test.yaml");
+        assert_eq!(diagnostics, vec![]);
+        assert_eq!(resources.gateways.len(), 1);
+        assert_eq!(resources.virtual_services.len(), 1);
+        assert_eq!(resources.virtual_services[0].metadata.namespace.as_deref(), Some("default"));
+    }
+
+    #[test]
+    fn a_bad_document_is_reported_and_the_others_kept() {
+        let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: broken, namespace: team}
+spec: {hosts: "not-a-list"}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: good, namespace: team}
+spec: {hosts: ["*"]}
+"#;
+        let mut resources = Resources::default();
+        let diagnostics = resources.add_yaml(yaml, "vs.yaml");
+        assert_eq!(resources.virtual_services.len(), 1);
+        assert_eq!(diagnostics.len(), 1);
+        let text = diagnostics[0].to_string();
+        assert!(text.contains("VirtualService team/broken"), "{text}");
+        assert!(text.contains("vs.yaml"), "{text}");
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_file() {
+        let mut resources = Resources::default();
+        let diagnostics = resources.add_yaml("kind: [unclosed", "broken.yaml");
+        assert_eq!(diagnostics.len(), 1);
+        assert!(diagnostics[0].to_string().contains("File /broken.yaml"), "{}", diagnostics[0]);
+    }
+}

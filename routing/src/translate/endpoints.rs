@@ -1,0 +1,89 @@
+//! Destination `host:port` -> ready endpoint addresses, from Services and
+//! EndpointSlices (what kube-proxy would do, done at the gateway).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use portico_api::k8s_openapi::api::core::v1::Service;
+use portico_api::k8s_openapi::api::discovery::v1::EndpointSlice;
+use portico_api::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::table::{Cluster, Endpoint, cluster_name};
+
+/// Label EndpointSlices carry to name their Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Services indexed by `name.namespace.svc.<domain>`.
+pub(super) struct ServiceIndex<'a> {
+    by_host: BTreeMap<String, &'a Service>,
+    slices: &'a [EndpointSlice],
+}
+
+impl<'a> ServiceIndex<'a> {
+    pub fn new(services: &'a [Service], slices: &'a [EndpointSlice], cluster_domain: &str) -> Self {
+        let by_host = services
+            .iter()
+            .filter_map(|service| {
+                let name = service.metadata.name.as_deref()?;
+                let namespace = service.metadata.namespace.as_deref().unwrap_or("default");
+                Some((format!("{name}.{namespace}.svc.{cluster_domain}"), service))
+            })
+            .collect();
+        Self { by_host, slices }
+    }
+
+    /// The port of a Service that has exactly one.
+    pub fn only_port(&self, host: &str) -> Option<u16> {
+        let ports = self.by_host.get(host)?.spec.as_ref()?.ports.as_ref()?;
+        match ports.as_slice() {
+            [only] => u16::try_from(only.port).ok(),
+            _ => None,
+        }
+    }
+
+    /// The cluster for `host:port`, when `host` is a known Service with
+    /// EndpointSlices. `None` lets the gateway fall back to its `--resolve`
+    /// overrides and DNS.
+    pub fn cluster(&self, host: &str, port: u16) -> Option<(String, Cluster)> {
+        let service = self.by_host.get(host)?;
+        let namespace = service.metadata.namespace.as_deref().unwrap_or("default");
+        let name = service.metadata.name.as_deref()?;
+        let service_port = service.spec.as_ref()?.ports.as_ref()?.iter().find(|p| i32::from(port) == p.port)?;
+        let mut endpoints = Vec::new();
+        let mut any_slice = false;
+        for slice in self.slices.iter().filter(|slice| {
+            slice.metadata.namespace.as_deref().unwrap_or("default") == namespace
+                && slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).map(String::as_str)
+                    == Some(name)
+        }) {
+            any_slice = true;
+            // EndpointSlice ports carry the Service port's name; an unnamed
+            // Service port matches the slice's unnamed port.
+            let slice_port = slice.ports.as_ref().and_then(|ports| {
+                ports.iter().find(|p| p.name.as_deref().unwrap_or("") == service_port.name.as_deref().unwrap_or(""))
+            });
+            let target = match (slice_port.and_then(|p| p.port), &service_port.target_port) {
+                (Some(port), _) => u16::try_from(port).ok(),
+                (None, Some(IntOrString::Int(port))) => u16::try_from(*port).ok(),
+                (None, None) => Some(port),
+                (None, Some(IntOrString::String(_))) => None,
+            };
+            let Some(target) = target else { continue };
+            for endpoint in &slice.endpoints {
+                if endpoint.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                    continue;
+                }
+                endpoints.extend(
+                    endpoint
+                        .addresses
+                        .iter()
+                        .filter_map(|a| a.parse::<IpAddr>().ok())
+                        .map(|address| Endpoint { address, port: target }),
+                );
+            }
+        }
+        endpoints.sort_by_key(|e| (e.address, e.port));
+        endpoints.dedup();
+        any_slice.then(|| (cluster_name(host, port), Cluster { endpoints }))
+    }
+}
