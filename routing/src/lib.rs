@@ -24,6 +24,7 @@ pub mod naive;
 pub mod normalize;
 pub mod notebook;
 pub mod pattern;
+pub mod proxy_config;
 pub mod request;
 pub mod resources;
 pub mod rewrite;

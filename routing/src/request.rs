@@ -42,6 +42,12 @@ impl HeaderSource for [(String, String)] {
     }
 }
 
+impl HeaderSource for Vec<(String, String)> {
+    fn header(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.as_slice().header(name)
+    }
+}
+
 /// Everything a route can be conditioned on.
 #[derive(Clone, Copy)]
 pub struct RequestView<'a> {

@@ -216,6 +216,6 @@ spec: {hosts: ["*"]}
         let mut resources = Resources::default();
         let diagnostics = resources.add_yaml("kind: [unclosed", "broken.yaml");
         assert_eq!(diagnostics.len(), 1);
-        assert!(diagnostics[0].to_string().contains("File /broken.yaml"), "{}", diagnostics[0]);
+        assert!(diagnostics[0].to_string().contains("File broken.yaml"), "{}", diagnostics[0]);
     }
 }

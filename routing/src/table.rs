@@ -41,6 +41,17 @@ pub enum PathNormalizationMode {
     DecodeAndMergeSlashes,
 }
 
+impl From<PathNormalization> for PathNormalizationMode {
+    fn from(mode: PathNormalization) -> Self {
+        match mode {
+            PathNormalization::None => PathNormalizationMode::None,
+            PathNormalization::Base => PathNormalizationMode::Base,
+            PathNormalization::MergeSlashes => PathNormalizationMode::MergeSlashes,
+            PathNormalization::DecodeAndMergeSlashes => PathNormalizationMode::DecodeAndMergeSlashes,
+        }
+    }
+}
+
 impl From<PathNormalizationMode> for PathNormalization {
     fn from(mode: PathNormalizationMode) -> Self {
         match mode {

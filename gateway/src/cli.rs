@@ -1,0 +1,164 @@
+//! Command line and `PORTICO_*` environment settings.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// Portico's gateway: Istio Gateway/VirtualService semantics on Pingora.
+#[derive(Debug, Parser)]
+#[command(name = "portico-gateway", version, about)]
+pub struct Args {
+    /// Folder of Kubernetes YAML (Gateway, VirtualService, Notebook, Service,
+    /// EndpointSlice, Secret); every *.yaml/*.yml below it is read and watched.
+    #[arg(long, env = "PORTICO_CONFIG_DIR")]
+    pub config_dir: PathBuf,
+
+    /// Where a Gateway server port listens, as PORT=ADDR:PORT (default 0.0.0.0:PORT).
+    #[arg(long = "bind", env = "PORTICO_BIND", value_delimiter = ',', value_parser = parse_bind)]
+    pub binds: Vec<(u16, SocketAddr)>,
+
+    /// Destination override, as HOST:PORT=ADDR:PORT (before DNS, after EndpointSlices).
+    #[arg(long = "resolve", env = "PORTICO_RESOLVE", value_delimiter = ',', value_parser = parse_resolve)]
+    pub resolves: Vec<(String, SocketAddr)>,
+
+    /// This instance's labels, matched against Gateway selectors.
+    #[arg(long, env = "PORTICO_GATEWAY_LABELS", default_value = "istio=ingressgateway", value_parser = parse_labels)]
+    pub gateway_labels: Labels,
+
+    /// Namespace this gateway runs in (where `credentialName` Secrets are looked up first).
+    #[arg(long, env = "PORTICO_NAMESPACE", default_value = "istio-system")]
+    pub namespace: String,
+
+    /// Admin listener: /config_dump, /routes, /ready.
+    #[arg(long, env = "PORTICO_ADMIN", default_value = "127.0.0.1:15000")]
+    pub admin: SocketAddr,
+
+    /// Health listener: /healthz/ready.
+    #[arg(long, env = "PORTICO_HEALTH", default_value = "0.0.0.0:15021")]
+    pub health: SocketAddr,
+
+    /// Metrics listener: /stats/prometheus.
+    #[arg(long, env = "PORTICO_METRICS", default_value = "0.0.0.0:15090")]
+    pub metrics: SocketAddr,
+
+    /// Worker threads of the data plane (default: the number of CPUs).
+    #[arg(long, env = "PORTICO_THREADS")]
+    pub threads: Option<usize>,
+
+    /// Log format.
+    #[arg(long, env = "PORTICO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log one line per request (route, upstream, status, duration).
+    #[arg(long, env = "PORTICO_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set)]
+    pub access_log: bool,
+
+    /// Largest request head accepted; larger ones get 431.
+    #[arg(long, env = "PORTICO_MAX_REQUEST_HEADERS_KB", default_value_t = 64)]
+    pub max_request_headers_kb: usize,
+
+    /// Seconds a keep-alive connection may sit idle between requests.
+    #[arg(long, env = "PORTICO_IDLE_TIMEOUT", default_value_t = 300)]
+    pub idle_timeout_secs: u64,
+
+    /// Seconds to wait between SIGTERM and closing listeners (load balancers
+    /// notice the readiness change in that time).
+    #[arg(long, env = "PORTICO_DRAIN_DELAY", default_value_t = 5)]
+    pub drain_delay_secs: u64,
+
+    /// Seconds in-flight requests get to finish after listeners close.
+    #[arg(long, env = "PORTICO_DRAIN_TIMEOUT", default_value_t = 25)]
+    pub drain_timeout_secs: u64,
+
+    /// Take over the listeners of a running gateway (Pingora graceful upgrade).
+    #[arg(long, env = "PORTICO_UPGRADE")]
+    pub upgrade: bool,
+
+    /// Socket used to hand listeners over during a graceful upgrade.
+    #[arg(long, env = "PORTICO_UPGRADE_SOCK", default_value = "/tmp/portico-gateway-upgrade.sock")]
+    pub upgrade_sock: String,
+
+    /// Istio path normalization: NONE, BASE, MERGE_SLASHES, DECODE_AND_MERGE_SLASHES.
+    #[arg(long, env = "PORTICO_PATH_NORMALIZATION", default_value = "MERGE_SLASHES")]
+    pub path_normalization: String,
+
+    /// Kubernetes cluster domain of Service host names.
+    #[arg(long, env = "CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+
+    /// Gateway Notebook VirtualServices bind to (Kubeflow's ISTIO_GATEWAY).
+    #[arg(long, env = "ISTIO_GATEWAY", default_value = "kubeflow/kubeflow-gateway")]
+    pub istio_gateway: String,
+
+    /// Host of Notebook VirtualServices (Kubeflow's ISTIO_HOST).
+    #[arg(long, env = "ISTIO_HOST", default_value = "*")]
+    pub istio_host: String,
+}
+
+/// `text` for people, `json` for log pipelines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `k=v,...` labels.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Labels(pub BTreeMap<String, String>);
+
+fn parse_labels(text: &str) -> Result<Labels, String> {
+    let mut labels = BTreeMap::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').ok_or_else(|| format!("{pair:?} is not key=value"))?;
+        labels.insert(key.trim().to_string(), value.trim().to_string());
+    }
+    Ok(Labels(labels))
+}
+
+fn parse_bind(text: &str) -> Result<(u16, SocketAddr), String> {
+    let (port, address) = text.split_once('=').ok_or_else(|| format!("{text:?} is not PORT=ADDR:PORT"))?;
+    let port = port.trim().parse::<u16>().map_err(|e| format!("{text:?}: bad gateway port: {e}"))?;
+    let address = address.trim().parse::<SocketAddr>().map_err(|e| format!("{text:?}: bad address: {e}"))?;
+    Ok((port, address))
+}
+
+fn parse_resolve(text: &str) -> Result<(String, SocketAddr), String> {
+    let (target, address) = text.split_once('=').ok_or_else(|| format!("{text:?} is not HOST:PORT=ADDR:PORT"))?;
+    let (host, port) = target.rsplit_once(':').ok_or_else(|| format!("{text:?}: {target:?} has no :PORT"))?;
+    let port = port.parse::<u16>().map_err(|e| format!("{text:?}: bad port: {e}"))?;
+    let address = address.trim().parse::<SocketAddr>().map_err(|e| format!("{text:?}: bad address: {e}"))?;
+    Ok((format!("{}:{port}", host.trim().to_ascii_lowercase()), address))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_forms() {
+        let args = Args::try_parse_from([
+            "portico-gateway",
+            "--config-dir",
+            "examples",
+            "--bind",
+            "80=127.0.0.1:8080",
+            "--resolve",
+            "NB.ns.svc.cluster.local:80=127.0.0.1:8888",
+            "--gateway-labels",
+            "istio=ingressgateway, app=portico",
+        ])
+        .unwrap();
+        assert_eq!(args.binds, vec![(80, "127.0.0.1:8080".parse().unwrap())]);
+        assert_eq!(args.resolves[0].0, "nb.ns.svc.cluster.local:80");
+        assert_eq!(args.gateway_labels.0.get("app").map(String::as_str), Some("portico"));
+    }
+
+    #[test]
+    fn rejects_malformed_values_clearly() {
+        assert!(parse_bind("80:8080").unwrap_err().contains("PORT=ADDR:PORT"));
+        assert!(parse_resolve("host=1.2.3.4:80").unwrap_err().contains("no :PORT"));
+        assert!(parse_labels("istio").unwrap_err().contains("key=value"));
+    }
+}

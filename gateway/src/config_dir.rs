@@ -1,0 +1,195 @@
+//! The folder configuration source: every `*.yaml`/`*.yml` below a
+//! directory, read like `kubectl apply -f DIR -R`, watched for changes.
+//!
+//! A file that stops parsing keeps contributing its last good objects (and a
+//! diagnostic says so), so a half-saved edit never takes routes down.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use portico_routing::table::PathNormalizationMode;
+use portico_routing::{Diagnostic, GatewayIdentity, NotebookSettings, ObjectRef, Resources, translate};
+use tokio::sync::mpsc;
+
+use crate::apply::ConfigSink;
+
+/// How long the folder must be quiet before a reload: editors and
+/// `kubectl cp` write files in several steps.
+const DEBOUNCE: Duration = Duration::from_millis(25);
+
+/// Reads, translates and applies a folder of YAML.
+pub struct FolderSource {
+    dir: PathBuf,
+    identity: GatewayIdentity,
+    settings: NotebookSettings,
+    normalization: PathNormalizationMode,
+    sink: Arc<ConfigSink>,
+    /// Last objects each file parsed to without error.
+    last_good: Mutex<HashMap<PathBuf, Resources>>,
+    generation: Mutex<u64>,
+}
+
+impl FolderSource {
+    pub fn new(
+        dir: PathBuf,
+        identity: GatewayIdentity,
+        settings: NotebookSettings,
+        normalization: PathNormalizationMode,
+        sink: Arc<ConfigSink>,
+    ) -> Self {
+        Self {
+            dir,
+            identity,
+            settings,
+            normalization,
+            sink,
+            last_good: Mutex::new(HashMap::new()),
+            generation: Mutex::new(0),
+        }
+    }
+
+    /// Reads the folder and applies the result. Returns whether routes changed.
+    pub fn reload(&self) -> bool {
+        let (resources, mut diagnostics) = self.read();
+        let (mut table, translated) = translate(&resources, &self.identity);
+        diagnostics.extend(translated);
+        let mut generation = self.generation.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *generation += 1;
+        table.version = format!("folder-{generation}");
+        let changed = self.sink.apply(table, diagnostics);
+        if !changed {
+            *generation -= 1;
+        }
+        changed
+    }
+
+    fn read(&self) -> (Resources, Vec<Diagnostic>) {
+        let mut resources = Resources {
+            settings: self.settings.clone(),
+            path_normalization: self.normalization,
+            ..Resources::default()
+        };
+        let mut diagnostics = Vec::new();
+        let mut files = Vec::new();
+        if let Err(error) = collect_yaml_files(&self.dir, &mut files) {
+            let object = ObjectRef::new("Folder", "", &self.dir.display().to_string());
+            diagnostics.push(Diagnostic::error(&object, "", format!("cannot list: {error}")));
+        }
+        files.sort();
+        let mut last_good = self.last_good.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        last_good.retain(|path, _| files.contains(path));
+        for path in files {
+            let source = path.display().to_string();
+            let mut parsed = Resources::default();
+            let file_diagnostics = match std::fs::read_to_string(&path) {
+                Ok(text) => parsed.add_yaml(&text, &source),
+                Err(error) => {
+                    vec![Diagnostic::error(&ObjectRef::new("File", "", &source), "", format!("cannot read: {error}"))]
+                }
+            };
+            let failed = file_diagnostics.iter().any(Diagnostic::is_error);
+            diagnostics.extend(file_diagnostics);
+            let objects = if failed {
+                match last_good.get(&path) {
+                    Some(previous) => {
+                        let object = ObjectRef::new("File", "", &source);
+                        diagnostics.push(Diagnostic::warning(
+                            &object,
+                            "",
+                            "keeping the objects of its last good version",
+                        ));
+                        previous.clone()
+                    }
+                    // Never read cleanly: apply what did parse.
+                    None => parsed,
+                }
+            } else {
+                last_good.insert(path.clone(), parsed.clone());
+                parsed
+            };
+            merge(&mut resources, objects);
+        }
+        (resources, diagnostics)
+    }
+
+    /// Watches the folder and reloads after each burst of changes.
+    async fn watch(&self, mut shutdown: ShutdownWatch) {
+        let (events, mut changes) = mpsc::unbounded_channel::<()>();
+        let handler = move |event: notify::Result<notify::Event>| {
+            if event.is_ok() {
+                let _ = events.send(());
+            }
+        };
+        let mut watcher: Option<RecommendedWatcher> = match notify::recommended_watcher(handler) {
+            Ok(watcher) => Some(watcher),
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch the config folder; polling every second instead");
+                None
+            }
+        };
+        if let Some(w) = watcher.as_mut()
+            && let Err(error) = w.watch(&self.dir, RecursiveMode::Recursive)
+        {
+            tracing::warn!(%error, dir = %self.dir.display(), "cannot watch the config folder; polling every second instead");
+            watcher = None;
+        }
+        let polling = watcher.is_none();
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                event = changes.recv(), if !polling => {
+                    if event.is_none() { return; }
+                    // Coalesce the burst.
+                    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, changes.recv()).await {}
+                }
+                () = tokio::time::sleep(Duration::from_secs(1)), if polling => {}
+            }
+            self.reload();
+        }
+    }
+}
+
+/// Runs the watcher as a Pingora background service.
+pub struct FolderWatchService(pub Arc<FolderSource>);
+
+#[async_trait]
+impl BackgroundService for FolderWatchService {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.0.watch(shutdown).await;
+    }
+}
+
+fn merge(into: &mut Resources, from: Resources) {
+    into.gateways.extend(from.gateways);
+    into.virtual_services.extend(from.virtual_services);
+    into.notebooks.extend(from.notebooks);
+    into.services.extend(from.services);
+    into.endpoint_slices.extend(from.endpoint_slices);
+    into.secrets.extend(from.secrets);
+}
+
+/// `*.yaml`/`*.yml` below `dir`, skipping hidden entries (editor swap files,
+/// and the `..data` indirection of ConfigMap volumes, which would otherwise
+/// be read twice).
+fn collect_yaml_files(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() {
+            collect_yaml_files(&path, files)?;
+        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+            files.push(path);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,205 @@
+//! What to do with a request: the routing decision, made once per request
+//! from one snapshot and one normalized path.
+//!
+//! Kept apart from Pingora's session so the whole policy reads top to bottom
+//! and is testable on plain request headers.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header;
+use pingora_http::RequestHeader;
+use portico_routing::request::host_of;
+use portico_routing::rewrite::{RedirectRequest, https_location, redirect_location, rewritten_path};
+use portico_routing::table::{CorsPolicy, Route, RouteAction, WeightedDestination};
+use portico_routing::{RequestView, normalize};
+
+use crate::state::Snapshot;
+use crate::upstream::{pick_weighted, random_u32};
+
+/// Forward the request upstream.
+pub struct Forward {
+    pub snapshot: Arc<Snapshot>,
+    listener: usize,
+    virtual_host: usize,
+    route: usize,
+    destination: usize,
+    /// Path and query to send upstream (rewritten).
+    pub upstream_path: String,
+    /// The request's host (lower-case, no port), for X-Forwarded-Host.
+    pub host: String,
+    /// Set when CORS allows the request's Origin: echo it in the response.
+    pub cors_origin: Option<String>,
+}
+
+impl Forward {
+    pub fn route(&self) -> &Route {
+        &self.snapshot.matcher.table().listeners[self.listener].virtual_hosts[self.virtual_host].routes[self.route]
+    }
+
+    /// The chosen destination (always present: only forward actions make a `Forward`).
+    pub fn destination(&self) -> Option<&WeightedDestination> {
+        match &self.route().action {
+            RouteAction::Forward(forward) => forward.destinations.get(self.destination),
+            _ => None,
+        }
+    }
+}
+
+/// Answer the request here.
+pub struct LocalResponse {
+    pub status: u16,
+    pub headers: Vec<(header::HeaderName, String)>,
+    pub body: Bytes,
+    /// Envoy-style response flag for metrics and the access log.
+    pub flags: &'static str,
+}
+
+impl LocalResponse {
+    pub fn text(status: u16, body: &'static str, flags: &'static str) -> Self {
+        Self {
+            status,
+            headers: vec![(header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string())],
+            body: Bytes::from_static(body.as_bytes()),
+            flags,
+        }
+    }
+}
+
+pub enum Decision {
+    Forward(Box<Forward>),
+    Respond(LocalResponse),
+}
+
+/// Decides what happens to `request`, arriving on Gateway port `port` over `scheme`.
+pub fn decide(snapshot: &Arc<Snapshot>, request: &RequestHeader, port: u16, scheme: &str) -> Decision {
+    let Some(authority) = authority(request) else {
+        return Decision::Respond(LocalResponse::text(400, "missing or conflicting host\n", "DPE"));
+    };
+    let Ok(raw_target) = std::str::from_utf8(request.raw_path()) else {
+        return Decision::Respond(LocalResponse::text(400, "request target is not ASCII\n", "DPE"));
+    };
+    let target = match normalize(raw_target, snapshot.normalization) {
+        Ok(target) => target,
+        Err(error) => {
+            tracing::debug!(%error, target = raw_target, "request target rejected");
+            return Decision::Respond(LocalResponse::text(400, "bad request path\n", "DPE"));
+        }
+    };
+    let host = host_of(authority);
+    let view = RequestView {
+        port,
+        scheme,
+        method: request.method.as_str(),
+        authority,
+        host: &host,
+        path: &target.path,
+        query: target.query.as_deref(),
+        headers: &request.headers,
+    };
+    let Some((listener, virtual_host, selected)) = snapshot.matcher.select_index(&view) else {
+        return Decision::Respond(LocalResponse::text(404, "no route\n", "NR"));
+    };
+    let table = snapshot.matcher.table();
+    let vhost = &table.listeners[listener].virtual_hosts[virtual_host];
+    if vhost.https_redirect {
+        let location = https_location(authority, &target.path_and_query());
+        return Decision::Respond(redirect(301, location));
+    }
+    let Some((route_index, match_index)) = selected else {
+        return Decision::Respond(LocalResponse::text(404, "no route\n", "NR"));
+    };
+    let route = &vhost.routes[route_index];
+    let origin = request.headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+    let cors_origin = route.cors.as_ref().zip(origin).filter(|(cors, origin)| origin_allowed(cors, origin));
+    if let Some((cors, origin)) = cors_origin
+        && request.method == http::Method::OPTIONS
+        && request.headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    {
+        return Decision::Respond(preflight(cors, origin));
+    }
+    match &route.action {
+        RouteAction::Redirect(redirect_action) => {
+            let location = redirect_location(
+                redirect_action,
+                &RedirectRequest {
+                    scheme,
+                    authority,
+                    listener_port: port,
+                    path: &target.path,
+                    query: target.query.as_deref(),
+                },
+            );
+            Decision::Respond(redirect(redirect_action.status, location))
+        }
+        RouteAction::DirectResponse(direct) => Decision::Respond(LocalResponse {
+            status: direct.status,
+            headers: vec![(header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string())],
+            body: Bytes::from(direct.body.clone()),
+            flags: "DR",
+        }),
+        RouteAction::Forward(forward) => {
+            let matched = match_index.map(|i| &route.matches[i]);
+            let mut upstream_path = rewritten_path(&target.path, matched, &forward.rewrite).into_owned();
+            if let Some(query) = &target.query {
+                upstream_path.push('?');
+                upstream_path.push_str(query);
+            }
+            Decision::Forward(Box::new(Forward {
+                snapshot: Arc::clone(snapshot),
+                listener,
+                virtual_host,
+                route: route_index,
+                destination: pick_weighted(&forward.destinations, random_u32()),
+                upstream_path,
+                host: host.into_owned(),
+                cors_origin: cors_origin.map(|(_, origin)| origin.to_string()),
+            }))
+        }
+    }
+}
+
+/// The request's authority: `:authority`/absolute-form URI or Host, which
+/// must agree when both are present.
+fn authority(request: &RequestHeader) -> Option<&str> {
+    let from_uri = request.uri.authority().map(|a| a.as_str());
+    let mut hosts = request.headers.get_all(header::HOST).iter();
+    let from_header = match (hosts.next(), hosts.next()) {
+        (Some(host), None) => Some(host.to_str().ok()?),
+        (None, None) => None,
+        (Some(_), Some(_)) => return None,
+        (None, Some(_)) => return None,
+    };
+    match (from_uri, from_header) {
+        (Some(uri), Some(header)) if !uri.eq_ignore_ascii_case(header) => None,
+        (Some(uri), _) => Some(uri),
+        (None, Some(header)) if !header.is_empty() => Some(header),
+        _ => None,
+    }
+}
+
+fn redirect(status: u16, location: String) -> LocalResponse {
+    LocalResponse { status, headers: vec![(header::LOCATION, location)], body: Bytes::new(), flags: "-" }
+}
+
+fn origin_allowed(cors: &CorsPolicy, origin: &str) -> bool {
+    cors.allow_origins.iter().any(|allowed| allowed.matches(origin))
+}
+
+/// Envoy answers an allowed CORS preflight itself.
+fn preflight(cors: &CorsPolicy, origin: &str) -> LocalResponse {
+    let mut headers = vec![(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.to_string())];
+    if !cors.allow_methods.is_empty() {
+        headers.push((header::ACCESS_CONTROL_ALLOW_METHODS, cors.allow_methods.join(",")));
+    }
+    if !cors.allow_headers.is_empty() {
+        headers.push((header::ACCESS_CONTROL_ALLOW_HEADERS, cors.allow_headers.join(",")));
+    }
+    if let Some(max_age) = cors.max_age {
+        headers.push((header::ACCESS_CONTROL_MAX_AGE, max_age.as_secs().to_string()));
+    }
+    if cors.allow_credentials {
+        headers.push((header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true".to_string()));
+    }
+    LocalResponse { status: 200, headers, body: Bytes::new(), flags: "-" }
+}

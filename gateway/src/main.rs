@@ -1,0 +1,28 @@
+//! `portico-gateway`: the data plane. Reads routes from a folder of YAML (or,
+//! later, from the controller), serves them on Pingora, and exposes admin,
+//! health and metrics endpoints on Istio's ports.
+#![forbid(unsafe_code)]
+
+mod admin;
+mod apply;
+mod cli;
+mod config_dir;
+mod decision;
+mod headers;
+mod logging;
+mod metrics;
+mod proxy;
+mod server;
+mod state;
+mod status;
+mod strict_http;
+mod tls;
+mod upstream;
+
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    let args = cli::Args::parse();
+    logging::init(args.log_format);
+    server::run(args)
+}

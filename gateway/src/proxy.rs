@@ -1,0 +1,277 @@
+//! The Pingora `ProxyHttp` implementation: thin phases over [`decide`],
+//! [`Resolver`] and [`headers`](crate::headers).
+//!
+//! One instance serves one Gateway port, so it knows the listener port and
+//! scheme a request arrived on without looking at socket addresses.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora_core::prelude::HttpPeer;
+use pingora_core::protocols::l4::socket::SocketAddr as PingoraAddr;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+use crate::decision::{Decision, Forward, LocalResponse, decide};
+use crate::headers;
+use crate::metrics::{Metrics, RequestRecord};
+use crate::state::RouteState;
+use crate::status::{self, Outcome};
+use crate::strict_http;
+use crate::upstream::Resolver;
+
+/// Settings shared by every listener's proxy.
+pub struct ProxySettings {
+    pub max_request_head: usize,
+    pub access_log: bool,
+    pub workload: String,
+    pub workload_namespace: String,
+}
+
+/// The data plane of one Gateway port.
+pub struct GatewayProxy {
+    pub port: u16,
+    pub scheme: &'static str,
+    pub state: Arc<RouteState>,
+    pub resolver: Arc<Resolver>,
+    pub metrics: Arc<Metrics>,
+    pub settings: Arc<ProxySettings>,
+}
+
+/// Per-request state.
+pub struct RequestContext {
+    started: Instant,
+    forward: Option<Box<Forward>>,
+    upstream: Option<std::net::SocketAddr>,
+    status: u16,
+    flags: &'static str,
+    connect_attempts: u32,
+    upgraded: bool,
+}
+
+#[async_trait]
+impl ProxyHttp for GatewayProxy {
+    type CTX = RequestContext;
+
+    fn new_ctx(&self) -> RequestContext {
+        self.metrics.active_requests.inc();
+        RequestContext {
+            started: Instant::now(),
+            forward: None,
+            upstream: None,
+            status: 0,
+            flags: "-",
+            connect_attempts: 0,
+            upgraded: false,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestContext) -> Result<bool> {
+        if let Some(http1) = session.as_downstream().as_http1()
+            && let Err(error) = strict_http::check_head(&http1.get_headers_raw_bytes(), self.settings.max_request_head)
+        {
+            tracing::debug!(%error, "request head refused");
+            let body = if error.status() == 431 { "request headers too large\n" } else { "bad request\n" };
+            self.respond(session, ctx, LocalResponse::text(error.status(), body, "DPE"), true).await?;
+            return Ok(true);
+        }
+        if session.as_downstream().is_http2()
+            && headers::h2_head_size(session.req_header()) > self.settings.max_request_head
+        {
+            self.respond(session, ctx, LocalResponse::text(431, "request headers too large\n", "DPE"), true).await?;
+            return Ok(true);
+        }
+        let snapshot = self.state.load();
+        match decide(&snapshot, session.req_header(), self.port, self.scheme) {
+            Decision::Respond(response) => {
+                // Bytes of an unread request body must never be parsed as the
+                // next request: close instead of draining.
+                let close = response.status >= 400 || headers::has_body(session.req_header());
+                self.respond(session, ctx, response, close).await?;
+                Ok(true)
+            }
+            Decision::Forward(forward) => {
+                ctx.forward = Some(forward);
+                Ok(false)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestContext) -> Result<Box<HttpPeer>> {
+        let forward =
+            ctx.forward.as_ref().ok_or_else(|| Error::explain(ErrorType::InternalError, "no route decided"))?;
+        let destination = forward
+            .destination()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "route has no destination"))?;
+        let address = self
+            .resolver
+            .resolve(forward.snapshot.matcher.table(), &destination.host, destination.port)
+            .await
+            .map_err(|error| {
+                ctx.flags = "UH";
+                Error::explain(ErrorType::HTTPStatus(503), error.to_string())
+            })?;
+        ctx.upstream = Some(address);
+        let mut peer = HttpPeer::new(address, false, String::new());
+        peer.options.connection_timeout = Some(status::CONNECT_TIMEOUT);
+        peer.options.idle_timeout = Some(status::UPSTREAM_IDLE_TIMEOUT);
+        let route = forward.route();
+        let upgrade = session.is_upgrade_req();
+        // Istio's `timeout` bounds a response, never an upgraded stream:
+        // notebook websockets and terminals live for hours.
+        if let Some(timeout) = route.timeout.filter(|_| !upgrade) {
+            peer.options.read_timeout = Some(timeout);
+        }
+        if let Some(per_try) = route.retries.per_try_timeout.filter(|_| !upgrade) {
+            peer.options.read_timeout = Some(peer.options.read_timeout.map_or(per_try, |t| t.min(per_try)));
+        }
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestContext,
+    ) -> Result<()> {
+        let Some(forward) = ctx.forward.as_ref() else { return Ok(()) };
+        let client = session.client_addr().and_then(PingoraAddr::as_inet).map(|a| a.ip());
+        headers::prepare_upstream_request(upstream_request, forward, client, self.scheme)
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestContext,
+    ) -> Result<()> {
+        if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            ctx.upgraded = true;
+            self.metrics.active_websockets.inc();
+        }
+        if let Some(forward) = ctx.forward.as_ref() {
+            headers::prepare_response(upstream_response, forward)?;
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestContext,
+        mut error: Box<Error>,
+    ) -> Box<Error> {
+        ctx.connect_attempts += 1;
+        ctx.flags = "UF";
+        let Some(forward) = ctx.forward.as_ref() else { return error };
+        let policy = &forward.route().retries;
+        let retriable = policy.retry_on.connect_failure || policy.retry_on.reset || policy.retry_on.server_error;
+        let idempotent = session.req_header().method.is_idempotent() && !session.is_upgrade_req();
+        if retriable && idempotent && ctx.connect_attempts <= policy.attempts {
+            error.set_retry(true);
+        }
+        error
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, error: &Error, ctx: &mut RequestContext) -> FailToProxy {
+        let Outcome { status, flags, body } = status::outcome(error, ctx.flags);
+        ctx.flags = flags;
+        ctx.status = status;
+        if status > 0 && session.response_written().is_none() {
+            session.set_keepalive(None);
+            let _ = session.respond_error_with_body(status, Bytes::from_static(body.as_bytes())).await;
+        }
+        FailToProxy { error_code: status, can_reuse_downstream: false }
+    }
+
+    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestContext) {
+        self.metrics.active_requests.dec();
+        if ctx.upgraded {
+            self.metrics.active_websockets.dec();
+        }
+        let status = session.response_written().map_or(ctx.status, |r| r.status.as_u16());
+        let duration = ctx.started.elapsed();
+        let destination = ctx.forward.as_ref().and_then(|f| f.destination()).map_or("", |d| d.host.as_str());
+        let request = session.req_header();
+        let protocol = if request
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+        {
+            "grpc"
+        } else {
+            "http"
+        };
+        self.metrics.record(&RequestRecord {
+            workload: &self.settings.workload,
+            workload_namespace: &self.settings.workload_namespace,
+            destination_host: destination,
+            protocol,
+            status,
+            flags: ctx.flags,
+            duration_ms: duration.as_secs_f64() * 1000.0,
+            request_bytes: session.body_bytes_read(),
+            response_bytes: session.body_bytes_sent(),
+        });
+        if self.settings.access_log {
+            access_log(session, ctx, status, duration, destination, error);
+        }
+    }
+}
+
+impl GatewayProxy {
+    async fn respond(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestContext,
+        response: LocalResponse,
+        close: bool,
+    ) -> Result<()> {
+        ctx.status = response.status;
+        ctx.flags = response.flags;
+        if close {
+            session.set_keepalive(None);
+        }
+        let mut header = ResponseHeader::build(response.status, Some(response.headers.len() + 1))?;
+        for (name, value) in response.headers {
+            header.insert_header(name, value)?;
+        }
+        header.insert_header(http::header::CONTENT_LENGTH, response.body.len().to_string())?;
+        session.write_response_header(Box::new(header), response.body.is_empty()).await?;
+        if !response.body.is_empty() {
+            session.write_response_body(Some(response.body), true).await?;
+        }
+        Ok(())
+    }
+}
+
+fn access_log(
+    session: &Session,
+    ctx: &RequestContext,
+    status: u16,
+    duration: Duration,
+    destination: &str,
+    error: Option<&Error>,
+) {
+    let request = session.req_header();
+    let route = ctx.forward.as_ref().map_or("-", |f| f.route().name.as_str());
+    let upstream = ctx.upstream.map(|a| a.to_string());
+    tracing::info!(
+        target: "access",
+        method = %request.method,
+        path = %String::from_utf8_lossy(request.raw_path()),
+        status,
+        flags = ctx.flags,
+        route,
+        destination,
+        upstream = upstream.as_deref().unwrap_or("-"),
+        duration_ms = duration.as_millis() as u64,
+        bytes_received = session.body_bytes_read(),
+        bytes_sent = session.body_bytes_sent(),
+        error = error.map(|e| e.to_string()).as_deref().unwrap_or("-"),
+    );
+}

@@ -1,0 +1,178 @@
+//! Assembles the Pingora server: one proxy service per Gateway port, the
+//! admin/health/metrics services and the folder watcher.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use pingora_core::apps::HttpServerOptions;
+use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::listeners::{TlsAccept, TlsAcceptCallbacks};
+use pingora_core::protocols::http::v2::server::default_h2_options;
+use pingora_core::server::Server;
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::services::background::background_service;
+use pingora_core::services::listening::Service;
+use portico_routing::table::ListenerProtocol;
+use portico_routing::{GatewayIdentity, NotebookSettings, PathNormalization};
+
+use crate::admin::{AdminApp, HealthApp, MetricsApp};
+use crate::apply::ConfigSink;
+use crate::cli::Args;
+use crate::config_dir::{FolderSource, FolderWatchService};
+use crate::metrics::Metrics;
+use crate::proxy::{GatewayProxy, ProxySettings};
+use crate::state::RouteState;
+use crate::tls::SniCertResolver;
+use crate::upstream::Resolver;
+
+/// HTTP/2 limits: a notebook UI opens a few dozen streams at most.
+const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
+
+struct NoTlsCallbacks;
+
+#[async_trait::async_trait]
+impl TlsAccept for NoTlsCallbacks {}
+
+/// Builds everything and runs until SIGTERM/SIGINT (never returns on success).
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let normalization = PathNormalization::parse(&args.path_normalization)
+        .with_context(|| format!("--path-normalization {:?} is not an Istio mode", args.path_normalization))?;
+    let state = Arc::new(RouteState::new());
+    let metrics = Arc::new(Metrics::new().context("registering metrics")?);
+    let identity = GatewayIdentity {
+        name: "portico-gateway".to_string(),
+        namespace: args.namespace.clone(),
+        labels: args.gateway_labels.0.clone(),
+    };
+    let settings = NotebookSettings {
+        istio_gateway: args.istio_gateway.clone(),
+        istio_host: args.istio_host.clone(),
+        cluster_domain: args.cluster_domain.clone(),
+    };
+
+    // Read the folder once to learn the listeners; the ports a Gateway does
+    // not name yet but `--bind` does are served as plain HTTP.
+    let probe_sink = Arc::new(ConfigSink {
+        state: Arc::clone(&state),
+        metrics: Arc::clone(&metrics),
+        certificates: BTreeMap::new(),
+    });
+    let probe = FolderSource::new(
+        args.config_dir.clone(),
+        identity.clone(),
+        settings.clone(),
+        normalization.into(),
+        probe_sink,
+    );
+    probe.reload();
+    let initial = state.load();
+    let mut listeners: BTreeMap<u16, ListenerProtocol> =
+        initial.matcher.table().listeners.iter().map(|l| (l.port, l.protocol)).collect();
+    for (port, _) in &args.binds {
+        listeners.entry(*port).or_insert(ListenerProtocol::Http);
+    }
+    if listeners.is_empty() {
+        tracing::warn!(dir = %args.config_dir.display(), "no Gateway selects this instance and no --bind given: nothing to serve yet");
+    }
+    let certificates: BTreeMap<u16, Arc<SniCertResolver>> = listeners
+        .iter()
+        .filter(|(_, protocol)| **protocol == ListenerProtocol::Https)
+        .map(|(port, _)| (*port, Arc::new(SniCertResolver::new())))
+        .collect();
+    let sink = Arc::new(ConfigSink { state: Arc::clone(&state), metrics: Arc::clone(&metrics), certificates });
+    let source = Arc::new(FolderSource::new(
+        args.config_dir.clone(),
+        identity,
+        settings,
+        normalization.into(),
+        Arc::clone(&sink),
+    ));
+    // Apply again with the certificate resolvers in place.
+    source.reload();
+
+    let conf = ServerConf {
+        threads: args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        work_stealing: true,
+        grace_period_seconds: Some(args.drain_delay_secs),
+        graceful_shutdown_timeout_seconds: Some(args.drain_timeout_secs),
+        upstream_keepalive_pool_size: 1024,
+        upgrade_sock: args.upgrade_sock.clone(),
+        max_retries: 4,
+        ..ServerConf::default()
+    };
+    let opt = Opt { upgrade: args.upgrade, ..Opt::default() };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let resolver = Arc::new(Resolver::new(args.resolves.clone()));
+    let proxy_settings = Arc::new(ProxySettings {
+        max_request_head: args.max_request_headers_kb * 1024,
+        access_log: args.access_log,
+        workload: identity_name(),
+        workload_namespace: args.namespace.clone(),
+    });
+    let binds: BTreeMap<u16, SocketAddr> = args.binds.iter().copied().collect();
+    for (port, protocol) in &listeners {
+        let address = binds.get(port).copied().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], *port)));
+        let scheme = match protocol {
+            ListenerProtocol::Http => "http",
+            ListenerProtocol::Https => "https",
+        };
+        let proxy = GatewayProxy {
+            port: *port,
+            scheme,
+            state: Arc::clone(&state),
+            resolver: Arc::clone(&resolver),
+            metrics: Arc::clone(&metrics),
+            settings: Arc::clone(&proxy_settings),
+        };
+        let mut service =
+            pingora_proxy::http_proxy_service_with_name(&server.configuration, proxy, &format!("{scheme}.{port}"));
+        if let Some(logic) = service.app_logic_mut() {
+            let mut server_options = HttpServerOptions::default();
+            server_options.h2c = true;
+            logic.server_options = Some(server_options);
+            let mut h2 = default_h2_options();
+            h2.max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS);
+            h2.max_header_list_size(u32::try_from(proxy_settings.max_request_head).unwrap_or(u32::MAX));
+            logic.h2_options = Some(h2);
+        }
+        match sink.certificates.get(port) {
+            Some(resolver) => {
+                let mut tls = TlsSettings::with_callbacks(Box::new(NoTlsCallbacks) as TlsAcceptCallbacks)
+                    .context("creating TLS settings")?;
+                tls.set_cert_resolver(Arc::clone(resolver) as Arc<dyn rustls::server::ResolvesServerCert>);
+                tls.enable_h2();
+                service.add_tls_with_settings(&address.to_string(), None, tls);
+            }
+            None => service.add_tcp(&address.to_string()),
+        }
+        tracing::info!(port, %address, scheme, "listening");
+        server.add_service(service);
+    }
+
+    server.add_service(small_service("admin", AdminApp { state: Arc::clone(&state) }, args.admin));
+    server.add_service(small_service("health", HealthApp { state: Arc::clone(&state) }, args.health));
+    server.add_service(small_service("metrics", MetricsApp { metrics: Arc::clone(&metrics) }, args.metrics));
+    server.add_service(background_service("config folder watcher", FolderWatchService(source)));
+    tracing::info!(admin = %args.admin, health = %args.health, metrics = %args.metrics, "portico-gateway started");
+    server.run_forever()
+}
+
+/// A one-thread HTTP service for the admin-side endpoints.
+fn small_service<A>(name: &str, app: A, address: SocketAddr) -> Service<pingora_core::apps::http_app::HttpServer<A>>
+where
+    A: pingora_core::apps::http_app::ServeHttp + Send + Sync + 'static,
+{
+    let mut service = Service::new(name.to_string(), pingora_core::apps::http_app::HttpServer::new_app(app));
+    service.threads = Some(1);
+    service.add_tcp(&address.to_string());
+    service
+}
+
+/// The workload name reported in metrics: the pod name when in Kubernetes.
+fn identity_name() -> String {
+    std::env::var("POD_NAME").or_else(|_| std::env::var("HOSTNAME")).unwrap_or_else(|_| "portico-gateway".to_string())
+}

@@ -1,0 +1,84 @@
+//! The live configuration: an atomically swapped snapshot of the compiled
+//! route table.
+//!
+//! A request loads the snapshot once and keeps that `Arc` until it ends, so
+//! a reload never changes the routes under an in-flight request or an open
+//! websocket; the old table is freed when its last user finishes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use portico_routing::{Diagnostic, Matcher, PathNormalization, RouteTable};
+
+/// One applied configuration.
+pub struct Snapshot {
+    /// Shared between snapshots that differ only in diagnostics.
+    pub matcher: Arc<Matcher>,
+    pub normalization: PathNormalization,
+    /// Problems found in the inputs of this version (skipped objects, files).
+    pub diagnostics: Vec<Diagnostic>,
+    pub applied_at: SystemTime,
+}
+
+impl Snapshot {
+    pub fn new(table: RouteTable, diagnostics: Vec<Diagnostic>) -> Self {
+        let normalization = table.path_normalization.into();
+        Self { matcher: Arc::new(Matcher::new(table)), normalization, diagnostics, applied_at: SystemTime::now() }
+    }
+
+    pub fn version(&self) -> &str {
+        &self.matcher.table().version
+    }
+}
+
+/// Shared by the data plane, the config sources and the admin endpoints.
+pub struct RouteState {
+    current: ArcSwap<Snapshot>,
+    ready: AtomicBool,
+}
+
+impl RouteState {
+    /// Starts empty and not ready: `/healthz/ready` answers 503 until the
+    /// first configuration is applied.
+    pub fn new() -> Self {
+        Self {
+            current: ArcSwap::from_pointee(Snapshot::new(RouteTable::default(), Vec::new())),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// The snapshot a request should use from start to end.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Publishes a new snapshot; in-flight requests keep the old one.
+    pub fn publish(&self, snapshot: Snapshot) {
+        self.current.store(Arc::new(snapshot));
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Replaces only the diagnostics (a reload whose table was rejected).
+    pub fn set_diagnostics(&self, diagnostics: Vec<Diagnostic>) {
+        let current = self.load();
+        let snapshot = Snapshot {
+            matcher: Arc::clone(&current.matcher),
+            normalization: current.normalization,
+            diagnostics,
+            applied_at: current.applied_at,
+        };
+        self.current.store(Arc::new(snapshot));
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+impl Default for RouteState {
+    fn default() -> Self {
+        Self::new()
+    }
+}

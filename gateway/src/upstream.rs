@@ -1,0 +1,158 @@
+//! Where a destination `host:port` is: EndpointSlice addresses from the
+//! route table first, then `--resolve` overrides, then DNS.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use portico_routing::RouteTable;
+use portico_routing::table::{WeightedDestination, cluster_name};
+
+/// How long a DNS answer is reused.
+const DNS_TTL: Duration = Duration::from_secs(5);
+
+/// Why a destination has no address.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("{0} has no ready endpoints")]
+    NoEndpoints(String),
+    #[error("{host} does not resolve: {reason}")]
+    Dns { host: String, reason: String },
+}
+
+/// Resolves destinations; cheap to share across threads.
+pub struct Resolver {
+    overrides: HashMap<String, SocketAddr>,
+    dns_cache: Mutex<HashMap<String, (Instant, Vec<SocketAddr>)>>,
+    round_robin: AtomicUsize,
+}
+
+impl Resolver {
+    /// `overrides` are keyed by lower-case `host:port`.
+    pub fn new(overrides: impl IntoIterator<Item = (String, SocketAddr)>) -> Self {
+        Self {
+            overrides: overrides.into_iter().collect(),
+            dns_cache: Mutex::new(HashMap::new()),
+            round_robin: AtomicUsize::new(0),
+        }
+    }
+
+    /// One address for `host:port`, spreading requests over endpoints.
+    pub async fn resolve(&self, table: &RouteTable, host: &str, port: u16) -> Result<SocketAddr, ResolveError> {
+        let name = cluster_name(host, port);
+        if let Some(cluster) = table.clusters.get(&name) {
+            if cluster.endpoints.is_empty() {
+                return Err(ResolveError::NoEndpoints(name));
+            }
+            let endpoint = &cluster.endpoints[self.next() % cluster.endpoints.len()];
+            return Ok(SocketAddr::new(endpoint.address, endpoint.port));
+        }
+        if let Some(address) = self.overrides.get(&name) {
+            return Ok(*address);
+        }
+        let addresses = self.lookup(host, port).await?;
+        Ok(addresses[self.next() % addresses.len()])
+    }
+
+    fn next(&self) -> usize {
+        self.round_robin.fetch_add(1, Ordering::Relaxed)
+    }
+
+    async fn lookup(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, ResolveError> {
+        let key = cluster_name(host, port);
+        if let Some((at, addresses)) = self.dns_cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key)
+            && at.elapsed() < DNS_TTL
+        {
+            return Ok(addresses.clone());
+        }
+        let dns_error = |reason: String| ResolveError::Dns { host: host.to_string(), reason };
+        let addresses: Vec<SocketAddr> =
+            tokio::net::lookup_host((host, port)).await.map_err(|e| dns_error(e.to_string()))?.collect();
+        if addresses.is_empty() {
+            return Err(dns_error("no addresses".to_string()));
+        }
+        self.dns_cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (Instant::now(), addresses.clone()));
+        Ok(addresses)
+    }
+}
+
+/// Picks a destination index by weight with `random` in `0..u32::MAX`.
+pub fn pick_weighted(destinations: &[WeightedDestination], random: u32) -> usize {
+    if destinations.len() <= 1 {
+        return 0;
+    }
+    let total: u64 = destinations.iter().map(|d| u64::from(d.weight)).sum();
+    if total == 0 {
+        return 0;
+    }
+    let mut point = u64::from(random) % total;
+    for (index, destination) in destinations.iter().enumerate() {
+        let weight = u64::from(destination.weight);
+        if point < weight {
+            return index;
+        }
+        point -= weight;
+    }
+    destinations.len() - 1
+}
+
+/// A fast, non-cryptographic random number for traffic splitting.
+pub fn random_u32() -> u32 {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0x9e37_79b9, |d| d.as_nanos() as u64) | 1
+        );
+    }
+    STATE.with(|state| {
+        // xorshift64*
+        let mut x = state.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        state.set(x);
+        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn destination(weight: u32) -> WeightedDestination {
+        WeightedDestination {
+            host: "h".into(),
+            port: 80,
+            weight,
+            request_headers: Default::default(),
+            response_headers: Default::default(),
+        }
+    }
+
+    #[test]
+    fn splits_by_weight() {
+        let destinations = [destination(90), destination(10)];
+        let mut counts = [0u32; 2];
+        for _ in 0..10_000 {
+            counts[pick_weighted(&destinations, random_u32())] += 1;
+        }
+        assert!((8_500..9_500).contains(&counts[0]), "{counts:?}");
+        assert_eq!(pick_weighted(&[destination(0), destination(5)], 3), 1);
+    }
+
+    #[tokio::test]
+    async fn prefers_endpoints_then_overrides() {
+        let resolver = Resolver::new([("nb.ns.svc.cluster.local:80".to_string(), "127.0.0.1:8888".parse().unwrap())]);
+        let table = RouteTable::default();
+        let address = resolver.resolve(&table, "nb.ns.svc.cluster.local", 80).await.unwrap();
+        assert_eq!(address, "127.0.0.1:8888".parse().unwrap());
+        let mut table = RouteTable::default();
+        table.clusters.insert("nb.ns.svc.cluster.local:80".into(), Default::default());
+        assert!(matches!(
+            resolver.resolve(&table, "nb.ns.svc.cluster.local", 80).await,
+            Err(ResolveError::NoEndpoints(_))
+        ));
+    }
+}
