@@ -14,7 +14,7 @@ use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use portico_routing::table::PathNormalizationMode;
-use portico_routing::{Diagnostic, GatewayIdentity, NotebookSettings, ObjectRef, Resources, translate};
+use portico_routing::{Diagnostic, GatewayIdentity, LastGood, NotebookSettings, ObjectRef, Resources};
 use tokio::sync::mpsc;
 
 use crate::apply::ConfigSink;
@@ -31,7 +31,9 @@ pub struct FolderSource {
     normalization: PathNormalizationMode,
     sink: Arc<ConfigSink>,
     /// Last objects each file parsed to without error.
-    last_good: Mutex<HashMap<PathBuf, Resources>>,
+    last_good_files: Mutex<HashMap<PathBuf, Resources>>,
+    /// Last version of each object that translated without error.
+    last_good_objects: Mutex<LastGood>,
     generation: Mutex<u64>,
 }
 
@@ -49,7 +51,8 @@ impl FolderSource {
             settings,
             normalization,
             sink,
-            last_good: Mutex::new(HashMap::new()),
+            last_good_files: Mutex::new(HashMap::new()),
+            last_good_objects: Mutex::new(LastGood::default()),
             generation: Mutex::new(0),
         }
     }
@@ -57,7 +60,11 @@ impl FolderSource {
     /// Reads the folder and applies the result. Returns whether routes changed.
     pub fn reload(&self) -> bool {
         let (resources, mut diagnostics) = self.read();
-        let (mut table, translated) = translate(&resources, &self.identity);
+        let (mut table, translated) = self
+            .last_good_objects
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .translate(&resources, &self.identity);
         diagnostics.extend(translated);
         let mut generation = self.generation.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         *generation += 1;
@@ -82,7 +89,7 @@ impl FolderSource {
             diagnostics.push(Diagnostic::error(&object, "", format!("cannot list: {error}")));
         }
         files.sort();
-        let mut last_good = self.last_good.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut last_good = self.last_good_files.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         last_good.retain(|path, _| files.contains(path));
         for path in files {
             let source = path.display().to_string();

@@ -72,6 +72,11 @@ impl fmt::Display for Diagnostic {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        write!(f, "{severity}: {}: {}: {}", self.object, self.field, self.message)
+        if self.field.is_empty() {
+            // About the whole object.
+            write!(f, "{severity}: {}: {}", self.object, self.message)
+        } else {
+            write!(f, "{severity}: {}: {}: {}", self.object, self.field, self.message)
+        }
     }
 }

@@ -19,6 +19,7 @@
 
 pub mod diagnostic;
 pub mod duration;
+pub mod last_good;
 pub mod matcher;
 pub mod naive;
 pub mod normalize;
@@ -32,6 +33,7 @@ pub mod table;
 pub mod translate;
 
 pub use diagnostic::{Diagnostic, ObjectRef, Severity};
+pub use last_good::LastGood;
 pub use matcher::{Matcher, Selection};
 pub use normalize::{NormalizedTarget, PathError, PathNormalization, normalize};
 pub use notebook::{NotebookSettings, notebook_service, notebook_virtual_service};

@@ -46,8 +46,14 @@ pub fn redirect_location(redirect: &Redirect, request: &RedirectRequest<'_>) -> 
     let (request_host, request_port) = split_authority(request.authority);
     let host = redirect.authority.as_deref().unwrap_or(request_host);
     let port = match redirect.port {
-        RedirectPort::Unchanged if redirect.scheme.is_none() => request_port.map(str::to_string),
-        RedirectPort::Unchanged | RedirectPort::ProtocolDefault => None,
+        // Envoy keeps the Host's port, except the old scheme's default port
+        // when the scheme changes (`http://a:80` -> `https://a`, but
+        // `http://a:8080` -> `https://a:8080`).
+        RedirectPort::Unchanged => {
+            let old_default = |port: &&str| matches!((request.scheme, *port), ("http", "80") | ("https", "443"));
+            request_port.filter(|port| scheme == request.scheme || !old_default(port)).map(str::to_string)
+        }
+        RedirectPort::ProtocolDefault => None,
         RedirectPort::FromRequest => non_default_port(scheme, request.listener_port),
         RedirectPort::Fixed(port) => non_default_port(scheme, port),
     };
@@ -171,6 +177,9 @@ mod tests {
         redirect.uri = Some("/c?y=2".into());
         assert_eq!(redirect_location(&redirect, &request), "http://Host.com:8080/c?y=2");
         redirect.scheme = Some("https".into());
+        assert_eq!(redirect_location(&redirect, &request), "https://Host.com:8080/c?y=2");
+        let default_port = RedirectRequest { authority: "Host.com:80", listener_port: 80, ..request };
+        assert_eq!(redirect_location(&redirect, &default_port), "https://Host.com/c?y=2");
         redirect.port = RedirectPort::ProtocolDefault;
         assert_eq!(redirect_location(&redirect, &request), "https://Host.com/c?y=2");
         redirect.port = RedirectPort::Fixed(8443);

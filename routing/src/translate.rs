@@ -25,13 +25,14 @@ mod listeners;
 use std::collections::{BTreeMap, BTreeSet};
 
 use portico_api::istio::{Gateway, VirtualService};
+use portico_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use self::endpoints::ServiceIndex;
 use self::http_route::{RuleContext, TranslatedRule, translate_rule};
 use crate::diagnostic::{Diagnostic, ObjectRef};
 use crate::notebook::notebook_virtual_service;
 use crate::resources::Resources;
-use crate::table::{Listener, Route, RouteAction, RouteTable, VirtualHost};
+use crate::table::{Listener, Route, RouteAction, RouteMatch, RouteTable, VirtualHost};
 
 pub use hosts::covers;
 
@@ -62,7 +63,9 @@ pub(crate) fn qualify_gateway(reference: &str, namespace: &str) -> String {
 }
 
 /// Creation time, name, namespace: Istio's merge order of VirtualServices.
-type MergeKey = (String, String, String);
+/// Times compare as times (`00:00:00Z` before `00:00:00.5Z`, which their
+/// text would not); no timestamp is Istio's zero time, the oldest of all.
+type MergeKey = (Option<Time>, String, String);
 
 /// Per domain of a listener: each bound VirtualService's routes, and whether
 /// it arrived through an `httpsRedirect` server.
@@ -112,9 +115,19 @@ pub fn translate(resources: &Resources, identity: &GatewayIdentity) -> (RouteTab
     for draft in drafts.into_values() {
         // domain -> (merge key, rules) for each VirtualService bound to it.
         let mut by_domain = DomainRoutes::new();
+        // Hosts of `httpsRedirect` servers redirect even when no
+        // VirtualService serves them here (Istio adds such a virtual host),
+        // e.g. a port-80 server whose VirtualServices bind to port 443 only.
+        let mut redirect_domains = BTreeSet::new();
+        for server in draft.servers.iter().filter(|server| server.https_redirect) {
+            for server_host in &server.hosts {
+                by_domain.entry(server_host.host.clone()).or_default();
+                redirect_domains.insert(server_host.host.clone());
+            }
+        }
         for server in &draft.servers {
             for vs in bound.iter().filter(|vs| vs.gateways.contains(&server.gateway)) {
-                let routes: Vec<Route> = vs.rules.iter().filter_map(|rule| restrict(rule, &server.gateway)).collect();
+                let routes = routes_through(&vs.rules, &server.gateway);
                 for server_host in server.hosts.iter().filter(|h| h.admits_namespace(&vs.object.namespace)) {
                     for vs_host in &vs.hosts {
                         if let Some(domain) = hosts::intersect(&server_host.host, vs_host) {
@@ -133,12 +146,8 @@ pub fn translate(resources: &Resources, identity: &GatewayIdentity) -> (RouteTab
         let mut virtual_hosts = Vec::with_capacity(domains.len());
         for domain in domains {
             let merged = by_domain.remove(&domain).unwrap_or_default();
-            let https_redirect = merged.values().any(|(redirect, _)| *redirect);
-            let (mut routes, catch_all): (Vec<Route>, Vec<Route>) = merged
-                .into_values()
-                .flat_map(|(_, routes)| routes)
-                .partition(|route| !route.matches.is_empty() && !route.matches.iter().any(|m| m.is_catch_all()));
-            routes.extend(catch_all);
+            let https_redirect = redirect_domains.contains(&domain) || merged.values().any(|(redirect, _)| *redirect);
+            let routes = catch_all_last(merged.into_values().flat_map(|(_, routes)| routes));
             virtual_hosts.push(VirtualHost {
                 name: format!("{domain}:{}", draft.port),
                 domains: vec![domain],
@@ -190,7 +199,11 @@ fn all_virtual_services<'a>(
     let explicit: BTreeSet<(Option<String>, Option<String>)> =
         resources.virtual_services.iter().map(|vs| (vs.metadata.namespace.clone(), vs.metadata.name.clone())).collect();
     for notebook in &resources.notebooks {
-        let (derived, notes) = notebook_virtual_service(notebook, &resources.settings);
+        let (mut derived, notes) = notebook_virtual_service(notebook, &resources.settings);
+        // In a cluster the controller creates this object right after the
+        // Notebook; the Notebook's time stands in for it here, so that folder
+        // mode merges routes in the same order as a cluster.
+        derived.metadata.creation_timestamp = notebook.metadata.creation_timestamp.clone();
         diagnostics.extend(notes);
         if !explicit.contains(&(derived.metadata.namespace.clone(), derived.metadata.name.clone())) {
             all.push(std::borrow::Cow::Owned(derived));
@@ -250,11 +263,54 @@ fn bind(
         .collect();
     let errors_after = diagnostics.iter().filter(|d| d.is_error()).count();
     if errors_after > errors_before {
-        diagnostics.push(Diagnostic::error(&object, "", "VirtualService skipped because of the errors above"));
+        diagnostics.push(Diagnostic::error(&object, "", "skipped whole because of its errors"));
         return None;
     }
-    let created = vs.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
+    let created = vs.metadata.creation_timestamp.clone();
     Some(BoundVirtualService { key: (created, name, namespace), object, hosts, gateways, rules })
+}
+
+/// The VirtualService's routes as seen through `gateway`, in `http[]` order.
+/// As in Istio, the rules after the first catch-all rule are dropped: routes
+/// are first-match, so they could never be selected (and once the catch-all
+/// moves behind other VirtualServices' routes they would overtake it).
+fn routes_through(rules: &[TranslatedRule], gateway: &str) -> Vec<Route> {
+    let mut routes = Vec::with_capacity(rules.len());
+    for rule in rules {
+        let Some(route) = restrict(rule, gateway) else { continue };
+        routes.push(route);
+        // An entry limited to some gateways is no catch-all for Istio here.
+        let catch_all = rule.route.matches.is_empty()
+            || rule.route.matches.iter().zip(&rule.match_gateways).any(|(m, only)| only.is_empty() && m.is_catch_all());
+        if catch_all {
+            break;
+        }
+    }
+    routes
+}
+
+/// Istio's final step per host: catch-all routes move behind all others.
+/// Istio makes one route per `match[]` entry, so in a rule whose entry `k` is
+/// the first catch-all, entries `0..k` keep their place and only the rest
+/// moves. The moved route keeps all its entries (the first `k` can no longer
+/// match there), so an entry has the same index in both parts.
+fn catch_all_last(routes: impl Iterator<Item = Route>) -> Vec<Route> {
+    let mut ordered = Vec::new();
+    let mut moved = Vec::new();
+    for route in routes {
+        match route.matches.iter().position(RouteMatch::is_catch_all) {
+            None if !route.matches.is_empty() => ordered.push(route),
+            None | Some(0) => moved.push(route),
+            Some(first) => {
+                let mut head = route.clone();
+                head.matches.truncate(first);
+                ordered.push(head);
+                moved.push(route);
+            }
+        }
+    }
+    ordered.extend(moved);
+    ordered
 }
 
 /// The rule as seen through `gateway`: match entries restricted to other
