@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,7 +14,7 @@ use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use portico_routing::table::PathNormalizationMode;
-use portico_routing::{Diagnostic, GatewayIdentity, LastGood, NotebookSettings, ObjectRef, Resources};
+use portico_routing::{Diagnostic, GatewayIdentity, LastGood, NotebookSettings, ObjectRef, Resources, RouteTable};
 use tokio::sync::mpsc;
 
 use crate::apply::ConfigSink;
@@ -29,7 +29,7 @@ pub struct FolderSource {
     identity: GatewayIdentity,
     settings: NotebookSettings,
     normalization: PathNormalizationMode,
-    sink: Arc<ConfigSink>,
+    sink: OnceLock<Arc<ConfigSink>>,
     /// Last objects each file parsed to without error.
     last_good_files: Mutex<HashMap<PathBuf, Resources>>,
     /// Last version of each object that translated without error.
@@ -43,35 +43,50 @@ impl FolderSource {
         identity: GatewayIdentity,
         settings: NotebookSettings,
         normalization: PathNormalizationMode,
-        sink: Arc<ConfigSink>,
     ) -> Self {
         Self {
             dir,
             identity,
             settings,
             normalization,
-            sink,
+            sink: OnceLock::new(),
             last_good_files: Mutex::new(HashMap::new()),
             last_good_objects: Mutex::new(LastGood::default()),
             generation: Mutex::new(0),
         }
     }
 
-    /// Reads the folder and applies the result. Returns whether routes changed.
-    pub fn reload(&self) -> bool {
+    /// Connects the source to where its tables go; reloads before that only
+    /// translate.
+    pub fn attach(&self, sink: Arc<ConfigSink>) {
+        let _ = self.sink.set(sink);
+    }
+
+    /// Reads and translates the folder without applying anything.
+    pub fn translate_folder(&self) -> (RouteTable, Vec<Diagnostic>) {
         let (resources, mut diagnostics) = self.read();
-        let (mut table, translated) = self
+        let (table, translated) = self
             .last_good_objects
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .translate(&resources, &self.identity);
         diagnostics.extend(translated);
+        (table, diagnostics)
+    }
+
+    /// Reads the folder and applies the result. Returns whether routes changed.
+    pub fn reload(&self) -> bool {
+        let Some(sink) = self.sink.get() else {
+            tracing::warn!("config folder reloaded before it was attached; ignored");
+            return false;
+        };
+        let (mut table, diagnostics) = self.translate_folder();
         let mut generation = self.generation.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        *generation += 1;
-        table.version = format!("folder-{generation}");
-        let changed = self.sink.apply(table, diagnostics);
-        if !changed {
-            *generation -= 1;
+        // The version names the table that serves: it only moves on a change.
+        table.version = format!("folder-{}", *generation + 1);
+        let changed = sink.apply(table, diagnostics);
+        if changed {
+            *generation += 1;
         }
         changed
     }

@@ -52,24 +52,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         cluster_domain: args.cluster_domain.clone(),
     };
 
-    // Read the folder once to learn the listeners; the ports a Gateway does
-    // not name yet but `--bind` does are served as plain HTTP.
-    let probe_sink = Arc::new(ConfigSink {
-        state: Arc::clone(&state),
-        metrics: Arc::clone(&metrics),
-        certificates: BTreeMap::new(),
-    });
-    let probe = FolderSource::new(
-        args.config_dir.clone(),
-        identity.clone(),
-        settings.clone(),
-        normalization.into(),
-        probe_sink,
-    );
-    probe.reload();
-    let initial = state.load();
+    // Translate the folder once to learn the listeners (Pingora binds ports
+    // at start); ports `--bind` names but no Gateway uses yet serve HTTP.
+    let source = Arc::new(FolderSource::new(args.config_dir.clone(), identity, settings, normalization.into()));
+    let (initial, _) = source.translate_folder();
     let mut listeners: BTreeMap<u16, ListenerProtocol> =
-        initial.matcher.table().listeners.iter().map(|l| (l.port, l.protocol)).collect();
+        initial.listeners.iter().map(|l| (l.port, l.protocol)).collect();
     for (port, _) in &args.binds {
         listeners.entry(*port).or_insert(ListenerProtocol::Http);
     }
@@ -82,14 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .map(|(port, _)| (*port, Arc::new(SniCertResolver::new())))
         .collect();
     let sink = Arc::new(ConfigSink { state: Arc::clone(&state), metrics: Arc::clone(&metrics), certificates });
-    let source = Arc::new(FolderSource::new(
-        args.config_dir.clone(),
-        identity,
-        settings,
-        normalization.into(),
-        Arc::clone(&sink),
-    ));
-    // Apply again with the certificate resolvers in place.
+    source.attach(Arc::clone(&sink));
     source.reload();
 
     let conf = ServerConf {

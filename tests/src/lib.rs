@@ -1,0 +1,49 @@
+//! End-to-end test support for Portico.
+//!
+//! The tests in `tests/tests/` run Portico the way an operator does: the real
+//! `portico-gateway` binary, a folder of Kubernetes YAML, and a real Jupyter
+//! Server (from the venv `scripts/install-deps` builds under `target/venv`)
+//! behind it. This crate holds what they share:
+//!
+//! * [`free_port`] and [`binary`]: where things listen, what to run;
+//! * [`Jupyter`] and [`Gateway`]: child processes that start, wait until
+//!   they are ready (bounded) and are killed on drop, so a failing test never
+//!   leaves servers behind;
+//! * [`ConfigDir`] and [`fixtures`]: the YAML the gateway reads;
+//! * [`kernel`]: a Jupyter kernel client over the channels websocket;
+//! * [`raw_http`]: exact bytes over TCP, for framing and smuggling cases no
+//!   well-behaved client would send.
+//!
+//! Every wait is bounded: a test fails with the relevant log instead of
+//! hanging.
+
+pub mod binary;
+pub mod config_dir;
+pub mod fixtures;
+pub mod gateway;
+pub mod jupyter;
+pub mod kernel;
+pub mod ports;
+pub mod process;
+pub mod raw_http;
+pub mod wait;
+
+pub use binary::{binary, workspace_root};
+pub use config_dir::{ConfigDir, write_yaml};
+pub use gateway::Gateway;
+pub use jupyter::Jupyter;
+pub use kernel::{KernelSocket, channels_url, create_kernel, execute};
+pub use ports::free_port;
+
+use std::time::Duration;
+
+/// An HTTP client for tests: no proxy from the environment (every target is
+/// on this machine), no connection reuse surprises across servers, and a
+/// bounded time per request.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("building the test HTTP client")
+}
