@@ -59,8 +59,9 @@ pub struct Args {
     #[arg(long, env = "PORTICO_MAX_REQUEST_HEADERS_KB", default_value_t = 64)]
     pub max_request_headers_kb: usize,
 
-    /// Seconds a keep-alive connection may sit idle between requests.
-    #[arg(long, env = "PORTICO_IDLE_TIMEOUT", default_value_t = 300)]
+    /// Seconds a keep-alive client connection may sit idle between requests
+    /// (upgraded websockets are not affected: they have no idle limit).
+    #[arg(long = "idle-timeout", env = "PORTICO_IDLE_TIMEOUT", default_value_t = 60)]
     pub idle_timeout_secs: u64,
 
     /// Seconds to wait between SIGTERM and closing listeners (load balancers

@@ -162,6 +162,9 @@ impl FolderSource {
             watcher = None;
         }
         let polling = watcher.is_none();
+        // Changes made between the first load and the watch taking effect
+        // raised no event: read the folder once more now that it is watched.
+        self.reload();
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,

@@ -26,6 +26,8 @@ use crate::upstream::Resolver;
 /// Settings shared by every listener's proxy.
 pub struct ProxySettings {
     pub max_request_head: usize,
+    /// Keep-alive idle timeout of client connections, in seconds.
+    pub idle_timeout_secs: u64,
     pub access_log: bool,
     pub workload: String,
     pub workload_namespace: String,
@@ -70,6 +72,11 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestContext) -> Result<bool> {
+        // Only shorten or lengthen a keep-alive the client asked for; a
+        // `Connection: close` (keep-alive off) stays off.
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(self.settings.idle_timeout_secs));
+        }
         if let Some(http1) = session.as_downstream().as_http1()
             && let Err(error) = strict_http::check_head(&http1.get_headers_raw_bytes(), self.settings.max_request_head)
         {

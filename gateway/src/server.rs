@@ -90,6 +90,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let resolver = Arc::new(Resolver::new(args.resolves.clone()));
     let proxy_settings = Arc::new(ProxySettings {
         max_request_head: args.max_request_headers_kb * 1024,
+        idle_timeout_secs: args.idle_timeout_secs,
         access_log: args.access_log,
         workload: identity_name(),
         workload_namespace: args.namespace.clone(),
