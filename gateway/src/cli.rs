@@ -64,6 +64,11 @@ pub struct Args {
     #[arg(long = "idle-timeout", env = "PORTICO_IDLE_TIMEOUT", default_value_t = 60)]
     pub idle_timeout_secs: u64,
 
+    /// Bytes of the read buffer each client connection keeps (0: read
+    /// straight from the socket, so idle connections hold no buffer).
+    #[arg(long, env = "PORTICO_DOWNSTREAM_READ_BUFFER", default_value_t = 0)]
+    pub downstream_read_buffer: usize,
+
     /// Seconds to wait between SIGTERM and closing listeners (load balancers
     /// notice the readiness change in that time).
     #[arg(long, env = "PORTICO_DRAIN_DELAY", default_value_t = 5)]

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
-use pingora_core::listeners::{TlsAccept, TlsAcceptCallbacks};
+use pingora_core::listeners::{
+    DEFAULT_L4_WRITE_BUFFER_SIZE, L4BufferSettings, ListenerConfig, TlsAccept, TlsAcceptCallbacks,
+};
 use pingora_core::protocols::http::v2::server::default_h2_options;
 use pingora_core::server::Server;
 use pingora_core::server::configuration::{Opt, ServerConf};
@@ -121,16 +123,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             h2.max_header_list_size(u32::try_from(proxy_settings.max_request_head).unwrap_or(u32::MAX));
             logic.h2_options = Some(h2);
         }
-        match sink.certificates.get(port) {
-            Some(resolver) => {
-                let mut tls = TlsSettings::with_callbacks(Box::new(NoTlsCallbacks) as TlsAcceptCallbacks)
-                    .context("creating TLS settings")?;
-                tls.set_cert_resolver(Arc::clone(resolver) as Arc<dyn rustls::server::ResolvesServerCert>);
-                tls.enable_h2();
-                service.add_tls_with_settings(&address.to_string(), None, tls);
-            }
-            None => service.add_tcp(&address.to_string()),
+        // An idle notebook websocket should hold no buffer: Pingora's default
+        // 64 KiB downstream read buffer is zero-filled (so resident) for the
+        // whole life of every connection.
+        let buffers = L4BufferSettings::new(args.downstream_read_buffer, DEFAULT_L4_WRITE_BUFFER_SIZE);
+        let mut listener = ListenerConfig::tcp(address.to_string()).l4_buffer(buffers);
+        if let Some(resolver) = sink.certificates.get(port) {
+            let mut tls = TlsSettings::with_callbacks(Box::new(NoTlsCallbacks) as TlsAcceptCallbacks)
+                .context("creating TLS settings")?;
+            tls.set_cert_resolver(Arc::clone(resolver) as Arc<dyn rustls::server::ResolvesServerCert>);
+            tls.enable_h2();
+            listener = listener.tls(tls);
         }
+        service.add_listener(listener);
         tracing::info!(port, %address, scheme, "listening");
         server.add_service(service);
     }
