@@ -13,6 +13,7 @@ use portico_api::istio::{
     PortSelector, StringMatch, VirtualService, VirtualServiceSpec,
 };
 use portico_api::k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use portico_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use portico_api::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use portico_api::notebook::{HEADERS_REQUEST_SET_ANNOTATION, Notebook, REWRITE_URI_ANNOTATION};
 use portico_api::{ObjectMeta, Resource};
@@ -147,13 +148,20 @@ pub fn notebook_container_port(notebook: &Notebook) -> i32 {
         .map_or(DEFAULT_CONTAINER_PORT, |port| port.container_port)
 }
 
-/// Metadata of an object owned by `notebook` (controller owner reference when
-/// the Notebook has a uid, i.e. came from an API server).
+/// The owner reference Kubeflow puts on everything it derives from
+/// `notebook` (controller-runtime's `SetControllerReference`: `controller` and
+/// `blockOwnerDeletion` true); `None` when the Notebook has no uid, i.e. did
+/// not come from an API server.
+pub fn notebook_owner_reference(notebook: &Notebook) -> Option<OwnerReference> {
+    notebook.controller_owner_ref(&()).map(|owner| OwnerReference { block_owner_deletion: Some(true), ..owner })
+}
+
+/// Metadata of an object owned by `notebook`.
 fn derived_metadata(notebook: &Notebook, name: String, namespace: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
         namespace: Some(namespace.to_string()),
-        owner_references: notebook.controller_owner_ref(&()).map(|owner| vec![owner]),
+        owner_references: notebook_owner_reference(notebook).map(|owner| vec![owner]),
         ..ObjectMeta::default()
     }
 }

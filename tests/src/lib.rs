@@ -12,28 +12,41 @@
 //! * [`ConfigDir`] and [`fixtures`]: the YAML the gateway reads;
 //! * [`kernel`]: a Jupyter kernel client over the channels websocket;
 //! * [`raw_http`]: exact bytes over TCP, for framing and smuggling cases no
-//!   well-behaved client would send.
+//!   well-behaved client would send;
+//! * [`kube_plane`], [`TestNamespace`] and [`Controller`]: the real
+//!   kube-apiserver + etcd of `tests/kube` (started once per test process),
+//!   a namespace per test, and the `portico-controller` binary against it;
+//! * [`kube_wait`] and [`notebooks`]: bounded waits on API objects, Notebook
+//!   fixtures, objects read back as the JSON the API server stored.
 //!
 //! Every wait is bounded: a test fails with the relevant log instead of
 //! hanging.
 
 pub mod binary;
 pub mod config_dir;
+pub mod controller;
 pub mod fixtures;
 pub mod gateway;
 pub mod jupyter;
 pub mod kernel;
+pub mod kube_plane;
+pub mod kube_wait;
+pub mod notebooks;
 pub mod ports;
 pub mod process;
 pub mod raw_http;
+pub mod test_namespace;
 pub mod wait;
 
 pub use binary::{binary, workspace_root};
 pub use config_dir::{ConfigDir, write_yaml};
+pub use controller::Controller;
 pub use gateway::Gateway;
 pub use jupyter::Jupyter;
 pub use kernel::{KernelSocket, channels_url, create_kernel, execute};
+pub use kube_plane::{KubePlane, plane};
 pub use ports::free_port;
+pub use test_namespace::TestNamespace;
 
 use std::time::Duration;
 

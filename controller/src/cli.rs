@@ -1,0 +1,199 @@
+//! Command line and environment settings.
+//!
+//! Kubeflow's notebook-controller is configured by environment variables
+//! (`ISTIO_GATEWAY`, `ISTIO_HOST`, `CLUSTER_DOMAIN`, `ADD_FSGROUP`); they keep
+//! their names here so that an existing Deployment's `env:` carries over.
+//! Everything else is a flag with a `PORTICO_*` (or Kubernetes downward-API)
+//! variable.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{ArgAction, Parser, ValueEnum};
+use portico_routing::{GatewayIdentity, NotebookSettings};
+
+/// Portico's controller: reconciles Kubeflow Notebooks into the Service,
+/// VirtualService and StatefulSet Kubeflow's notebook-controller makes, and
+/// indexes Gateways, VirtualServices, Services and EndpointSlices into
+/// versioned route tables. The kubeconfig comes from `KUBECONFIG`,
+/// `~/.kube/config` or the in-cluster service account.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "portico-controller", version, about)]
+pub struct Args {
+    /// Gateway that Notebook VirtualServices bind to (Kubeflow's ISTIO_GATEWAY).
+    #[arg(long, env = "ISTIO_GATEWAY", default_value = "kubeflow/kubeflow-gateway")]
+    pub istio_gateway: String,
+
+    /// Host of Notebook VirtualServices (Kubeflow's ISTIO_HOST).
+    #[arg(long, env = "ISTIO_HOST", default_value = "*")]
+    pub istio_host: String,
+
+    /// Kubernetes cluster domain of Service host names (Kubeflow's CLUSTER_DOMAIN).
+    #[arg(long, env = "CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+
+    /// Give notebook pods `securityContext.fsGroup: 100` when they set no
+    /// security context (Kubeflow's ADD_FSGROUP; OpenShift turns it off).
+    #[arg(long, env = "ADD_FSGROUP", default_value_t = true, action = ArgAction::Set)]
+    pub add_fsgroup: bool,
+
+    /// Create the notebooks' StatefulSets. `false` leaves workloads to
+    /// Kubeflow's own controller and writes only Services and VirtualServices.
+    #[arg(long, env = "PORTICO_MANAGE_WORKLOADS", default_value_t = true, action = ArgAction::Set)]
+    pub manage_workloads: bool,
+
+    /// Only watch and write this namespace (default: all namespaces).
+    #[arg(long, env = "PORTICO_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+
+    /// Run the Notebook reconciler only while holding the Lease
+    /// `--lease-name` in `--namespace` (for more than one replica).
+    #[arg(long, env = "PORTICO_LEADER_ELECTION", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", action = ArgAction::Set)]
+    pub leader_election: bool,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "PORTICO_LEASE_NAME", default_value = "portico-controller")]
+    pub lease_name: String,
+
+    /// Namespace the controller runs in (holds the Lease).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "portico-system")]
+    pub namespace: String,
+
+    /// Name of this replica (the pod name); with the process id it is the
+    /// leader-election identity. Defaults to the host name.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+
+    /// Labels of the gateway instance route tables are built for, matched
+    /// against Gateway selectors.
+    #[arg(long, env = "PORTICO_GATEWAY_LABELS", default_value = "istio=ingressgateway", value_parser = parse_labels)]
+    pub gateway_labels: Labels,
+
+    /// Name of that gateway instance (in snapshots and logs).
+    #[arg(long, env = "PORTICO_GATEWAY_NAME", default_value = "portico-gateway")]
+    pub gateway_name: String,
+
+    /// Namespace of that gateway instance (`credentialName` Secrets are looked up there first).
+    #[arg(long, env = "PORTICO_GATEWAY_NAMESPACE", default_value = "istio-system")]
+    pub gateway_namespace: String,
+
+    /// Quiet time that ends a burst of changes before the route tables are rebuilt.
+    #[arg(long, env = "PORTICO_DEBOUNCE", default_value = "10ms", value_parser = parse_duration)]
+    pub debounce: Duration,
+
+    /// Notebooks reconciled at the same time.
+    #[arg(long, env = "PORTICO_CONCURRENCY", default_value_t = 32)]
+    pub concurrency: u16,
+
+    /// Metrics and admin listener: /metrics, /healthz, /readyz, /debug/snapshot.
+    #[arg(long, env = "PORTICO_METRICS", default_value = "0.0.0.0:15014")]
+    pub metrics: SocketAddr,
+
+    /// Log format.
+    #[arg(long, env = "PORTICO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl Args {
+    /// The settings the Notebook derivations take.
+    pub fn notebook_settings(&self) -> NotebookSettings {
+        NotebookSettings {
+            istio_gateway: self.istio_gateway.clone(),
+            istio_host: self.istio_host.clone(),
+            cluster_domain: self.cluster_domain.clone(),
+        }
+    }
+
+    /// The gateway instances route tables are built for.
+    pub fn gateway_identities(&self) -> Vec<GatewayIdentity> {
+        vec![GatewayIdentity {
+            name: self.gateway_name.clone(),
+            namespace: self.gateway_namespace.clone(),
+            labels: self.gateway_labels.0.clone(),
+        }]
+    }
+
+    /// `<pod name or host name>_<pid>`: unique per process, readable in the Lease.
+    pub fn identity(&self) -> String {
+        let host = self
+            .pod_name
+            .clone()
+            .filter(|name| !name.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok().filter(|name| !name.is_empty()))
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|name| name.trim().to_string()))
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "portico-controller".to_string());
+        format!("{host}_{}", std::process::id())
+    }
+}
+
+/// `text` for people, `json` for log pipelines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `k=v,...` labels.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Labels(pub BTreeMap<String, String>);
+
+fn parse_labels(text: &str) -> Result<Labels, String> {
+    let mut labels = BTreeMap::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').ok_or_else(|| format!("{pair:?} is not key=value"))?;
+        labels.insert(key.trim().to_string(), value.trim().to_string());
+    }
+    Ok(Labels(labels))
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    portico_routing::duration::parse(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("portico-controller").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn defaults_are_kubeflows() {
+        let args = parse(&[]);
+        assert_eq!(args.notebook_settings(), NotebookSettings::default());
+        assert!(args.manage_workloads);
+        assert!(args.add_fsgroup);
+        assert!(!args.leader_election);
+        assert_eq!(args.metrics.to_string(), "0.0.0.0:15014");
+        assert_eq!(args.debounce, Duration::from_millis(10));
+        let identity = &args.gateway_identities()[0];
+        assert_eq!(identity.labels, BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]));
+    }
+
+    #[test]
+    fn boolean_flags_take_an_explicit_value() {
+        let args = parse(&["--manage-workloads=false", "--leader-election", "--add-fsgroup", "false"]);
+        assert!(!args.manage_workloads);
+        assert!(args.leader_election);
+        assert!(!args.add_fsgroup);
+        assert!(parse(&["--leader-election=true"]).leader_election);
+    }
+
+    #[test]
+    fn labels_and_durations_parse() {
+        let args = parse(&["--gateway-labels", "istio=ingressgateway, app=portico", "--debounce", "250ms"]);
+        assert_eq!(args.gateway_labels.0.len(), 2);
+        assert_eq!(args.debounce, Duration::from_millis(250));
+        assert!(Args::try_parse_from(["portico-controller", "--gateway-labels", "novalue"]).is_err());
+    }
+
+    #[test]
+    fn the_identity_names_the_pod_and_the_process() {
+        let args = parse(&["--pod-name", "portico-controller-7d9f"]);
+        assert_eq!(args.identity(), format!("portico-controller-7d9f_{}", std::process::id()));
+    }
+}

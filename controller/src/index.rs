@@ -1,0 +1,231 @@
+//! The route index: Gateways, VirtualServices, Services and EndpointSlices,
+//! watched into caches and turned into versioned route snapshots.
+//!
+//! Every replica runs it (leader or not), so a standby can serve discovery at
+//! once. Changes are debounced: the first change of a burst starts a quiet
+//! period (`--debounce`, 10 ms by default) that each further change restarts,
+//! bounded by [`MAX_DELAY`] so that constant churn still publishes. Then one
+//! `translate` per gateway instance runs on a copy of the caches, off the
+//! watch tasks, and the [`Publisher`] numbers the result. Under constant
+//! churn a build is followed by at least as long a rest, so the index never
+//! takes more than half a core from the reconciler and the API server.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Client;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
+use portico_api::istio::{Gateway, VirtualService};
+use portico_routing::{GatewayIdentity, NotebookSettings, Resources, translate};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+use crate::metrics::Metrics;
+use crate::reflect::{reflect, scoped_api};
+use crate::snapshot::{Publisher, Snapshot};
+
+/// Longest a burst of changes can hold back a rebuild.
+pub const MAX_DELAY: Duration = Duration::from_secs(1);
+
+/// What the index builds tables for.
+#[derive(Clone, Debug)]
+pub struct IndexSettings {
+    pub identities: Vec<GatewayIdentity>,
+    pub notebook_settings: NotebookSettings,
+    pub debounce: Duration,
+    /// `--watch-namespace`.
+    pub namespace: Option<String>,
+}
+
+/// The index's caches, readable by others (the reconciler reads nothing
+/// from them today; `/debug` and tests may).
+#[derive(Clone)]
+pub struct IndexStores {
+    pub gateways: Store<Gateway>,
+    pub virtual_services: Store<VirtualService>,
+    pub services: Store<Service>,
+    pub endpoint_slices: Store<EndpointSlice>,
+}
+
+impl IndexStores {
+    /// Waits until every cache has completed its first list.
+    pub async fn ready(&self) -> bool {
+        self.gateways.wait_until_ready().await.is_ok()
+            && self.virtual_services.wait_until_ready().await.is_ok()
+            && self.services.wait_until_ready().await.is_ok()
+            && self.endpoint_slices.wait_until_ready().await.is_ok()
+    }
+
+    /// A copy of the caches as `translate`'s input.
+    pub fn resources(&self, settings: &NotebookSettings) -> Resources {
+        fn owned<K>(store: &Store<K>) -> Vec<K>
+        where
+            K: kube::runtime::reflector::Lookup + Clone + 'static,
+            K::DynamicType: Eq + std::hash::Hash + Clone,
+        {
+            store.state().iter().map(|object| (**object).clone()).collect()
+        }
+        Resources {
+            gateways: owned(&self.gateways),
+            virtual_services: owned(&self.virtual_services),
+            services: owned(&self.services),
+            endpoint_slices: owned(&self.endpoint_slices),
+            settings: settings.clone(),
+            ..Resources::default()
+        }
+    }
+}
+
+/// Starts the watches and the builder on `tasks`; returns the caches and the
+/// snapshot channel (version 0 until the first build).
+pub fn spawn(
+    client: &Client,
+    settings: IndexSettings,
+    metrics: Metrics,
+    tasks: &mut JoinSet<()>,
+) -> (IndexStores, watch::Receiver<Arc<Snapshot>>) {
+    let changed = Arc::new(Notify::new());
+    let namespace = settings.namespace.as_deref();
+    let (gateways, gateways_writer) = reflector::store();
+    let (virtual_services, virtual_services_writer) = reflector::store();
+    let (services, services_writer) = reflector::store();
+    let (endpoint_slices, endpoint_slices_writer) = reflector::store();
+    let config = watcher::Config::default;
+    tasks.spawn(reflect(scoped_api::<Gateway>(client, namespace), config(), gateways_writer, Some(changed.clone())));
+    tasks.spawn(reflect(
+        scoped_api::<VirtualService>(client, namespace),
+        config(),
+        virtual_services_writer,
+        Some(changed.clone()),
+    ));
+    tasks.spawn(reflect(scoped_api::<Service>(client, namespace), config(), services_writer, Some(changed.clone())));
+    tasks.spawn(reflect(
+        scoped_api::<EndpointSlice>(client, namespace),
+        config(),
+        endpoint_slices_writer,
+        Some(changed.clone()),
+    ));
+    let stores = IndexStores { gateways, virtual_services, services, endpoint_slices };
+    let (publisher, receiver) = Publisher::new();
+    tasks.spawn(build_loop(stores.clone(), settings, changed, publisher, metrics));
+    (stores, receiver)
+}
+
+/// Builds and publishes after the caches fill and after every burst of changes.
+async fn build_loop(
+    stores: IndexStores,
+    settings: IndexSettings,
+    changed: Arc<Notify>,
+    publisher: Publisher,
+    metrics: Metrics,
+) {
+    if !stores.ready().await {
+        tracing::error!("route index caches were dropped before they filled");
+        return;
+    }
+    loop {
+        let started = Instant::now();
+        let resources = stores.resources(&settings.notebook_settings);
+        let identities = settings.identities.clone();
+        // translate is CPU-bound: keep it off the runtime's I/O threads.
+        let built = tokio::task::spawn_blocking(move || {
+            identities
+                .into_iter()
+                .map(|identity| {
+                    let (table, diagnostics) = translate(&resources, &identity);
+                    (identity, table, diagnostics)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        match built {
+            Ok(built) => {
+                let before = publisher.subscribe().borrow().version;
+                let version = publisher.publish(built);
+                metrics.snapshot_builds.inc();
+                metrics.snapshot_version.set(i64::try_from(version).unwrap_or(i64::MAX));
+                if version != before {
+                    let snapshot = publisher.subscribe().borrow().clone();
+                    let summary = snapshot.summary();
+                    tracing::info!(
+                        version,
+                        routes = %summary["routes"],
+                        diagnostics = %summary["diagnostics"],
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "published route snapshot"
+                    );
+                }
+            }
+            Err(error) => tracing::error!(%error, "building route tables panicked; keeping the last snapshot"),
+        }
+        // Under constant churn, build at most half the time: a build that
+        // took B is followed by at least B of rest (the changes meanwhile
+        // coalesce into the next build).
+        let took = started.elapsed();
+        next_burst(&changed, settings.debounce, MAX_DELAY.max(took)).await;
+        let rested = started.elapsed().saturating_sub(took);
+        if rested < took {
+            tokio::time::sleep(took - rested).await;
+        }
+    }
+}
+
+/// Waits for a change, then until `quiet` passes with no further change or
+/// `max_delay` has passed since the first.
+pub async fn next_burst(changed: &Notify, quiet: Duration, max_delay: Duration) {
+    changed.notified().await;
+    let first = Instant::now();
+    loop {
+        let remaining = max_delay.saturating_sub(first.elapsed());
+        if remaining.is_zero() {
+            return;
+        }
+        tokio::select! {
+            () = changed.notified() => continue,
+            () = tokio::time::sleep(quiet.min(remaining)) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_burst_is_coalesced_into_one_wakeup() {
+        let changed = Arc::new(Notify::new());
+        let notifier = changed.clone();
+        let burst = tokio::spawn(async move {
+            for _ in 0..20 {
+                notifier.notify_one();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+        let started = Instant::now();
+        next_burst(&changed, Duration::from_millis(200), Duration::from_secs(5)).await;
+        // 20 changes 2 ms apart, then 200 ms of quiet: one wake-up, after the burst.
+        assert!(burst.is_finished(), "woke up in the middle of the burst");
+        assert!(started.elapsed() >= Duration::from_millis(200), "{:?}", started.elapsed());
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn constant_churn_still_wakes_up_after_max_delay() {
+        let changed = Arc::new(Notify::new());
+        let notifier = changed.clone();
+        let churn = tokio::spawn(async move {
+            loop {
+                notifier.notify_one();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        let started = Instant::now();
+        next_burst(&changed, Duration::from_millis(150), Duration::from_millis(300)).await;
+        churn.abort();
+        let elapsed = started.elapsed();
+        assert!(elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(3), "{elapsed:?}");
+    }
+}

@@ -1,0 +1,250 @@
+//! Wiring: caches, route index, admin listener, leader election and the
+//! Notebook reconciler, and their shutdown.
+//!
+//! Every replica runs the Notebook cache (readiness, `notebook_running`),
+//! the route index and the admin listener. The Notebook reconciler runs only
+//! while this replica leads (always, without `--leader-election`): each
+//! leadership term starts a fresh `Controller` with fresh caches, and losing
+//! the lease aborts it, so a former leader never writes again.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use portico_api::istio::VirtualService;
+use portico_api::notebook::Notebook;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::admin::{self, AdminState};
+use crate::cli::Args;
+use crate::context::{AppliedCache, Backoff, Context};
+use crate::index::{self, IndexSettings};
+use crate::leader::{LeaderElector, LeaseTiming};
+use crate::metrics::Metrics;
+use crate::reconcile::{error_policy, reconcile};
+use crate::reflect::{reflect, reflected, scoped_api};
+use crate::workload::WorkloadSettings;
+
+/// Pod label that ties a notebook pod to its Notebook.
+const NOTEBOOK_NAME_LABEL: &str = "notebook-name";
+
+/// Runs the controller until SIGTERM or SIGINT.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let config =
+        kube::Config::infer().await.context("finding a kubeconfig (KUBECONFIG, ~/.kube/config, in-cluster)")?;
+    tracing::info!(server = %config.cluster_url, "connecting to the API server");
+    let client = Client::try_from(config).context("building the Kubernetes client")?;
+    let metrics = Metrics::new().context("registering metrics")?;
+    let identity = args.identity();
+    let namespace = args.watch_namespace.clone();
+    let mut tasks = JoinSet::new();
+
+    let (notebooks, notebooks_writer) = reflector::store::<Notebook>();
+    tasks.spawn(reflect(scoped_api(&client, namespace.as_deref()), watcher::Config::default(), notebooks_writer, None));
+    let notebooks_listed = Arc::new(AtomicBool::new(false));
+    {
+        let (notebooks, listed) = (notebooks.clone(), notebooks_listed.clone());
+        tasks.spawn(async move {
+            if notebooks.wait_until_ready().await.is_ok() {
+                listed.store(true, Ordering::Release);
+                tracing::info!(notebooks = notebooks.len(), "listed Notebooks");
+            }
+        });
+    }
+
+    let index_settings = IndexSettings {
+        identities: args.gateway_identities(),
+        notebook_settings: args.notebook_settings(),
+        debounce: args.debounce,
+        namespace: namespace.clone(),
+    };
+    let (_index_stores, snapshots) = index::spawn(&client, index_settings, metrics.clone(), &mut tasks);
+
+    let listener = TcpListener::bind(args.metrics)
+        .await
+        .with_context(|| format!("binding the metrics listener {}", args.metrics))?;
+    tracing::info!(address = %listener.local_addr().unwrap_or(args.metrics), "serving /metrics, /healthz, /readyz, /debug/snapshot");
+    let state = AdminState { metrics: metrics.clone(), notebooks, notebooks_listed, snapshots };
+    tasks.spawn(admin::serve(listener, state));
+
+    let (leading_tx, leading) = watch::channel(false);
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let elector = if args.leader_election {
+        let api: Api<Lease> = Api::namespaced(client.clone(), &args.namespace);
+        let elector = LeaderElector::new(api, &args.lease_name, &identity, LeaseTiming::default());
+        tracing::info!(lease = %format!("{}/{}", args.namespace, args.lease_name), %identity, "campaigning for leadership");
+        Some(tokio::spawn(elector.run(leading_tx, shutdown)))
+    } else {
+        leading_tx.send_replace(true);
+        None
+    };
+    tasks.spawn(supervise(client, args, identity, metrics, leading));
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    shutdown_tx.send_replace(true);
+    if let Some(elector) = elector {
+        // Releasing the Lease lets a standby take over at once.
+        if tokio::time::timeout(Duration::from_secs(5), elector).await.is_err() {
+            tracing::warn!("releasing the lease took too long");
+        }
+    }
+    tasks.shutdown().await;
+    Ok(())
+}
+
+/// Starts the reconciler whenever this replica leads and stops it when it no
+/// longer does.
+async fn supervise(client: Client, args: Args, identity: String, metrics: Metrics, mut leading: watch::Receiver<bool>) {
+    loop {
+        if !wait_leading(&mut leading, true).await {
+            return;
+        }
+        metrics.leader.set(1);
+        tracing::info!(%identity, "starting the Notebook reconciler");
+        let mut term = tokio::spawn(reconciler(client.clone(), args.clone(), identity.clone(), metrics.clone()));
+        tokio::select! {
+            still = wait_leading(&mut leading, false) => {
+                term.abort();
+                metrics.leader.set(0);
+                tracing::info!("lost leadership; stopped the Notebook reconciler");
+                if !still {
+                    return;
+                }
+            }
+            ended = &mut term => {
+                metrics.leader.set(0);
+                tracing::error!(?ended, "the Notebook reconciler ended; restarting it");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Waits until leadership is `wanted`; false when the sender is gone.
+async fn wait_leading(leading: &mut watch::Receiver<bool>, wanted: bool) -> bool {
+    leading.wait_for(|leads| *leads == wanted).await.is_ok()
+}
+
+/// One leadership term of the Notebook reconciler.
+///
+/// The derived objects and notebook pods are watched once, into caches that
+/// also trigger the controller (`owns_stream`, `watches_stream`): the cache a
+/// reconcile reads is always at least as new as the event that triggered it,
+/// which is what lets [`crate::context::AppliedCache`] skip no-op applies
+/// without missing a hand edit.
+async fn reconciler(client: Client, args: Args, identity: String, metrics: Metrics) {
+    let namespace = args.watch_namespace.as_deref();
+    let config = watcher::Config::default;
+    let pods_config = || watcher::Config::default().labels(NOTEBOOK_NAME_LABEL);
+    let (virtual_services, virtual_services_writer) = reflector::store();
+    let (services, services_writer) = reflector::store();
+    let (stateful_sets, stateful_sets_writer) = reflector::store();
+    let (pods, pods_writer) = reflector::store();
+    let virtual_service_events =
+        reflected(scoped_api::<VirtualService>(&client, namespace), config(), virtual_services_writer);
+    let service_events = reflected(scoped_api::<Service>(&client, namespace), config(), services_writer);
+    let stateful_set_events = reflected(scoped_api::<StatefulSet>(&client, namespace), config(), stateful_sets_writer);
+    let pod_events = reflected(scoped_api::<Pod>(&client, namespace), pods_config(), pods_writer);
+
+    let reporter = Reporter { controller: "portico-controller".to_string(), instance: Some(identity) };
+    let context = Arc::new(Context {
+        client: client.clone(),
+        settings: args.notebook_settings(),
+        workload: WorkloadSettings { add_fs_group: args.add_fsgroup },
+        manage_workloads: args.manage_workloads,
+        metrics,
+        recorder: Recorder::new(client.clone(), reporter),
+        virtual_services,
+        services,
+        stateful_sets,
+        pods,
+        applied: AppliedCache::default(),
+        backoff: Backoff::default(),
+    });
+    let (notebooks, notebooks_writer) = reflector::store();
+    let notebook_events = reflected(scoped_api::<Notebook>(&client, namespace), config(), notebooks_writer);
+    // Deletions of derived objects trigger too (touched, not only applied):
+    // a deleted derived object is re-created.
+    Controller::for_stream(notebook_events.applied_objects(), notebooks)
+        .trigger_backoff(NoExtraBackoff)
+        .owns_stream(service_events.touched_objects())
+        .owns_stream(stateful_set_events.touched_objects())
+        .owns_stream(virtual_service_events.touched_objects())
+        .watches_stream(pod_events.touched_objects(), |pod: Pod| {
+            let name = pod.labels().get(NOTEBOOK_NAME_LABEL)?.clone();
+            Some(ObjectRef::<Notebook>::new(&name).within(&pod.namespace()?))
+        })
+        .with_config(controller::Config::default().concurrency(args.concurrency))
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            // Reconcile errors are logged by error_policy; these are the
+            // controller's own (watch failures, which it retries).
+            if let Err(error) = result {
+                match error {
+                    controller::Error::ReconcilerFailed(..) => {}
+                    other => tracing::warn!(error = %other, "notebook controller"),
+                }
+            }
+        })
+        .await;
+}
+
+/// The controller's backoff over all its trigger watches together: none.
+///
+/// Each watch backs off on its own ([`reflected`] uses kube-runtime's
+/// default, client-go's 0.8 s to 30 s). The controller's shared default
+/// would pause *every* trigger on an error of *any* one and keep growing for
+/// two minutes, so after an API server restart the five watches' `410 Gone`
+/// relists stalled reconciles for a minute and more.
+struct NoExtraBackoff;
+
+impl Iterator for NoExtraBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        // `None` would end the trigger stream: always "retry now".
+        Some(Duration::ZERO)
+    }
+}
+
+impl kube::runtime::utils::Backoff for NoExtraBackoff {
+    fn reset(&mut self) {}
+}
+
+/// SIGTERM (Kubernetes stopping the pod) or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,454 @@
+//! The Notebook reconciler against a real kube-apiserver: what Kubeflow's
+//! notebook-controller would create, field for field, and how it reacts to
+//! annotations, drift, bad input and the notebook pod.
+//!
+//! Each test has its own namespace and its own controller confined to it
+//! (`--watch-namespace`). No controller-manager runs: the tests create the
+//! pod and set StatefulSet status themselves.
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use portico_api::istio::VirtualService;
+use portico_api::notebook::Notebook;
+use portico_e2e::kube_wait::{wait_object, wait_until};
+use portico_e2e::notebooks::{apply, example_notebook_yaml, expected_owner, get_json, notebook_events, notebook_yaml};
+use portico_e2e::{Controller, TestNamespace};
+use serde_json::{Value, json};
+
+/// Bound on every wait for the controller to act.
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// The VirtualService spec Kubeflow's `generateVirtualService` writes.
+fn kubeflow_virtual_service_spec(namespace: &str, name: &str, rewrite: &str, headers: Value) -> Value {
+    let prefix = format!("/notebook/{namespace}/{name}/");
+    json!({
+        "hosts": ["*"],
+        "gateways": ["kubeflow/kubeflow-gateway"],
+        "http": [{
+            "match": [{"uri": {"prefix": prefix}}],
+            "rewrite": {"uri": rewrite},
+            "headers": {"request": {"set": headers}},
+            "route": [{"destination": {"host": format!("{name}.{namespace}.svc.cluster.local"), "port": {"number": 80}}}],
+        }],
+    })
+}
+
+/// The stored spec minus `ignoreUriCase: false`, which the generated CRD
+/// (from the Rust types' serde defaults) fills in on the server; the
+/// controller does not write it and Istio's own CRD has no such default.
+fn without_crd_defaults(mut spec: Value) -> Value {
+    for route in spec["http"].as_array_mut().into_iter().flatten() {
+        for entry in route["match"].as_array_mut().into_iter().flatten() {
+            if entry.get("ignoreUriCase") == Some(&Value::Bool(false)) {
+                entry.as_object_mut().map(|e| e.remove("ignoreUriCase"));
+            }
+        }
+    }
+    spec
+}
+
+async fn wait_virtual_service(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    what: &str,
+    accept: impl Fn(&Value) -> bool,
+    controller: &Controller,
+) -> Value {
+    let vs_name = format!("notebook-{namespace}-{name}");
+    wait_until(
+        what,
+        SETTLE,
+        || async {
+            let vs = get_json::<VirtualService>(client, namespace, &vs_name).await?;
+            accept(&vs).then_some(vs)
+        },
+        || format!("controller log:\n{}", controller.log_tail()),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_kubeflow_example_gets_exactly_kubeflows_objects() {
+    let namespace = TestNamespace::create("ctl-example");
+    let ns = namespace.name();
+    let plane = namespace.plane();
+    let controller = Controller::start(ns, &[]);
+    let client = plane.client().await;
+    apply(plane, &example_notebook_yaml(ns));
+    let name = "my-notebook";
+    let prefix = format!("/notebook/{ns}/{name}/");
+
+    // The StatefulSet is written last.
+    wait_until(
+        "the example's StatefulSet",
+        SETTLE,
+        || async { get_json::<StatefulSet>(&client, ns, name).await },
+        || controller.log_tail(),
+    )
+    .await;
+    let vs = wait_virtual_service(&client, ns, name, "the example's VirtualService", |_| true, &controller).await;
+    let notebook = get_json::<Notebook>(&client, ns, name).await.expect("the Notebook exists");
+    assert_eq!(vs["apiVersion"], "networking.istio.io/v1");
+    assert_eq!(vs["metadata"]["name"], format!("notebook-{ns}-{name}"));
+    assert_eq!(vs["metadata"]["ownerReferences"], expected_owner(&notebook));
+    assert_eq!(without_crd_defaults(vs["spec"].clone()), kubeflow_virtual_service_spec(ns, name, &prefix, json!({})));
+    let route = &vs["spec"]["http"][0];
+    assert!(route.get("timeout").is_none() && route.get("retries").is_none(), "no timeout, no retries: {route}");
+
+    let service = get_json::<Service>(&client, ns, name).await.expect("the Service exists");
+    assert_eq!(service["metadata"]["ownerReferences"], expected_owner(&notebook));
+    assert_eq!(service["spec"]["type"], "ClusterIP");
+    assert_eq!(service["spec"]["selector"], json!({"statefulset": name}));
+    assert_eq!(
+        service["spec"]["ports"],
+        json!([{"name": format!("http-{name}"), "port": 80, "targetPort": 8888, "protocol": "TCP"}])
+    );
+
+    let set = get_json::<StatefulSet>(&client, ns, name).await.expect("the StatefulSet exists");
+    assert_eq!(set["metadata"]["ownerReferences"], expected_owner(&notebook));
+    let spec = &set["spec"];
+    assert_eq!(spec["replicas"], 1);
+    assert_eq!(spec["selector"], json!({"matchLabels": {"statefulset": name}}));
+    assert_eq!(
+        spec["template"]["metadata"]["labels"],
+        json!({"app": name, "statefulset": name, "notebook-name": name})
+    );
+    let pod = &spec["template"]["spec"];
+    assert_eq!(pod["securityContext"], json!({"fsGroup": 100}));
+    assert_eq!(pod["serviceAccountName"], "default-editor", "the Notebook's pod spec is kept");
+    let container = &pod["containers"][0];
+    assert_eq!(container["name"], name);
+    assert_eq!(container["image"], "kubeflownotebookswg/jupyter-scipy:v1.9.2");
+    assert_eq!(container["workingDir"], "/home/jovyan");
+    assert_eq!(container["env"], json!([{"name": "NB_PREFIX", "value": format!("/notebook/{ns}/{name}")}]));
+    assert_eq!(container["ports"], json!([{"containerPort": 8888, "name": "notebook-port", "protocol": "TCP"}]));
+    assert_eq!(container["volumeMounts"][1], json!({"mountPath": "/home/jovyan", "name": "my-notebook-workspace"}));
+    // Annotations that mention "notebook" (server-type, creator) stay off the pod.
+    assert!(spec["template"]["metadata"].get("annotations").is_none(), "{}", spec["template"]["metadata"]);
+
+    // Status before there is any pod: Kubeflow's empty status.
+    let notebooks: Api<Notebook> = Api::namespaced(client.clone(), ns);
+    wait_object(
+        &notebooks,
+        name,
+        "an empty status",
+        SETTLE,
+        |nb| nb?.status.as_ref().map(|s| assert_eq!((s.ready_replicas, s.conditions.len()), (0, 0))),
+        || controller.log_tail(),
+    )
+    .await;
+    assert_eq!(controller.metric(&format!("notebook_create_total{{namespace=\"{ns}\"}}")), Some(1.0));
+    assert_eq!(controller.metric("portico_controller_leader"), Some(1.0));
+
+    // What a kubelet and the StatefulSet controller would report.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("{name}-0"), "labels": {"statefulset": name, "notebook-name": name}},
+        "spec": {"containers": [{"name": name, "image": "kubeflownotebookswg/jupyter-scipy:v1.9.2"}]},
+    }))
+    .expect("a pod");
+    pods.create(&PostParams::default(), &pod).await.expect("creating the notebook pod");
+    let started_at = "2026-01-02T03:04:05Z";
+    let pod_status = json!({"status": {
+        "phase": "Running",
+        "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": started_at}],
+        "containerStatuses": [{
+            "name": name, "image": "kubeflownotebookswg/jupyter-scipy:v1.9.2", "imageID": "", "ready": true,
+            "restartCount": 0, "state": {"running": {"startedAt": started_at}},
+        }],
+    }});
+    pods.patch_status(&format!("{name}-0"), &PatchParams::default(), &Patch::Merge(&pod_status))
+        .await
+        .expect("setting the pod's status");
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    let set_status =
+        json!({"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1, "currentReplicas": 1}});
+    sets.patch_status(name, &PatchParams::default(), &Patch::Merge(&set_status))
+        .await
+        .expect("setting the StatefulSet's status");
+
+    let status = wait_object(
+        &notebooks,
+        name,
+        "the status mirrored from the StatefulSet and the pod",
+        SETTLE,
+        |nb| nb?.status.clone().filter(|s| s.ready_replicas == 1 && !s.conditions.is_empty()),
+        || controller.log_tail(),
+    )
+    .await;
+    let status = serde_json::to_value(&status).expect("a status serializes");
+    assert_eq!(status["containerState"], json!({"running": {"startedAt": started_at}}));
+    assert_eq!(status["conditions"], json!([{"type": "Ready", "status": "True", "lastTransitionTime": started_at}]));
+    let running = format!("notebook_running{{namespace=\"{ns}\"}}");
+    wait_until(
+        "notebook_running counts the ready notebook",
+        SETTLE,
+        || async { (controller.metric(&running) == Some(1.0)).then_some(()) },
+        || controller.metrics_text(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn annotations_change_the_virtual_service() {
+    let namespace = TestNamespace::create("ctl-annotations");
+    let ns = namespace.name();
+    let plane = namespace.plane();
+    let controller = Controller::start(ns, &[]);
+    let client = plane.client().await;
+    let name = "rstudio";
+    let prefix = format!("/notebook/{ns}/{name}/");
+    apply(plane, &notebook_yaml(ns, name, &[]));
+    wait_virtual_service(&client, ns, name, "the VirtualService", |_| true, &controller).await;
+
+    let headers = format!(r#"{{"X-RStudio-Root-Path":"{prefix}"}}"#);
+    plane.kubectl_ok(&[
+        "annotate",
+        "notebook",
+        name,
+        "-n",
+        ns,
+        "notebooks.kubeflow.org/http-rewrite-uri=/",
+        &format!("notebooks.kubeflow.org/http-headers-request-set={headers}"),
+    ]);
+    let expected = kubeflow_virtual_service_spec(ns, name, "/", json!({"X-RStudio-Root-Path": prefix}));
+    wait_virtual_service(
+        &client,
+        ns,
+        name,
+        "rewrite / and the RStudio header",
+        |vs| without_crd_defaults(vs["spec"].clone()) == expected,
+        &controller,
+    )
+    .await;
+
+    plane.kubectl_ok(&[
+        "annotate",
+        "notebook",
+        name,
+        "-n",
+        ns,
+        "notebooks.kubeflow.org/http-rewrite-uri-",
+        "notebooks.kubeflow.org/http-headers-request-set-",
+    ]);
+    let expected = kubeflow_virtual_service_spec(ns, name, &prefix, json!({}));
+    wait_virtual_service(
+        &client,
+        ns,
+        name,
+        "back to Kubeflow's defaults once the annotations are gone",
+        |vs| without_crd_defaults(vs["spec"].clone()) == expected,
+        &controller,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_stop_annotation_scales_the_stateful_set_to_zero_and_back() {
+    let namespace = TestNamespace::create("ctl-stop");
+    let ns = namespace.name();
+    let plane = namespace.plane();
+    let controller = Controller::start(ns, &[]);
+    let client = plane.client().await;
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    let name = "sleepy";
+    apply(plane, &notebook_yaml(ns, name, &[]));
+    let replicas =
+        |want: i32| move |set: Option<&StatefulSet>| (set?.spec.as_ref()?.replicas == Some(want)).then_some(());
+    wait_object(&sets, name, "1 replica", SETTLE, replicas(1), || controller.log_tail()).await;
+
+    plane.kubectl_ok(&["annotate", "notebook", name, "-n", ns, "kubeflow-resource-stopped=2026-01-01T00:00:00Z"]);
+    wait_object(&sets, name, "0 replicas while stopped", SETTLE, replicas(0), || controller.log_tail()).await;
+
+    plane.kubectl_ok(&["annotate", "notebook", name, "-n", ns, "kubeflow-resource-stopped-"]);
+    wait_object(&sets, name, "1 replica after the restart", SETTLE, replicas(1), || controller.log_tail()).await;
+}
+
+#[tokio::test]
+async fn hand_edits_of_derived_objects_are_reverted() {
+    let namespace = TestNamespace::create("ctl-drift");
+    let ns = namespace.name();
+    let plane = namespace.plane();
+    let controller = Controller::start(ns, &[]);
+    let client = plane.client().await;
+    let name = "steady";
+    let prefix = format!("/notebook/{ns}/{name}/");
+    apply(plane, &notebook_yaml(ns, name, &[]));
+    let expected = kubeflow_virtual_service_spec(ns, name, &prefix, json!({}));
+    let original = wait_virtual_service(&client, ns, name, "the VirtualService", |_| true, &controller).await;
+    assert_eq!(without_crd_defaults(original["spec"].clone()), expected);
+
+    // A hand edit with kubectl: another route, another destination, a timeout.
+    let vs_name = format!("notebook-{ns}-{name}");
+    let drift = r#"{"spec":{"hosts":["evil.example.com"],"http":[{"match":[{"uri":{"prefix":"/"}}],"timeout":"300s","route":[{"destination":{"host":"evil.example.com"}}]}]}}"#;
+    plane.kubectl_ok(&["patch", "virtualservice", &vs_name, "-n", ns, "--type=merge", "-p", drift]);
+    wait_virtual_service(
+        &client,
+        ns,
+        name,
+        "the hand-edited VirtualService reverted",
+        |vs| without_crd_defaults(vs["spec"].clone()) == expected,
+        &controller,
+    )
+    .await;
+
+    // A deleted VirtualService comes back (no garbage collector runs here,
+    // and the controller does not wait for one).
+    let uid = original["metadata"]["uid"].clone();
+    plane.kubectl_ok(&["delete", "virtualservice", &vs_name, "-n", ns]);
+    wait_virtual_service(
+        &client,
+        ns,
+        name,
+        "the deleted VirtualService re-created",
+        |vs| vs["metadata"]["uid"] != uid && without_crd_defaults(vs["spec"].clone()) == expected,
+        &controller,
+    )
+    .await;
+
+    // The same for the Service and the StatefulSet.
+    plane.kubectl_ok(&[
+        "patch",
+        "service",
+        name,
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"selector":{"statefulset":"other"}}}"#,
+    ]);
+    plane.kubectl_ok(&["scale", "statefulset", name, "-n", ns, "--replicas=3"]);
+    wait_until(
+        "the Service selector and the StatefulSet replicas reverted",
+        SETTLE,
+        || async {
+            let service = get_json::<Service>(&client, ns, name).await?;
+            let set = get_json::<StatefulSet>(&client, ns, name).await?;
+            (service["spec"]["selector"] == json!({"statefulset": name}) && set["spec"]["replicas"] == 1).then_some(())
+        },
+        || controller.log_tail(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn invalid_headers_json_gives_a_warning_event_and_no_headers() {
+    let namespace = TestNamespace::create("ctl-headers");
+    let ns = namespace.name();
+    let plane = namespace.plane();
+    let controller = Controller::start(ns, &[]);
+    let client = plane.client().await;
+    let name = "badheaders";
+    let prefix = format!("/notebook/{ns}/{name}/");
+    apply(plane, &notebook_yaml(ns, name, &[("notebooks.kubeflow.org/http-headers-request-set", "{not json")]));
+    let expected = kubeflow_virtual_service_spec(ns, name, &prefix, json!({}));
+    let vs = wait_virtual_service(&client, ns, name, "the VirtualService", |_| true, &controller).await;
+    assert_eq!(without_crd_defaults(vs["spec"].clone()), expected, "an empty header map, as Kubeflow");
+
+    let events = wait_until(
+        "a Warning Event about the annotation",
+        SETTLE,
+        || async {
+            let events = notebook_events(&client, ns, name).await;
+            events.iter().any(|(kind, reason, _)| kind == "Warning" && reason == "InvalidAnnotation").then_some(events)
+        },
+        || controller.log_tail(),
+    )
+    .await;
+    let (_, _, note) = events.iter().find(|(_, reason, _)| reason == "InvalidAnnotation").expect("found above");
+    assert!(note.contains("http-headers-request-set"), "the Event names the annotation: {note}");
+}
+
+#[tokio::test]
+async fn a_notebook_without_containers_gets_a_condition_and_the_controller_carries_on() {
+    let namespace = TestNamespace::create("ctl-invalid");
+    let ns = namespace.name();
+    let plane = namespace.plane();
+    let mut controller = Controller::start(ns, &[]);
+    let client = plane.client().await;
+    let notebooks: Api<Notebook> = Api::namespaced(client.clone(), ns);
+    let bad = format!(
+        "apiVersion: kubeflow.org/v1\nkind: Notebook\nmetadata: {{name: empty, namespace: {ns}}}\n\
+         spec: {{template: {{spec: {{containers: []}}}}}}\n"
+    );
+    apply(plane, &bad);
+    let condition = wait_object(
+        &notebooks,
+        "empty",
+        "a Degraded condition",
+        SETTLE,
+        |nb| nb?.status.as_ref()?.conditions.iter().find(|c| c.type_ == "Degraded").cloned(),
+        || controller.log_tail(),
+    )
+    .await;
+    assert_eq!(condition.status.as_deref(), Some("True"));
+    assert_eq!(condition.reason.as_deref(), Some("InvalidSpec"));
+    assert!(condition.message.as_deref().unwrap_or("").contains("containers"), "{condition:?}");
+    wait_until(
+        "a Warning Event InvalidSpec",
+        SETTLE,
+        || async {
+            let events = notebook_events(&client, ns, "empty").await;
+            events.iter().any(|(kind, reason, _)| kind == "Warning" && reason == "InvalidSpec").then_some(())
+        },
+        || controller.log_tail(),
+    )
+    .await;
+    assert!(get_json::<VirtualService>(&client, ns, &format!("notebook-{ns}-empty")).await.is_none());
+    assert!(get_json::<StatefulSet>(&client, ns, "empty").await.is_none());
+
+    // Still serving, and still reconciling other Notebooks.
+    apply(plane, &notebook_yaml(ns, "fine", &[]));
+    wait_virtual_service(&client, ns, "fine", "a valid Notebook next to the bad one", |_| true, &controller).await;
+    assert!(controller.is_running(), "the controller exited:\n{}", controller.log_tail());
+    assert_eq!(controller.get_status("/healthz"), Some(200));
+    // No hot loop: the bad Notebook is rechecked slowly, not retried with backoff.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let attempts = controller.log().matches("invalid notebook; not creating its objects").count();
+    assert!(
+        attempts <= 4,
+        "the invalid Notebook was reconciled {attempts} times in seconds:\n{}",
+        controller.log_tail()
+    );
+    assert_eq!(controller.metric("portico_controller_reconcile_errors_total{error=\"apply\"}"), None);
+
+    // Fixed, it is run like any other, and the condition is gone.
+    apply(plane, &notebook_yaml(ns, "empty", &[]));
+    wait_virtual_service(&client, ns, "empty", "the fixed Notebook's VirtualService", |_| true, &controller).await;
+    wait_object(
+        &notebooks,
+        "empty",
+        "the Degraded condition cleared",
+        SETTLE,
+        |nb| nb?.status.as_ref().filter(|s| s.conditions.iter().all(|c| c.type_ != "Degraded")).map(|_| ()),
+        || controller.log_tail(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn without_workload_management_only_routing_objects_are_written() {
+    let namespace = TestNamespace::create("ctl-noworkload");
+    let ns = namespace.name();
+    let plane = namespace.plane();
+    let controller = Controller::start(ns, &["--manage-workloads=false"]);
+    let client = plane.client().await;
+    apply(plane, &notebook_yaml(ns, "routed", &[]));
+    wait_virtual_service(&client, ns, "routed", "the VirtualService", |_| true, &controller).await;
+    wait_until(
+        "the Service",
+        SETTLE,
+        || async { get_json::<Service>(&client, ns, "routed").await },
+        || controller.log_tail(),
+    )
+    .await;
+    // The StatefulSet would have been applied right after the Service.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(get_json::<StatefulSet>(&client, ns, "routed").await.is_none(), "no StatefulSet is written");
+}
