@@ -33,9 +33,18 @@ pub fn all() -> Vec<CustomResourceDefinition> {
 }
 
 fn with_versions(mut crd: CustomResourceDefinition, versions: &[&str]) -> CustomResourceDefinition {
-    let Some(storage) = crd.spec.versions.first().cloned() else {
+    let Some(mut storage) = crd.spec.versions.first().cloned() else {
         return crd;
     };
+    if let Some(validation) = storage.schema.as_mut()
+        && let Some(schema) = validation.open_api_v3_schema.as_mut()
+        && let Ok(mut value) = serde_json::to_value(&*schema)
+    {
+        strip_defaults(&mut value);
+        if let Ok(stripped) = serde_json::from_value(value) {
+            *schema = stripped;
+        }
+    }
     crd.spec.versions = versions
         .iter()
         .enumerate()
@@ -50,6 +59,28 @@ fn with_versions(mut crd: CustomResourceDefinition, versions: &[&str]) -> Custom
     crd
 }
 
+/// Removes `default` from every schema node. Serde's `#[serde(default)]`
+/// makes schemars emit defaults, and the API server would then write them
+/// into stored objects (`ignoreUriCase: false` on every VirtualService), which
+/// Istio's and Kubeflow's own CRDs never do.
+fn strip_defaults(schema: &mut serde_json::Value) {
+    let Some(object) = schema.as_object_mut() else { return };
+    object.remove("default");
+    for key in ["items", "additionalProperties", "not"] {
+        if let Some(child) = object.get_mut(key) {
+            strip_defaults(child);
+        }
+    }
+    if let Some(serde_json::Value::Object(properties)) = object.get_mut("properties") {
+        properties.values_mut().for_each(strip_defaults);
+    }
+    for key in ["allOf", "anyOf", "oneOf"] {
+        if let Some(serde_json::Value::Array(items)) = object.get_mut(key) {
+            items.iter_mut().for_each(strip_defaults);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,6 +91,14 @@ mod tests {
             let storage: Vec<_> = crd.spec.versions.iter().filter(|v| v.storage).map(|v| v.name.as_str()).collect();
             assert_eq!(storage, ["v1"], "{}", crd.metadata.name.unwrap_or_default());
             assert_eq!(crd.spec.versions.len(), 3);
+        }
+    }
+
+    #[test]
+    fn schemas_carry_no_defaults() {
+        for crd in all() {
+            let yaml = serde_yaml::to_string(&crd).unwrap();
+            assert!(!yaml.contains("default:"), "{}", crd.metadata.name.unwrap_or_default());
         }
     }
 

@@ -37,20 +37,6 @@ fn kubeflow_virtual_service_spec(namespace: &str, name: &str, rewrite: &str, hea
     })
 }
 
-/// The stored spec minus `ignoreUriCase: false`, which the generated CRD
-/// (from the Rust types' serde defaults) fills in on the server; the
-/// controller does not write it and Istio's own CRD has no such default.
-fn without_crd_defaults(mut spec: Value) -> Value {
-    for route in spec["http"].as_array_mut().into_iter().flatten() {
-        for entry in route["match"].as_array_mut().into_iter().flatten() {
-            if entry.get("ignoreUriCase") == Some(&Value::Bool(false)) {
-                entry.as_object_mut().map(|e| e.remove("ignoreUriCase"));
-            }
-        }
-    }
-    spec
-}
-
 async fn wait_virtual_service(
     client: &kube::Client,
     namespace: &str,
@@ -96,7 +82,7 @@ async fn the_kubeflow_example_gets_exactly_kubeflows_objects() {
     assert_eq!(vs["apiVersion"], "networking.istio.io/v1");
     assert_eq!(vs["metadata"]["name"], format!("notebook-{ns}-{name}"));
     assert_eq!(vs["metadata"]["ownerReferences"], expected_owner(&notebook));
-    assert_eq!(without_crd_defaults(vs["spec"].clone()), kubeflow_virtual_service_spec(ns, name, &prefix, json!({})));
+    assert_eq!(vs["spec"], kubeflow_virtual_service_spec(ns, name, &prefix, json!({})));
     let route = &vs["spec"]["http"][0];
     assert!(route.get("timeout").is_none() && route.get("retries").is_none(), "no timeout, no retries: {route}");
 
@@ -223,7 +209,7 @@ async fn annotations_change_the_virtual_service() {
         ns,
         name,
         "rewrite / and the RStudio header",
-        |vs| without_crd_defaults(vs["spec"].clone()) == expected,
+        |vs| vs["spec"] == expected,
         &controller,
     )
     .await;
@@ -243,7 +229,7 @@ async fn annotations_change_the_virtual_service() {
         ns,
         name,
         "back to Kubeflow's defaults once the annotations are gone",
-        |vs| without_crd_defaults(vs["spec"].clone()) == expected,
+        |vs| vs["spec"] == expected,
         &controller,
     )
     .await;
@@ -282,7 +268,7 @@ async fn hand_edits_of_derived_objects_are_reverted() {
     apply(plane, &notebook_yaml(ns, name, &[]));
     let expected = kubeflow_virtual_service_spec(ns, name, &prefix, json!({}));
     let original = wait_virtual_service(&client, ns, name, "the VirtualService", |_| true, &controller).await;
-    assert_eq!(without_crd_defaults(original["spec"].clone()), expected);
+    assert_eq!(original["spec"], expected);
 
     // A hand edit with kubectl: another route, another destination, a timeout.
     let vs_name = format!("notebook-{ns}-{name}");
@@ -293,7 +279,7 @@ async fn hand_edits_of_derived_objects_are_reverted() {
         ns,
         name,
         "the hand-edited VirtualService reverted",
-        |vs| without_crd_defaults(vs["spec"].clone()) == expected,
+        |vs| vs["spec"] == expected,
         &controller,
     )
     .await;
@@ -307,7 +293,7 @@ async fn hand_edits_of_derived_objects_are_reverted() {
         ns,
         name,
         "the deleted VirtualService re-created",
-        |vs| vs["metadata"]["uid"] != uid && without_crd_defaults(vs["spec"].clone()) == expected,
+        |vs| vs["metadata"]["uid"] != uid && vs["spec"] == expected,
         &controller,
     )
     .await;
@@ -349,7 +335,7 @@ async fn invalid_headers_json_gives_a_warning_event_and_no_headers() {
     apply(plane, &notebook_yaml(ns, name, &[("notebooks.kubeflow.org/http-headers-request-set", "{not json")]));
     let expected = kubeflow_virtual_service_spec(ns, name, &prefix, json!({}));
     let vs = wait_virtual_service(&client, ns, name, "the VirtualService", |_| true, &controller).await;
-    assert_eq!(without_crd_defaults(vs["spec"].clone()), expected, "an empty header map, as Kubeflow");
+    assert_eq!(vs["spec"], expected, "an empty header map, as Kubeflow");
 
     let events = wait_until(
         "a Warning Event about the annotation",
