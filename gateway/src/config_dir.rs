@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use notify::event::ModifyKind;
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use portico_routing::table::PathNormalizationMode;
@@ -144,7 +145,7 @@ impl FolderSource {
     async fn watch(&self, mut shutdown: ShutdownWatch) {
         let (events, mut changes) = mpsc::unbounded_channel::<()>();
         let handler = move |event: notify::Result<notify::Event>| {
-            if event.is_ok() {
+            if event.is_ok_and(|e| changes_content(&e.kind)) {
                 let _ = events.send(());
             }
         };
@@ -177,6 +178,16 @@ impl FolderSource {
             }
             self.reload();
         }
+    }
+}
+
+/// Whether an event can change what the folder holds. Reading the files
+/// raises access (and on some mounts metadata) events: reacting to those
+/// made every reload trigger the next one.
+fn changes_content(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any | EventKind::Other => true,
     }
 }
 
@@ -217,4 +228,20 @@ fn collect_yaml_files(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{AccessKind, CreateKind, DataChange, MetadataKind, RemoveKind};
+
+    use super::*;
+
+    #[test]
+    fn reading_the_folder_is_not_a_change() {
+        assert!(!changes_content(&EventKind::Access(AccessKind::Any)));
+        assert!(!changes_content(&EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime))));
+        assert!(changes_content(&EventKind::Create(CreateKind::File)));
+        assert!(changes_content(&EventKind::Modify(ModifyKind::Data(DataChange::Content))));
+        assert!(changes_content(&EventKind::Remove(RemoveKind::File)));
+    }
 }
