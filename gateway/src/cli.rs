@@ -115,12 +115,7 @@ pub enum LogFormat {
 pub struct Labels(pub BTreeMap<String, String>);
 
 fn parse_labels(text: &str) -> Result<Labels, String> {
-    let mut labels = BTreeMap::new();
-    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').ok_or_else(|| format!("{pair:?} is not key=value"))?;
-        labels.insert(key.trim().to_string(), value.trim().to_string());
-    }
-    Ok(Labels(labels))
+    portico_routing::translate::parse_labels(text).map(Labels)
 }
 
 fn parse_bind(text: &str) -> Result<(u16, SocketAddr), String> {

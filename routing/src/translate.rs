@@ -57,6 +57,17 @@ impl Default for GatewayIdentity {
     }
 }
 
+/// Parses `k=v,...` labels (the `--gateway-labels` format of the gateway
+/// and the controller).
+pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut labels = BTreeMap::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').ok_or_else(|| format!("{pair:?} is not key=value"))?;
+        labels.insert(key.trim().to_string(), value.trim().to_string());
+    }
+    Ok(labels)
+}
+
 /// `ns/name` for a `gateways` entry written in `namespace`.
 pub(crate) fn qualify_gateway(reference: &str, namespace: &str) -> String {
     if reference.contains('/') { reference.to_string() } else { format!("{namespace}/{reference}") }
