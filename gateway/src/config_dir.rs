@@ -81,7 +81,21 @@ impl FolderSource {
             tracing::warn!("config folder reloaded before it was attached; ignored");
             return false;
         };
-        let (mut table, diagnostics) = self.translate_folder();
+        let (table, diagnostics) = self.translate_folder();
+        self.apply(sink, table, diagnostics)
+    }
+
+    /// Applies a table this source translated (start-up translates once to
+    /// learn the listeners, then applies that same table).
+    pub fn apply_translated(&self, table: RouteTable, diagnostics: Vec<Diagnostic>) -> bool {
+        let Some(sink) = self.sink.get() else {
+            tracing::warn!("config folder applied before it was attached; ignored");
+            return false;
+        };
+        self.apply(sink, table, diagnostics)
+    }
+
+    fn apply(&self, sink: &ConfigSink, mut table: RouteTable, diagnostics: Vec<Diagnostic>) -> bool {
         let mut generation = self.generation.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         // The version names the table that serves: it only moves on a change.
         table.version = format!("folder-{}", *generation + 1);

@@ -57,7 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // Translate the folder once to learn the listeners (Pingora binds ports
     // at start); ports `--bind` names but no Gateway uses yet serve HTTP.
     let source = Arc::new(FolderSource::new(args.config_dir.clone(), identity, settings, normalization.into()));
-    let (initial, _) = source.translate_folder();
+    let (initial, diagnostics) = source.translate_folder();
     let mut listeners: BTreeMap<u16, ListenerProtocol> =
         initial.listeners.iter().map(|l| (l.port, l.protocol)).collect();
     for (port, _) in &args.binds {
@@ -73,7 +73,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .collect();
     let sink = Arc::new(ConfigSink { state: Arc::clone(&state), metrics: Arc::clone(&metrics), certificates });
     source.attach(Arc::clone(&sink));
-    source.reload();
+    source.apply_translated(initial, diagnostics);
 
     let conf = ServerConf {
         threads: args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),

@@ -40,29 +40,44 @@ impl LastGood {
         let is_failed =
             |kind: &str, k: &(String, String)| failed.contains(&(kind.to_string(), k.0.clone(), k.1.clone()));
 
-        let mut effective = resources.clone();
-        let mut fallbacks = Vec::new();
-        for vs in &mut effective.virtual_services {
-            let k = key(&vs.metadata.namespace, &vs.metadata.name);
-            if is_failed("VirtualService", &k)
-                && let Some(previous) = self.virtual_services.get(&k)
-            {
-                *vs = previous.clone();
-                fallbacks.push(ObjectRef::new("VirtualService", &k.0, &k.1));
-            }
-        }
-        for gateway in &mut effective.gateways {
-            let k = key(&gateway.metadata.namespace, &gateway.metadata.name);
-            if is_failed("Gateway", &k)
-                && let Some(previous) = self.gateways.get(&k)
-            {
-                *gateway = previous.clone();
-                fallbacks.push(ObjectRef::new("Gateway", &k.0, &k.1));
-            }
-        }
+        // The previous versions of the objects that broke; the inputs are
+        // cloned only when there is one to substitute (rare), not on every
+        // translation.
+        let fallback_vs: BTreeMap<(String, String), VirtualService> = resources
+            .virtual_services
+            .iter()
+            .map(|vs| key(&vs.metadata.namespace, &vs.metadata.name))
+            .filter(|k| is_failed("VirtualService", k))
+            .filter_map(|k| self.virtual_services.get(&k).map(|previous| (k, previous.clone())))
+            .collect();
+        let fallback_gateways: BTreeMap<(String, String), Gateway> = resources
+            .gateways
+            .iter()
+            .map(|g| key(&g.metadata.namespace, &g.metadata.name))
+            .filter(|k| is_failed("Gateway", k))
+            .filter_map(|k| self.gateways.get(&k).map(|previous| (k, previous.clone())))
+            .collect();
+        let fallbacks: Vec<ObjectRef> = fallback_vs
+            .keys()
+            .map(|k| ObjectRef::new("VirtualService", &k.0, &k.1))
+            .chain(fallback_gateways.keys().map(|k| ObjectRef::new("Gateway", &k.0, &k.1)))
+            .collect();
+
         let (table, all) = if fallbacks.is_empty() {
             (table, diagnostics)
         } else {
+            let mut effective = resources.clone();
+            for vs in &mut effective.virtual_services {
+                if let Some(previous) = fallback_vs.get(&key(&vs.metadata.namespace, &vs.metadata.name)) {
+                    *vs = previous.clone();
+                }
+            }
+            for gateway in &mut effective.gateways {
+                if let Some(previous) = fallback_gateways.get(&key(&gateway.metadata.namespace, &gateway.metadata.name))
+                {
+                    *gateway = previous.clone();
+                }
+            }
             let (table, retranslated) = translate(&effective, identity);
             // The broken versions' errors, the fallbacks' notes, and every
             // other object's current diagnostics (the fallbacks' own would be
@@ -78,23 +93,26 @@ impl LastGood {
         };
 
         // Remember what serves now: clean objects and the fallbacks.
-        let keep = |kind: &str, k: &(String, String)| {
-            !is_failed(kind, k) || fallbacks.contains(&ObjectRef::new(kind, &k.0, &k.1))
-        };
-        self.virtual_services = effective
-            .virtual_services
-            .iter()
-            .map(|vs| (key(&vs.metadata.namespace, &vs.metadata.name), vs))
-            .filter(|(k, _)| keep("VirtualService", k))
-            .map(|(k, vs)| (k, vs.clone()))
-            .collect();
-        self.gateways = effective
-            .gateways
-            .iter()
-            .map(|g| (key(&g.metadata.namespace, &g.metadata.name), g))
-            .filter(|(k, _)| keep("Gateway", k))
-            .map(|(k, g)| (k, g.clone()))
-            .collect();
+        let mut virtual_services = BTreeMap::new();
+        for vs in &resources.virtual_services {
+            let k = key(&vs.metadata.namespace, &vs.metadata.name);
+            if let Some(previous) = fallback_vs.get(&k) {
+                virtual_services.insert(k, previous.clone());
+            } else if !is_failed("VirtualService", &k) {
+                virtual_services.insert(k, vs.clone());
+            }
+        }
+        let mut gateways = BTreeMap::new();
+        for gateway in &resources.gateways {
+            let k = key(&gateway.metadata.namespace, &gateway.metadata.name);
+            if let Some(previous) = fallback_gateways.get(&k) {
+                gateways.insert(k, previous.clone());
+            } else if !is_failed("Gateway", &k) {
+                gateways.insert(k, gateway.clone());
+            }
+        }
+        self.virtual_services = virtual_services;
+        self.gateways = gateways;
         (table, all)
     }
 }
