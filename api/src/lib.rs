@@ -21,3 +21,12 @@ mod schema;
 pub use k8s_openapi;
 pub use kube::Resource;
 pub use kube::core::ObjectMeta;
+
+/// The discovery protocol (`proto/portico/discovery/v1/discovery.proto`):
+/// generated message types and the tonic client and server of
+/// `RouteDiscovery`. Feature `discovery`.
+#[cfg(feature = "discovery")]
+pub mod discovery {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    tonic::include_proto!("portico.discovery.v1");
+}

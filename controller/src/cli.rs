@@ -91,6 +91,10 @@ pub struct Args {
     #[arg(long, env = "PORTICO_METRICS", default_value = "0.0.0.0:15014")]
     pub metrics: SocketAddr,
 
+    /// Discovery listener (gRPC): gateways stream their routes from here.
+    #[arg(long, env = "PORTICO_DISCOVERY", default_value = "0.0.0.0:15010")]
+    pub discovery: SocketAddr,
+
     /// Log format.
     #[arg(long, env = "PORTICO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

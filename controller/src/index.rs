@@ -23,6 +23,7 @@ use portico_routing::{GatewayIdentity, NotebookSettings, Resources, translate};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
+use crate::demand::Demand;
 use crate::metrics::Metrics;
 use crate::reflect::{reflect, scoped_api};
 use crate::snapshot::{Publisher, Snapshot};
@@ -33,6 +34,7 @@ pub const MAX_DELAY: Duration = Duration::from_secs(1);
 /// What the index builds tables for.
 #[derive(Clone, Debug)]
 pub struct IndexSettings {
+    /// Always built, connected or not (`--gateway-labels`).
     pub identities: Vec<GatewayIdentity>,
     pub notebook_settings: NotebookSettings,
     pub debounce: Duration,
@@ -79,15 +81,19 @@ impl IndexStores {
     }
 }
 
-/// Starts the watches and the builder on `tasks`; returns the caches and the
-/// snapshot channel (version 0 until the first build).
-pub fn spawn(
-    client: &Client,
-    settings: IndexSettings,
-    metrics: Metrics,
-    tasks: &mut JoinSet<()>,
-) -> (IndexStores, watch::Receiver<Arc<Snapshot>>) {
+/// A running index.
+pub struct Index {
+    pub stores: IndexStores,
+    /// Version 0 until the first build.
+    pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    /// Where discovery registers the gateways it serves.
+    pub demand: Demand,
+}
+
+/// Starts the watches and the builder on `tasks`.
+pub fn spawn(client: &Client, settings: IndexSettings, metrics: Metrics, tasks: &mut JoinSet<()>) -> Index {
     let changed = Arc::new(Notify::new());
+    let demand = Demand::new(settings.identities.clone(), changed.clone());
     let namespace = settings.namespace.as_deref();
     let (gateways, gateways_writer) = reflector::store();
     let (virtual_services, virtual_services_writer) = reflector::store();
@@ -109,15 +115,16 @@ pub fn spawn(
         Some(changed.clone()),
     ));
     let stores = IndexStores { gateways, virtual_services, services, endpoint_slices };
-    let (publisher, receiver) = Publisher::new();
-    tasks.spawn(build_loop(stores.clone(), settings, changed, publisher, metrics));
-    (stores, receiver)
+    let (publisher, snapshots) = Publisher::new();
+    tasks.spawn(build_loop(stores.clone(), settings, demand.clone(), changed, publisher, metrics));
+    Index { stores, snapshots, demand }
 }
 
 /// Builds and publishes after the caches fill and after every burst of changes.
 async fn build_loop(
     stores: IndexStores,
     settings: IndexSettings,
+    demand: Demand,
     changed: Arc<Notify>,
     publisher: Publisher,
     metrics: Metrics,
@@ -129,7 +136,7 @@ async fn build_loop(
     loop {
         let started = Instant::now();
         let resources = stores.resources(&settings.notebook_settings);
-        let identities = settings.identities.clone();
+        let identities = demand.identities();
         // translate is CPU-bound: keep it off the runtime's I/O threads.
         let built = tokio::task::spawn_blocking(move || {
             identities

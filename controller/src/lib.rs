@@ -9,7 +9,9 @@
 //! * The **route index** ([`index`]) watches Gateways, VirtualServices,
 //!   Services and EndpointSlices and, debounced, runs `translate` per gateway
 //!   instance, publishing versioned [`snapshot::Snapshot`]s on a
-//!   `tokio::sync::watch` channel (the discovery server's input).
+//!   `tokio::sync::watch` channel, for the gateway instances [`demand`] lists.
+//! * The **discovery server** ([`discovery`], gRPC on 15010) streams those
+//!   tables to gateways, full state then deltas, and tracks ACKs and NACKs.
 //! * **Leader election** ([`leader`]) on a `coordination.k8s.io/v1` Lease:
 //!   only the leader reconciles (writes); every replica indexes.
 //! * The **admin listener** ([`admin`]): `/metrics` (with Kubeflow's
@@ -21,6 +23,8 @@
 pub mod admin;
 pub mod cli;
 pub mod context;
+pub mod demand;
+pub mod discovery;
 pub mod error;
 pub mod index;
 pub mod leader;

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Every metric the controller exports, registered in one [`Registry`].
@@ -27,6 +28,17 @@ pub struct Metrics {
     pub snapshot_version: IntGauge,
     /// Route tables built (including ones equal to the previous and not published).
     pub snapshot_builds: IntCounter,
+    /// Istio's `pilot_xds`: connected gateway streams.
+    pub xds_connected: IntGauge,
+    /// Istio's `pilot_xds_pushes`: responses sent, by `type` (lds, rds, eds).
+    pub xds_pushes: IntCounterVec,
+    /// Istio's `pilot_total_xds_rejects`: NACKs, by `type`.
+    pub xds_rejects: IntCounterVec,
+    /// Istio's `pilot_xds_config_size_bytes`: size of each response sent.
+    pub xds_config_size: Histogram,
+    /// Istio's `pilot_proxy_convergence_time`: from a snapshot being ready to
+    /// its response being queued for a gateway.
+    pub convergence: Histogram,
 }
 
 impl Metrics {
@@ -81,7 +93,35 @@ impl Metrics {
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(snapshot_version.clone()))?;
         registry.register(Box::new(snapshot_builds.clone()))?;
+        let xds_connected = IntGauge::new("pilot_xds", "Number of gateway streams connected to this controller.")?;
+        let xds_pushes =
+            IntCounterVec::new(Opts::new("pilot_xds_pushes", "Discovery responses sent, by type."), &["type"])?;
+        let xds_rejects = IntCounterVec::new(
+            Opts::new("pilot_total_xds_rejects", "Discovery responses a gateway rejected (NACK), by type."),
+            &["type"],
+        )?;
+        let xds_config_size = Histogram::with_opts(
+            HistogramOpts::new("pilot_xds_config_size_bytes", "Size of each discovery response sent, in bytes.")
+                .buckets(vec![1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 4e7]),
+        )?;
+        let convergence = Histogram::with_opts(
+            HistogramOpts::new(
+                "pilot_proxy_convergence_time",
+                "Seconds from a route snapshot being ready to its push to a gateway.",
+            )
+            .buckets(vec![0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0]),
+        )?;
+        registry.register(Box::new(xds_connected.clone()))?;
+        registry.register(Box::new(xds_pushes.clone()))?;
+        registry.register(Box::new(xds_rejects.clone()))?;
+        registry.register(Box::new(xds_config_size.clone()))?;
+        registry.register(Box::new(convergence.clone()))?;
         Ok(Self {
+            xds_connected,
+            xds_pushes,
+            xds_rejects,
+            xds_config_size,
+            convergence,
             registry,
             reconciles,
             reconcile_errors,

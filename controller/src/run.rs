@@ -30,6 +30,9 @@ use tokio::task::JoinSet;
 use crate::admin::{self, AdminState};
 use crate::cli::Args;
 use crate::context::{AppliedCache, Backoff, Context};
+use crate::discovery::encode::{EncodedSnapshot, encode_loop};
+use crate::discovery::registry::Registry;
+use crate::discovery::{self, DiscoveryService, Shared};
 use crate::index::{self, IndexSettings};
 use crate::leader::{LeaderElector, LeaseTiming};
 use crate::metrics::Metrics;
@@ -70,17 +73,31 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         debounce: args.debounce,
         namespace: namespace.clone(),
     };
-    let (_index_stores, snapshots) = index::spawn(&client, index_settings, metrics.clone(), &mut tasks);
+    let index = index::spawn(&client, index_settings, metrics.clone(), &mut tasks);
+    let (shutdown_tx, shutdown) = watch::channel(false);
+
+    let (encoded_tx, encoded) = watch::channel(Arc::new(EncodedSnapshot::default()));
+    tasks.spawn(encode_loop(index.snapshots.clone(), encoded_tx));
+    let discovery_listener = TcpListener::bind(args.discovery)
+        .await
+        .with_context(|| format!("binding the discovery listener {}", args.discovery))?;
+    let discovery = DiscoveryService::new(Shared {
+        demand: index.demand.clone(),
+        encoded,
+        registry: Arc::new(Registry::default()),
+        metrics: metrics.clone(),
+        controller: identity.clone(),
+    });
+    tasks.spawn(discovery::serve(discovery_listener, discovery, shutdown.clone()));
 
     let listener = TcpListener::bind(args.metrics)
         .await
         .with_context(|| format!("binding the metrics listener {}", args.metrics))?;
     tracing::info!(address = %listener.local_addr().unwrap_or(args.metrics), "serving /metrics, /healthz, /readyz, /debug/snapshot");
-    let state = AdminState { metrics: metrics.clone(), notebooks, notebooks_listed, snapshots };
+    let state = AdminState { metrics: metrics.clone(), notebooks, notebooks_listed, snapshots: index.snapshots };
     tasks.spawn(admin::serve(listener, state));
 
     let (leading_tx, leading) = watch::channel(false);
-    let (shutdown_tx, shutdown) = watch::channel(false);
     let elector = if args.leader_election {
         let api: Api<Lease> = Api::namespaced(client.clone(), &args.namespace);
         let elector = LeaderElector::new(api, &args.lease_name, &identity, LeaseTiming::default());

@@ -30,6 +30,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The routes built for gateways with `identity`'s namespace and labels.
+    pub fn find(&self, key: &crate::demand::IdentityKey) -> Option<&GatewayRoutes> {
+        self.gateways.iter().find(|g| crate::demand::key_of(&g.identity) == *key)
+    }
+
     /// The JSON `/debug/snapshot` serves: version, and per gateway instance
     /// its labels, listener/virtual host/route counts and diagnostics.
     pub fn summary(&self) -> Value {

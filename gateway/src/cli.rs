@@ -9,11 +9,21 @@ use clap::{Parser, ValueEnum};
 /// Portico's gateway: Istio Gateway/VirtualService semantics on Pingora.
 #[derive(Debug, Parser)]
 #[command(name = "portico-gateway", version, about)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["config_dir", "discovery"])))]
 pub struct Args {
     /// Folder of Kubernetes YAML (Gateway, VirtualService, Notebook, Service,
     /// EndpointSlice, Secret); every *.yaml/*.yml below it is read and watched.
     #[arg(long, env = "PORTICO_CONFIG_DIR")]
-    pub config_dir: PathBuf,
+    pub config_dir: Option<PathBuf>,
+
+    /// Cluster mode: stream routes from the controller at this URL
+    /// (http://portico-controller.portico-system:15010).
+    #[arg(long, env = "PORTICO_DISCOVERY")]
+    pub discovery: Option<String>,
+
+    /// This gateway's name towards the controller (default: POD_NAME, then the host name).
+    #[arg(long, env = "POD_NAME")]
+    pub node_name: Option<String>,
 
     /// Where a Gateway server port listens, as PORT=ADDR:PORT (default 0.0.0.0:PORT).
     #[arg(long = "bind", env = "PORTICO_BIND", value_delimiter = ',', value_parser = parse_bind)]
@@ -154,6 +164,16 @@ mod tests {
         assert_eq!(args.binds, vec![(80, "127.0.0.1:8080".parse().unwrap())]);
         assert_eq!(args.resolves[0].0, "nb.ns.svc.cluster.local:80");
         assert_eq!(args.gateway_labels.0.get("app").map(String::as_str), Some("portico"));
+    }
+
+    #[test]
+    fn exactly_one_source_is_required() {
+        assert!(Args::try_parse_from(["portico-gateway"]).is_err());
+        assert!(
+            Args::try_parse_from(["portico-gateway", "--config-dir", "x", "--discovery", "http://c:15010"]).is_err()
+        );
+        let args = Args::try_parse_from(["portico-gateway", "--discovery", "http://c:15010"]).unwrap();
+        assert_eq!(args.discovery.as_deref(), Some("http://c:15010"));
     }
 
     #[test]

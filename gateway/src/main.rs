@@ -1,5 +1,5 @@
-//! `portico-gateway`: the data plane. Reads routes from a folder of YAML (or,
-//! later, from the controller), serves them on Pingora, and exposes admin,
+//! `portico-gateway`: the data plane. Reads routes from a folder of YAML or
+//! streams them from the controller (`--discovery`), serves them on Pingora, and exposes admin,
 //! health and metrics endpoints on Istio's ports.
 #![forbid(unsafe_code)]
 
@@ -8,6 +8,7 @@ mod apply;
 mod cli;
 mod config_dir;
 mod decision;
+mod discovery;
 mod headers;
 mod logging;
 mod metrics;

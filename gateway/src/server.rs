@@ -14,6 +14,7 @@ use pingora_core::listeners::{
 use pingora_core::protocols::http::v2::server::default_h2_options;
 use pingora_core::server::Server;
 use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::services::ServiceWithDependents;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use portico_routing::table::ListenerProtocol;
@@ -23,11 +24,14 @@ use crate::admin::{AdminApp, HealthApp, MetricsApp};
 use crate::apply::ConfigSink;
 use crate::cli::Args;
 use crate::config_dir::{FolderSource, FolderWatchService};
+use crate::discovery::bootstrap;
+use crate::discovery::client::{DiscoveryClient, DiscoveryService};
 use crate::metrics::Metrics;
 use crate::proxy::{GatewayProxy, ProxySettings};
 use crate::state::RouteState;
 use crate::tls::SniCertResolver;
 use crate::upstream::Resolver;
+use portico_api::discovery::Node;
 
 /// HTTP/2 limits: a notebook UI opens a few dozen streams at most.
 const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
@@ -54,17 +58,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         cluster_domain: args.cluster_domain.clone(),
     };
 
-    // Translate the folder once to learn the listeners (Pingora binds ports
-    // at start); ports `--bind` names but no Gateway uses yet serve HTTP.
-    let source = Arc::new(FolderSource::new(args.config_dir.clone(), identity, settings, normalization.into()));
-    let (initial, diagnostics) = source.translate_folder();
+    // Learn the listeners first (Pingora binds ports at start): translate
+    // the folder once, or wait for the controller's first full state. Ports
+    // `--bind` names but no Gateway uses yet serve HTTP.
+    let source = match (&args.config_dir, &args.discovery) {
+        (Some(dir), _) => {
+            Source::Folder(Arc::new(FolderSource::new(dir.clone(), identity, settings, normalization.into())))
+        }
+        (None, Some(url)) => Source::Discovery(Box::new(DiscoveryClient::new(url.clone(), node(&args)))),
+        (None, None) => anyhow::bail!("give --config-dir DIR or --discovery URL"),
+    };
+    let (initial, diagnostics) = match &source {
+        Source::Folder(folder) => folder.translate_folder(),
+        Source::Discovery(client) => bootstrap::first_table(client, args.health)?,
+    };
     let mut listeners: BTreeMap<u16, ListenerProtocol> =
         initial.listeners.iter().map(|l| (l.port, l.protocol)).collect();
     for (port, _) in &args.binds {
         listeners.entry(*port).or_insert(ListenerProtocol::Http);
     }
     if listeners.is_empty() {
-        tracing::warn!(dir = %args.config_dir.display(), "no Gateway selects this instance and no --bind given: nothing to serve yet");
+        tracing::warn!("no Gateway selects this instance and no --bind given: nothing to serve yet");
     }
     let certificates: BTreeMap<u16, Arc<SniCertResolver>> = listeners
         .iter()
@@ -72,8 +86,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .map(|(port, _)| (*port, Arc::new(SniCertResolver::new())))
         .collect();
     let sink = Arc::new(ConfigSink { state: Arc::clone(&state), metrics: Arc::clone(&metrics), certificates });
-    source.attach(Arc::clone(&sink));
-    source.apply_translated(initial, diagnostics);
+    let background: Box<dyn ServiceWithDependents> = match source {
+        Source::Folder(folder) => {
+            folder.attach(Arc::clone(&sink));
+            folder.apply_translated(initial, diagnostics);
+            Box::new(background_service("config folder watcher", FolderWatchService(folder)))
+        }
+        Source::Discovery(mut client) => {
+            client.attach(Arc::clone(&sink), listeners.clone());
+            sink.apply(initial, diagnostics);
+            Box::new(background_service("discovery client", DiscoveryService(Arc::new(*client))))
+        }
+    };
 
     let conf = ServerConf {
         threads: args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
@@ -143,9 +167,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     server.add_service(small_service("admin", AdminApp { state: Arc::clone(&state) }, args.admin));
     server.add_service(small_service("health", HealthApp { state: Arc::clone(&state) }, args.health));
     server.add_service(small_service("metrics", MetricsApp { metrics: Arc::clone(&metrics) }, args.metrics));
-    server.add_service(background_service("config folder watcher", FolderWatchService(source)));
+    server.add_boxed_service(background);
     tracing::info!(admin = %args.admin, health = %args.health, metrics = %args.metrics, "portico-gateway started");
     server.run_forever()
+}
+
+/// Where routes come from.
+enum Source {
+    Folder(Arc<FolderSource>),
+    Discovery(Box<DiscoveryClient>),
+}
+
+/// How this gateway introduces itself to the controller.
+fn node(args: &Args) -> Node {
+    Node {
+        name: args.node_name.clone().filter(|n| !n.is_empty()).unwrap_or_else(identity_name),
+        namespace: args.namespace.clone(),
+        labels: args.gateway_labels.0.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    }
 }
 
 /// A one-thread HTTP service for the admin-side endpoints.

@@ -24,6 +24,8 @@ pub mod matcher;
 pub mod naive;
 pub mod normalize;
 pub mod notebook;
+pub mod order_key;
+pub mod parts;
 pub mod pattern;
 pub mod proxy_config;
 pub mod request;

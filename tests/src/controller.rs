@@ -26,6 +26,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Controller {
     process: ChildProcess,
     metrics: SocketAddr,
+    discovery: SocketAddr,
     _dir: TempDir,
 }
 
@@ -48,6 +49,7 @@ impl Controller {
         let plane = plane();
         let dir = tempfile::Builder::new().prefix("portico-controller-").tempdir().expect("creating a controller dir");
         let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let discovery = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mut command = Command::new(binary("portico-controller"));
         // The controller reads Kubeflow's and Portico's variables as flag
         // defaults: a developer's shell must not change what a test runs.
@@ -64,12 +66,13 @@ impl Controller {
         command
             .env("KUBECONFIG", plane.kubeconfig())
             .env("RUST_BACKTRACE", "1")
-            .args(["--metrics", &metrics.to_string(), "--watch-namespace", namespace, "--namespace", namespace])
+            .args(["--metrics", &metrics.to_string(), "--discovery", &discovery.to_string()])
+            .args(["--watch-namespace", namespace, "--namespace", namespace])
             .args(args)
             .envs(env.iter().copied());
         let process =
             ChildProcess::spawn("portico-controller", command, &dir.path().join("controller.log"), Stop::Kill);
-        Controller { process, metrics, _dir: dir }
+        Controller { process, metrics, discovery, _dir: dir }
     }
 
     /// Waits until `/readyz` answers 200.
@@ -89,6 +92,11 @@ impl Controller {
     /// `http://127.0.0.1:<metrics port>`.
     pub fn url(&self) -> String {
         format!("http://{}", self.metrics)
+    }
+
+    /// `http://127.0.0.1:<discovery port>`: what gateways and porticoctl dial.
+    pub fn discovery_url(&self) -> String {
+        format!("http://{}", self.discovery)
     }
 
     /// The process id.

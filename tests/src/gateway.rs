@@ -40,20 +40,30 @@ impl Gateway {
     ///
     /// Panics with the gateway's log if it exits or is not ready in time.
     pub fn start(config_dir: impl AsRef<Path>, args: &[String]) -> Gateway {
+        let source = vec!["--config-dir".to_string(), config_dir.as_ref().display().to_string()];
+        Gateway::start_with_source(source, args)
+    }
+
+    /// Cluster mode: `portico-gateway --discovery <url> <args>`, ready once
+    /// the controller's first configuration is applied.
+    pub fn start_discovery(url: &str, args: &[String]) -> Gateway {
+        Gateway::start_with_source(vec!["--discovery".to_string(), url.to_string()], args)
+    }
+
+    fn start_with_source(source: Vec<String>, args: &[String]) -> Gateway {
         let dir = tempfile::Builder::new().prefix("portico-gateway-").tempdir().expect("creating a gateway dir");
         let local = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
         let (admin, health, metrics) = (local(free_port()), local(free_port()), local(free_port()));
         let mut command = Command::new(binary("portico-gateway"));
         command
-            .arg("--config-dir")
-            .arg(config_dir.as_ref())
+            .args(source)
             .args(["--admin", &admin.to_string(), "--health", &health.to_string(), "--metrics", &metrics.to_string()])
             .args(args)
             .env("RUST_BACKTRACE", "1");
         // The gateway reads PORTICO_* variables as flag defaults: a developer's
         // shell must not change what a test runs.
         for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("PORTICO_") {
+            if key.to_string_lossy().starts_with("PORTICO_") || key == "POD_NAME" {
                 command.env_remove(key);
             }
         }

@@ -1,0 +1,213 @@
+//! The gateway's side of the discovery stream: connect, name ourselves,
+//! apply what arrives, answer each response, and reconnect with jittered
+//! backoff whenever the stream breaks. The routes being served never depend
+//! on the stream being up.
+
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use portico_api::discovery::route_discovery_client::RouteDiscoveryClient;
+use portico_api::discovery::{DeltaRequest, DeltaResponse, Node};
+use portico_routing::table::ListenerProtocol;
+use portico_routing::{Diagnostic, RouteTable};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::received::Received;
+use crate::apply::ConfigSink;
+
+/// Backoff after a failed attempt: doubles from the first to the last.
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// A stream that lasted this long resets the backoff.
+const HEALTHY_STREAM: Duration = Duration::from_secs(30);
+
+/// Why a stream ended.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("connecting to {url}: {source}")]
+    Connect { url: String, source: tonic::transport::Error },
+    #[error("the controller closed the stream: {0}")]
+    Status(#[from] tonic::Status),
+    #[error("the controller ended the stream")]
+    Ended,
+}
+
+/// Where the discovery client applies what it receives.
+pub struct DiscoveryClient {
+    url: String,
+    node: Node,
+    received: Mutex<Received>,
+    sink: Option<Arc<ConfigSink>>,
+}
+
+impl DiscoveryClient {
+    pub fn new(url: String, node: Node) -> Self {
+        Self { url, node, received: Mutex::new(Received::default()), sink: None }
+    }
+
+    /// The controller's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// From now on, apply to `sink`, and accept listeners only on `bound` ports.
+    pub fn attach(&mut self, sink: Arc<ConfigSink>, bound: BTreeMap<u16, ListenerProtocol>) {
+        self.lock().set_bound(bound);
+        self.sink = Some(sink);
+    }
+
+    /// Connects (retrying forever) until the first full state arrives, and
+    /// returns its table: the gateway binds its ports from it.
+    pub async fn first_table(&self) -> (RouteTable, Vec<Diagnostic>) {
+        let mut backoff = Backoff::default();
+        loop {
+            match self.first_response().await {
+                Ok(response) => {
+                    let mut received = self.lock();
+                    received.apply(&response);
+                    return (received.table(), received.diagnostics());
+                }
+                Err(error) => {
+                    let delay = backoff.next();
+                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "waiting for the first configuration from the controller");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    async fn first_response(&self) -> Result<DeltaResponse, StreamError> {
+        let (_requests, mut responses) = self.open().await?;
+        responses.message().await?.ok_or(StreamError::Ended)
+    }
+
+    /// Streams until shutdown, reconnecting as needed.
+    pub async fn run(&self, mut shutdown: ShutdownWatch) {
+        let mut backoff = Backoff::default();
+        loop {
+            let started = Instant::now();
+            let result = tokio::select! {
+                result = self.stream_once() => result,
+                _ = shutdown.changed() => return,
+            };
+            if started.elapsed() >= HEALTHY_STREAM {
+                backoff = Backoff::default();
+            }
+            let delay = backoff.next();
+            match result {
+                Ok(()) | Err(StreamError::Ended) => {
+                    tracing::info!(
+                        retry_in_ms = delay.as_millis() as u64,
+                        "discovery stream ended; serving the last configuration"
+                    )
+                }
+                Err(error) => {
+                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "discovery stream failed; serving the last configuration")
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    async fn stream_once(&self) -> Result<(), StreamError> {
+        let (requests, mut responses) = self.open().await?;
+        tracing::info!(url = %self.url, "discovery stream open");
+        while let Some(response) = responses.message().await? {
+            let rejected = self.apply(&response);
+            let answer = DeltaRequest { node: None, response_nonce: response.nonce.clone(), rejected };
+            if requests.send(answer).await.is_err() {
+                return Err(StreamError::Ended);
+            }
+        }
+        Err(StreamError::Ended)
+    }
+
+    /// Applies one response; returns what was rejected.
+    fn apply(&self, response: &DeltaResponse) -> Vec<portico_api::discovery::Rejection> {
+        let started = Instant::now();
+        let (table, diagnostics, rejected) = {
+            let mut received = self.lock();
+            let rejected = received.apply(response);
+            (received.table(), received.diagnostics(), rejected)
+        };
+        let resources: usize = response.kinds.iter().map(|k| k.resources.len() + k.removed.len()).sum();
+        if let Some(sink) = &self.sink {
+            let changed = sink.apply(table, diagnostics);
+            tracing::debug!(
+                version = %response.version,
+                full_state = response.full_state,
+                resources,
+                changed,
+                rejected = rejected.len(),
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "applied discovery response"
+            );
+        }
+        rejected
+    }
+
+    /// Opens a stream and sends our node.
+    async fn open(&self) -> Result<(mpsc::Sender<DeltaRequest>, tonic::Streaming<DeltaResponse>), StreamError> {
+        let endpoint = tonic::transport::Endpoint::from_shared(self.url.clone())
+            .map_err(|source| StreamError::Connect { url: self.url.clone(), source })?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(15))
+            .keep_alive_timeout(Duration::from_secs(5));
+        let channel =
+            endpoint.connect().await.map_err(|source| StreamError::Connect { url: self.url.clone(), source })?;
+        let mut client = RouteDiscoveryClient::new(channel).max_decoding_message_size(usize::MAX);
+        let (requests, receiver) = mpsc::channel(4);
+        let hello = DeltaRequest { node: Some(self.node.clone()), ..DeltaRequest::default() };
+        if requests.send(hello).await.is_err() {
+            return Err(StreamError::Ended);
+        }
+        let responses = client.stream_routes(ReceiverStream::new(receiver)).await?.into_inner();
+        Ok((requests, responses))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Received> {
+        self.received.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Runs the client as a Pingora background service.
+pub struct DiscoveryService(pub Arc<DiscoveryClient>);
+
+#[async_trait]
+impl BackgroundService for DiscoveryService {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.0.run(shutdown).await;
+    }
+}
+
+/// Exponential backoff with equal jitter (half fixed, half random).
+struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { next: BACKOFF_FIRST }
+    }
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let ceiling = self.next;
+        self.next = (self.next * 2).min(BACKOFF_MAX);
+        // Random enough to spread many gateways reconnecting at once.
+        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX).max(1);
+        Duration::from_millis(millis / 2 + random % (millis / 2 + 1))
+    }
+}

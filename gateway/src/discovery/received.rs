@@ -1,0 +1,351 @@
+//! The gateway's copy of what the controller sent: resources by kind and
+//! name, checked one by one as they arrive.
+//!
+//! Protocol resources become routing types here and nowhere else. A
+//! resource that does not decode, names a missing parent or asks for a port
+//! this gateway did not bind is rejected with a reason (the NACK) and its
+//! last good version, if any, keeps serving; everything else in the same
+//! response still applies.
+
+use std::collections::BTreeMap;
+
+use portico_api::discovery::{DeltaResponse, Kind, Rejection, Resource};
+use portico_routing::parts::{ListenerPart, Placed, TableParts, VirtualHostPart};
+use portico_routing::table::{Cluster, ListenerProtocol, Route};
+use portico_routing::{Diagnostic, ObjectRef, RouteTable};
+
+/// Why one resource was not applied.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ResourceError {
+    #[error("unknown kind {0}")]
+    UnknownKind(i32),
+    #[error("unknown {kind:?} type {type_:?}")]
+    UnknownType { kind: Kind, type_: String },
+    #[error("body does not decode as a {type_}: {reason}")]
+    Decode { type_: &'static str, reason: String },
+    #[error("parent {0:?} is not known")]
+    MissingParent(String),
+    #[error("port {port} is not served by this gateway (it serves {bound}); restart the gateway to bind it")]
+    PortNotBound { port: u16, bound: String },
+    #[error("port {port} was bound as {bound:?}, not {wanted:?}; restart the gateway to change it")]
+    ProtocolChanged { port: u16, bound: ListenerProtocol, wanted: ListenerProtocol },
+}
+
+/// Everything received so far.
+#[derive(Debug, Default)]
+pub struct Received {
+    parts: TableParts,
+    /// (kind, name) -> why it is not (or not in its latest version) applied.
+    rejected: BTreeMap<(i32, String), String>,
+    /// Ports bound at start and their protocol; `None` while bootstrapping
+    /// (then every listener is accepted: they decide what gets bound).
+    bound: Option<BTreeMap<u16, ListenerProtocol>>,
+    version: String,
+}
+
+impl Received {
+    /// Restricts listeners to the ports bound at start.
+    pub fn set_bound(&mut self, bound: BTreeMap<u16, ListenerProtocol>) {
+        self.bound = Some(bound);
+    }
+
+    /// Applies one response; returns every resource currently rejected
+    /// (empty: ACK).
+    pub fn apply(&mut self, response: &DeltaResponse) -> Vec<Rejection> {
+        let previous = if response.full_state { std::mem::take(&mut self.parts) } else { TableParts::default() };
+        if response.full_state {
+            self.rejected.clear();
+        }
+        // Parents before children: listeners, virtual hosts, routes, endpoints.
+        let mut ordered: Vec<(Kind, &Resource)> = Vec::new();
+        let mut removed: Vec<(Kind, &String)> = Vec::new();
+        for delta in &response.kinds {
+            let Ok(kind) = Kind::try_from(delta.kind) else {
+                for resource in &delta.resources {
+                    self.rejected.insert(
+                        (delta.kind, resource.name.clone()),
+                        ResourceError::UnknownKind(delta.kind).to_string(),
+                    );
+                }
+                continue;
+            };
+            ordered.extend(delta.resources.iter().map(|r| (kind, r)));
+            removed.extend(delta.removed.iter().map(|name| (kind, name)));
+        }
+        ordered.sort_by_key(|(kind, resource)| rank(*kind, &resource.r#type));
+        for (kind, name) in removed {
+            self.remove(kind, name);
+        }
+        for (kind, resource) in ordered {
+            let key = (kind as i32, resource.name.clone());
+            match self.insert(kind, resource) {
+                Ok(()) => {
+                    self.rejected.remove(&key);
+                }
+                Err(error) => {
+                    // The last good version stays (after a reconnect, the one
+                    // served before it).
+                    self.keep_previous(kind, &resource.name, &previous);
+                    self.rejected.insert(key, error.to_string());
+                }
+            }
+        }
+        self.version = response.version.clone();
+        self.rejections()
+    }
+
+    /// The table to serve now.
+    pub fn table(&self) -> RouteTable {
+        self.parts.assemble(&self.version)
+    }
+
+    /// Rejections as diagnostics, for `/config_dump` and metrics.
+    pub fn diagnostics(&self) -> Vec<Diagnostic> {
+        self.rejected
+            .iter()
+            .map(|((kind, name), reason)| {
+                let kind = Kind::try_from(*kind).map_or("Unknown", |k| k.as_str_name());
+                Diagnostic::error(&ObjectRef::new(kind, "", name), "", format!("rejected (NACK): {reason}"))
+            })
+            .collect()
+    }
+
+    /// Every resource currently rejected.
+    pub fn rejections(&self) -> Vec<Rejection> {
+        self.rejected
+            .iter()
+            .map(|((kind, name), reason)| Rejection { kind: *kind, name: name.clone(), reason: reason.clone() })
+            .collect()
+    }
+
+    fn remove(&mut self, kind: Kind, name: &str) {
+        self.rejected.remove(&(kind as i32, name.to_string()));
+        match kind {
+            Kind::Listeners => {
+                self.parts.listeners.remove(name);
+            }
+            Kind::Routes => {
+                self.parts.virtual_hosts.remove(name);
+                self.parts.routes.remove(name);
+            }
+            Kind::Endpoints => {
+                self.parts.clusters.remove(name);
+            }
+            Kind::Unspecified => {}
+        }
+    }
+
+    fn insert(&mut self, kind: Kind, resource: &Resource) -> Result<(), ResourceError> {
+        match (kind, resource.r#type.as_str()) {
+            (Kind::Listeners, "listener") => {
+                let listener: ListenerPart = decode(resource, "listener")?;
+                self.check_port(&listener)?;
+                self.parts.listeners.insert(resource.name.clone(), placed(resource, listener));
+            }
+            (Kind::Routes, "vhost") => {
+                let host: VirtualHostPart = decode(resource, "virtual host")?;
+                if !self.parts.listeners.contains_key(&resource.parent) {
+                    return Err(ResourceError::MissingParent(resource.parent.clone()));
+                }
+                self.parts.virtual_hosts.insert(resource.name.clone(), placed(resource, host));
+            }
+            (Kind::Routes, "route") => {
+                let route: Route = decode(resource, "route")?;
+                if !self.parts.virtual_hosts.contains_key(&resource.parent) {
+                    return Err(ResourceError::MissingParent(resource.parent.clone()));
+                }
+                self.parts.routes.insert(resource.name.clone(), placed(resource, route));
+            }
+            (Kind::Endpoints, "cluster") => {
+                let cluster: Cluster = decode(resource, "cluster")?;
+                self.parts.clusters.insert(resource.name.clone(), cluster);
+            }
+            (kind, type_) => return Err(ResourceError::UnknownType { kind, type_: type_.to_string() }),
+        }
+        Ok(())
+    }
+
+    fn check_port(&self, listener: &ListenerPart) -> Result<(), ResourceError> {
+        let Some(bound) = &self.bound else { return Ok(()) };
+        match bound.get(&listener.port) {
+            None => Err(ResourceError::PortNotBound {
+                port: listener.port,
+                bound: bound.keys().map(u16::to_string).collect::<Vec<_>>().join(", "),
+            }),
+            Some(protocol) if *protocol != listener.protocol => {
+                Err(ResourceError::ProtocolChanged { port: listener.port, bound: *protocol, wanted: listener.protocol })
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn keep_previous(&mut self, kind: Kind, name: &str, previous: &TableParts) {
+        match kind {
+            Kind::Listeners => {
+                if let Some(old) = previous.listeners.get(name) {
+                    self.parts.listeners.entry(name.to_string()).or_insert_with(|| old.clone());
+                }
+            }
+            Kind::Routes => {
+                if let Some(old) = previous.virtual_hosts.get(name) {
+                    self.parts.virtual_hosts.entry(name.to_string()).or_insert_with(|| old.clone());
+                }
+                if let Some(old) = previous.routes.get(name) {
+                    self.parts.routes.entry(name.to_string()).or_insert_with(|| old.clone());
+                }
+            }
+            Kind::Endpoints => {
+                if let Some(old) = previous.clusters.get(name) {
+                    self.parts.clusters.entry(name.to_string()).or_insert_with(|| old.clone());
+                }
+            }
+            Kind::Unspecified => {}
+        }
+    }
+}
+
+fn placed<T>(resource: &Resource, value: T) -> Placed<T> {
+    Placed { parent: resource.parent.clone(), order: resource.order.clone(), value }
+}
+
+fn rank(kind: Kind, type_: &str) -> u8 {
+    match (kind, type_) {
+        (Kind::Listeners, _) => 0,
+        (Kind::Routes, "vhost") => 1,
+        (Kind::Routes, _) => 2,
+        _ => 3,
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(resource: &Resource, type_: &'static str) -> Result<T, ResourceError> {
+    serde_json::from_slice(&resource.body).map_err(|error| ResourceError::Decode { type_, reason: error.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use portico_api::discovery::KindDelta;
+    use portico_routing::parts::OrderHistory;
+    use portico_routing::{GatewayIdentity, Resources, translate};
+
+    use super::*;
+
+    fn table(prefixes: &[&str], port: u16) -> RouteTable {
+        let mut yaml = format!(
+            r#"
+apiVersion: networking.istio.io/v1beta1
+kind: Gateway
+metadata: {{name: kubeflow-gateway, namespace: kubeflow}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers: [{{port: {{number: {port}, name: http, protocol: HTTP}}, hosts: ["*"]}}]
+"#
+        );
+        for (i, prefix) in prefixes.iter().enumerate() {
+            yaml.push_str(&format!(
+                r#"---
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {{name: vs{i}, namespace: team}}
+spec:
+  hosts: ["*"]
+  gateways: [kubeflow/kubeflow-gateway]
+  http: [{{match: [{{uri: {{prefix: "{prefix}"}}}}], route: [{{destination: {{host: a.team.svc.cluster.local, port: {{number: 80}}}}}}]}}]
+"#
+            ));
+        }
+        let mut resources = Resources::default();
+        assert_eq!(resources.add_yaml(&yaml, "test"), vec![]);
+        translate(&resources, &GatewayIdentity::default()).0
+    }
+
+    /// What the controller would send for `table`: every resource, as a full state.
+    fn full_state(table: &RouteTable, version: &str) -> DeltaResponse {
+        let parts = TableParts::split(table, &mut OrderHistory::default());
+        let resource = |name: &str, type_: &str, parent: &str, order: &str, body: Vec<u8>| Resource {
+            name: name.to_string(),
+            r#type: type_.to_string(),
+            parent: parent.to_string(),
+            order: order.to_string(),
+            body,
+        };
+        let listeners = parts
+            .listeners
+            .iter()
+            .map(|(n, p)| resource(n, "listener", &p.parent, &p.order, serde_json::to_vec(&p.value).unwrap()))
+            .collect();
+        let mut routes: Vec<Resource> = parts
+            .virtual_hosts
+            .iter()
+            .map(|(n, p)| resource(n, "vhost", &p.parent, &p.order, serde_json::to_vec(&p.value).unwrap()))
+            .collect();
+        routes.extend(
+            parts
+                .routes
+                .iter()
+                .rev() // order on the wire must not matter
+                .map(|(n, p)| resource(n, "route", &p.parent, &p.order, serde_json::to_vec(&p.value).unwrap())),
+        );
+        DeltaResponse {
+            version: version.to_string(),
+            nonce: "1".to_string(),
+            full_state: true,
+            kinds: vec![
+                KindDelta { kind: Kind::Listeners as i32, resources: listeners, removed: vec![] },
+                KindDelta { kind: Kind::Routes as i32, resources: routes, removed: vec![] },
+            ],
+            controller: "test".to_string(),
+        }
+    }
+
+    #[test]
+    fn a_full_state_rebuilds_the_table_exactly() {
+        let expected = table(&["/a/", "/b/", "/c/"], 80);
+        let mut received = Received::default();
+        assert_eq!(received.apply(&full_state(&expected, "3")), vec![]);
+        let mut want = expected.clone();
+        want.version = "3".to_string();
+        assert_eq!(received.table(), want);
+    }
+
+    #[test]
+    fn an_unbound_port_is_rejected_and_the_rest_applies() {
+        let mut received = Received::default();
+        received.set_bound(BTreeMap::from([(80, ListenerProtocol::Http)]));
+        let rejections = received.apply(&full_state(&table(&["/a/"], 8081), "1"));
+        assert_eq!(rejections.len(), 3, "{rejections:?}"); // the listener, then its orphans
+        assert!(
+            rejections[0].reason.contains("port 8081 is not served by this gateway (it serves 80)"),
+            "{rejections:?}"
+        );
+        assert!(rejections.iter().skip(1).all(|r| r.reason.contains("is not known")), "{rejections:?}");
+        assert_eq!(received.table().route_count(), 0);
+    }
+
+    #[test]
+    fn a_bad_update_keeps_the_last_good_version() {
+        let good = table(&["/a/"], 80);
+        let mut received = Received::default();
+        received.apply(&full_state(&good, "1"));
+        let mut update = full_state(&good, "2");
+        update.full_state = false;
+        update.kinds.retain(|k| k.kind == Kind::Routes as i32);
+        for resource in &mut update.kinds[0].resources {
+            if resource.r#type == "route" {
+                resource.body = b"{\"name\": 7}".to_vec();
+            }
+        }
+        let rejections = received.apply(&update);
+        assert_eq!(rejections.len(), 1);
+        assert!(rejections[0].reason.starts_with("body does not decode as a route"), "{rejections:?}");
+        assert_eq!(received.table().route_count(), 1, "the old route still serves");
+        // Removing the bad resource clears its rejection.
+        let name = rejections[0].name.clone();
+        let removal = DeltaResponse {
+            version: "3".to_string(),
+            kinds: vec![KindDelta { kind: Kind::Routes as i32, resources: vec![], removed: vec![name] }],
+            ..DeltaResponse::default()
+        };
+        assert_eq!(received.apply(&removal), vec![]);
+        assert_eq!(received.table().route_count(), 0);
+    }
+}
