@@ -27,7 +27,46 @@ pub struct Controller {
     process: ChildProcess,
     metrics: SocketAddr,
     discovery: SocketAddr,
+    launch: Launch,
     _dir: TempDir,
+}
+
+/// How the controller was started, to start it again.
+#[derive(Debug)]
+struct Launch {
+    namespace: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    runs: u32,
+}
+
+impl Launch {
+    fn spawn(&self, metrics: SocketAddr, discovery: SocketAddr, dir: &std::path::Path) -> ChildProcess {
+        let plane = plane();
+        let mut command = Command::new(binary("portico-controller"));
+        // The controller reads Kubeflow's and Portico's variables as flag
+        // defaults: a developer's shell must not change what a test runs.
+        for (key, _) in std::env::vars_os() {
+            let key_text = key.to_string_lossy();
+            if key_text.starts_with("PORTICO_")
+                || key_text.starts_with("ISTIO_")
+                || ["CLUSTER_DOMAIN", "ADD_FSGROUP", "POD_NAME", "POD_NAMESPACE", "KUBECONFIG"]
+                    .contains(&key_text.as_ref())
+            {
+                command.env_remove(key);
+            }
+        }
+        let namespace = self.namespace.as_str();
+        command
+            .env("KUBECONFIG", plane.kubeconfig())
+            .env("RUST_BACKTRACE", "1")
+            .args(["--metrics", &metrics.to_string(), "--discovery", &discovery.to_string()])
+            .args(["--watch-namespace", namespace, "--namespace", namespace])
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        let log = dir.join(format!("controller-{}.log", self.runs));
+        ChildProcess::spawn("portico-controller", command, &log, Stop::Kill)
+    }
 }
 
 impl Controller {
@@ -46,33 +85,26 @@ impl Controller {
 
     /// Starts a controller without waiting for readiness.
     pub fn spawn(namespace: &str, args: &[&str], env: &[(&str, &str)]) -> Controller {
-        let plane = plane();
         let dir = tempfile::Builder::new().prefix("portico-controller-").tempdir().expect("creating a controller dir");
         let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let discovery = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let mut command = Command::new(binary("portico-controller"));
-        // The controller reads Kubeflow's and Portico's variables as flag
-        // defaults: a developer's shell must not change what a test runs.
-        for (key, _) in std::env::vars_os() {
-            let key_text = key.to_string_lossy();
-            if key_text.starts_with("PORTICO_")
-                || key_text.starts_with("ISTIO_")
-                || ["CLUSTER_DOMAIN", "ADD_FSGROUP", "POD_NAME", "POD_NAMESPACE", "KUBECONFIG"]
-                    .contains(&key_text.as_ref())
-            {
-                command.env_remove(key);
-            }
-        }
-        command
-            .env("KUBECONFIG", plane.kubeconfig())
-            .env("RUST_BACKTRACE", "1")
-            .args(["--metrics", &metrics.to_string(), "--discovery", &discovery.to_string()])
-            .args(["--watch-namespace", namespace, "--namespace", namespace])
-            .args(args)
-            .envs(env.iter().copied());
-        let process =
-            ChildProcess::spawn("portico-controller", command, &dir.path().join("controller.log"), Stop::Kill);
-        Controller { process, metrics, discovery, _dir: dir }
+        let launch = Launch {
+            namespace: namespace.to_string(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            runs: 1,
+        };
+        let process = launch.spawn(metrics, discovery, dir.path());
+        Controller { process, metrics, discovery, launch, _dir: dir }
+    }
+
+    /// Kills the process and starts it again with the same flags and ports
+    /// (as a Deployment would), then waits until it is ready.
+    pub fn restart(&mut self) {
+        self.process.stop();
+        self.launch.runs += 1;
+        self.process = self.launch.spawn(self.metrics, self.discovery, self._dir.path());
+        self.wait_ready();
     }
 
     /// Waits until `/readyz` answers 200.

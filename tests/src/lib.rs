@@ -16,6 +16,8 @@
 //! * [`kube_plane`], [`TestNamespace`] and [`Controller`]: the real
 //!   kube-apiserver + etcd of `tests/kube` (started once per test process),
 //!   a namespace per test, and the `portico-controller` binary against it;
+//! * [`FakeNotebook`] and [`porticoctl`]: a cheap upstream for any notebook
+//!   path, and the CLI as a user runs it;
 //! * [`kube_wait`] and [`notebooks`]: bounded waits on API objects, Notebook
 //!   fixtures, objects read back as the JSON the API server stored.
 //!
@@ -25,6 +27,7 @@
 pub mod binary;
 pub mod config_dir;
 pub mod controller;
+pub mod fake_notebook;
 pub mod fixtures;
 pub mod gateway;
 pub mod jupyter;
@@ -32,6 +35,7 @@ pub mod kernel;
 pub mod kube_plane;
 pub mod kube_wait;
 pub mod notebooks;
+pub mod porticoctl;
 pub mod ports;
 pub mod process;
 pub mod raw_http;
@@ -41,6 +45,7 @@ pub mod wait;
 pub use binary::{binary, workspace_root};
 pub use config_dir::{ConfigDir, write_yaml};
 pub use controller::Controller;
+pub use fake_notebook::FakeNotebook;
 pub use gateway::Gateway;
 pub use jupyter::Jupyter;
 pub use kernel::{KernelSocket, channels_url, create_kernel, execute};
