@@ -52,7 +52,7 @@ def run(root: Path, bins: Path, work: Path, existing_counts: list[int], samples:
     for key in list(env):
         if key.startswith("PORTICO_") or key.startswith("ISTIO_"):
             env.pop(key)
-    subprocess.run(["kubectl", "apply", "-f", str(root / "manifests/crds")], env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["kubectl", "apply", "-k", str(root / "manifests/crds")], env=env, check=True, stdout=subprocess.DEVNULL)
     proxy_port = free_port()
     proxy = Process("kubectl-proxy", ["kubectl", "proxy", "--port", str(proxy_port)], work, env=env)
     api = f"http://127.0.0.1:{proxy_port}"

@@ -1,4 +1,4 @@
-//! `manifests/crds/` must be exactly what `crdgen` prints, so that the CRDs
+//! `manifests/crds/{istio,kubeflow}/` must be exactly what `crdgen` prints, so that the CRDs
 //! installed in a cluster always match the Rust types. Regenerate with the
 //! commands in the failure message, or run this test with
 //! `PORTICO_UPDATE_CRDS=1` to rewrite the files.
@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 
 use portico_api::crd;
 
-/// (file in manifests/crds, crdgen argument, the CRD)
+/// (file under manifests/crds, crdgen argument, the CRD)
 fn expected() -> Vec<(&'static str, &'static str, String)> {
     let render = |crd| format!("---\n{}", serde_yaml::to_string(&crd).expect("a CRD serializes to YAML"));
     vec![
-        ("notebooks.yaml", "notebook", render(crd::notebook())),
-        ("gateways.yaml", "gateway", render(crd::gateway())),
-        ("virtualservices.yaml", "virtualservice", render(crd::virtual_service())),
+        ("kubeflow/notebooks.yaml", "notebook", render(crd::notebook())),
+        ("istio/gateways.yaml", "gateway", render(crd::gateway())),
+        ("istio/virtualservices.yaml", "virtualservice", render(crd::virtual_service())),
     ]
 }
 
@@ -54,13 +54,18 @@ fn committed_crds_match_crdgen() {
 
 #[test]
 fn there_is_one_file_per_crd_and_nothing_else() {
-    let mut files: Vec<String> = std::fs::read_dir(crds_dir())
-        .expect("manifests/crds exists")
-        .map(|entry| entry.expect("a directory entry").file_name().to_string_lossy().into_owned())
-        .filter(|name| name.ends_with(".yaml") || name.ends_with(".yml"))
-        .collect();
+    // Every YAML file below manifests/crds but the kustomizations.
+    let mut files = Vec::new();
+    for group in ["istio", "kubeflow"] {
+        for entry in std::fs::read_dir(crds_dir().join(group)).expect("manifests/crds/<group> exists") {
+            let name = entry.expect("a directory entry").file_name().to_string_lossy().into_owned();
+            if (name.ends_with(".yaml") || name.ends_with(".yml")) && name != "kustomization.yaml" {
+                files.push(format!("{group}/{name}"));
+            }
+        }
+    }
     files.sort();
     let mut wanted: Vec<String> = expected().into_iter().map(|(file, _, _)| file.to_string()).collect();
     wanted.sort();
-    assert_eq!(files, wanted, "manifests/crds holds exactly the generated CRDs (kubectl apply -f reads every file)");
+    assert_eq!(files, wanted, "manifests/crds holds exactly the generated CRDs (kubectl apply -k reads them)");
 }

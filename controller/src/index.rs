@@ -136,22 +136,33 @@ async fn build_loop(
     loop {
         let started = Instant::now();
         let resources = stores.resources(&settings.notebook_settings);
+        let copied = started.elapsed();
         let identities = demand.identities();
         // translate is CPU-bound: keep it off the runtime's I/O threads.
         let built = tokio::task::spawn_blocking(move || {
-            identities
+            let built = identities
                 .into_iter()
                 .map(|identity| {
                     let (table, diagnostics) = translate(&resources, &identity);
                     (identity, table, diagnostics)
                 })
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            // Drop the copied objects here, not on an I/O thread.
+            drop(resources);
+            built
         })
         .await;
+        let translated = started.elapsed();
         match built {
             Ok(built) => {
                 let before = publisher.subscribe().borrow().version;
                 let version = publisher.publish(built);
+                tracing::debug!(
+                    copy_ms = copied.as_millis() as u64,
+                    translate_ms = (translated - copied).as_millis() as u64,
+                    publish_ms = (started.elapsed() - translated).as_millis() as u64,
+                    "route index build"
+                );
                 metrics.snapshot_builds.inc();
                 metrics.snapshot_version.set(i64::try_from(version).unwrap_or(i64::MAX));
                 if version != before {

@@ -52,6 +52,12 @@ impl Jupyter {
     /// Panics with the tail of Jupyter's log if it exits or is not ready in
     /// time.
     pub fn start(base_url: &str) -> Jupyter {
+        Jupyter::start_on("127.0.0.1", base_url)
+    }
+
+    /// [`Jupyter::start`] listening on `ip` (`0.0.0.0`: also on the host's
+    /// own address, which an EndpointSlice may name; loopback it may not).
+    pub fn start_on(ip: &str, base_url: &str) -> Jupyter {
         assert!(
             base_url.starts_with('/') && base_url.ends_with('/'),
             "base_url {base_url:?} must start and end with /"
@@ -65,7 +71,7 @@ impl Jupyter {
             .args(["-m", "jupyter_server", "--no-browser"])
             // Jupyter refuses to run as root without this; CI runs as root.
             .arg("--allow-root")
-            .arg("--ServerApp.ip=127.0.0.1")
+            .arg(format!("--ServerApp.ip={ip}"))
             .arg(format!("--ServerApp.port={port}"))
             // Fail on a taken port instead of silently serving on the next one.
             .arg("--ServerApp.port_retries=0")

@@ -3,7 +3,7 @@
 //!
 //! [`plane()`] runs `tests/kube/up` once per process (it is idempotent and
 //! serializes concurrent callers on its own lock file, so several test
-//! binaries may call it) and applies Portico's CRDs from `manifests/crds/`.
+//! binaries may call it) and applies Portico's CRDs (`kubectl apply -k manifests/crds`).
 //! Tests then get their own namespace ([`crate::TestNamespace`]).
 //!
 //! There is no controller-manager: no garbage collection, no EndpointSlices,
@@ -124,12 +124,19 @@ impl KubePlane {
         output.is_ok_and(|output| output.status.success() && output.stdout.trim_ascii() == b"ok")
     }
 
-    /// `kubectl apply -f manifests/crds/` and waits until they are established.
+    /// `kubectl apply -k manifests/crds` and waits until they are established.
     pub fn apply_crds(&self) {
         let crds = workspace_root().join("manifests").join("crds");
         let crds = crds.to_str().expect("the workspace path is UTF-8");
-        self.kubectl_ok(&["apply", "-f", crds]);
-        self.kubectl_ok(&["wait", "--for", "condition=established", "--timeout=60s", "-f", crds]);
+        self.kubectl_ok(&["apply", "-k", crds]);
+        let names = [
+            "crd/gateways.networking.istio.io",
+            "crd/virtualservices.networking.istio.io",
+            "crd/notebooks.kubeflow.org",
+        ];
+        let mut args = vec!["wait", "--for", "condition=established", "--timeout=60s"];
+        args.extend(names);
+        self.kubectl_ok(&args);
     }
 
     /// Stops kube-apiserver (SIGTERM), keeps it down for `down_for`, and

@@ -1,4 +1,4 @@
-//! The generated CRDs (`manifests/crds/`, applied with `kubectl apply -f` by
+//! The generated CRDs (`manifests/crds`, applied with `kubectl apply -k` by
 //! the shared plane) on a real API server: every upstream version is served,
 //! and objects written for older Istio and Kubeflow releases are accepted and
 //! read back as the storage version.

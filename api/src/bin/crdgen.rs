@@ -1,7 +1,7 @@
 //! Prints Portico's CustomResourceDefinitions as multi-document YAML.
 //!
 //! `crdgen` prints all of them; `crdgen notebook|gateway|virtualservice`
-//! prints one. `manifests/crds/` is this output, checked for drift by a test.
+//! prints one. `manifests/crds/{istio,kubeflow}/` is this output, checked for drift by a test.
 
 use std::process::ExitCode;
 
