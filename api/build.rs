@@ -1,4 +1,4 @@
-//! Generates the discovery protocol's Rust types (feature `discovery` only;
+//! Generates the discovery and certificate protocols' Rust types (feature `discovery` only;
 //! needs `protoc`, from Debian's protobuf-compiler).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     #[cfg(feature = "discovery")]
-    tonic_prost_build::configure().compile_protos(&["proto/portico/discovery/v1/discovery.proto"], &["proto"])?;
+    tonic_prost_build::configure()
+        .compile_protos(&["proto/portico/discovery/v1/discovery.proto", "proto/portico/ca/v1/ca.proto"], &["proto"])?;
     Ok(())
 }

@@ -30,3 +30,11 @@ pub mod discovery {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]
     tonic::include_proto!("portico.discovery.v1");
 }
+
+/// The certificate service (`proto/portico/ca/v1/ca.proto`): workload
+/// certificates for service-account tokens. Feature `discovery`.
+#[cfg(feature = "discovery")]
+pub mod ca {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    tonic::include_proto!("portico.ca.v1");
+}

@@ -95,6 +95,39 @@ pub struct Args {
     #[arg(long, env = "PORTICO_DISCOVERY", default_value = "0.0.0.0:15010")]
     pub discovery: SocketAddr,
 
+    /// Run the mesh's certificate authority and the TLS listener
+    /// (`--secure-discovery`) that serves it and discovery.
+    #[arg(long, env = "PORTICO_CA", default_value_t = true, action = ArgAction::Set)]
+    pub ca: bool,
+
+    /// TLS listener (gRPC): discovery and the certificate service.
+    #[arg(long, env = "PORTICO_SECURE_DISCOVERY", default_value = "0.0.0.0:15012")]
+    pub secure_discovery: SocketAddr,
+
+    /// SPIFFE trust domain of workload certificates.
+    #[arg(long, env = "PORTICO_TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
+
+    /// Secret (in --namespace) holding the root: `ca-cert.pem`, `ca-key.pem`.
+    /// Created on first start unless it exists.
+    #[arg(long, env = "PORTICO_CA_SECRET", default_value = "portico-ca")]
+    pub ca_secret: String,
+
+    /// Audience callers' service-account tokens must be issued for.
+    #[arg(long, env = "PORTICO_TOKEN_AUDIENCE", default_value = "portico-ca")]
+    pub token_audience: String,
+
+    /// Lifetime of workload certificates, and the most a caller may ask for.
+    #[arg(long, env = "PORTICO_WORKLOAD_CERT_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub workload_cert_ttl: Duration,
+    #[arg(long, env = "PORTICO_MAX_WORKLOAD_CERT_TTL", default_value = "168h", value_parser = parse_duration)]
+    pub max_workload_cert_ttl: Duration,
+
+    /// Name of the controller's Service (its serving certificate names
+    /// `<service>.<namespace>.svc` and `<service>.<namespace>.svc.<cluster domain>`).
+    #[arg(long, env = "PORTICO_SERVICE_NAME", default_value = "portico-controller")]
+    pub service_name: String,
+
     /// Log format.
     #[arg(long, env = "PORTICO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -117,6 +150,18 @@ impl Args {
             namespace: self.gateway_namespace.clone(),
             labels: self.gateway_labels.0.clone(),
         }]
+    }
+
+    /// DNS names (and loopback) the controller's serving certificate covers.
+    pub fn serving_names(&self) -> Vec<String> {
+        let service = format!("{}.{}.svc", self.service_name, self.namespace);
+        vec![
+            format!("{service}.{}", self.cluster_domain),
+            service,
+            format!("{}.{}", self.service_name, self.namespace),
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+        ]
     }
 
     /// `<pod name or host name>_<pid>`: unique per process, readable in the Lease.

@@ -12,6 +12,9 @@
 //!   `tokio::sync::watch` channel, for the gateway instances [`demand`] lists.
 //! * The **discovery server** ([`discovery`], gRPC on 15010) streams those
 //!   tables to gateways, full state then deltas, and tracks ACKs and NACKs.
+//! * The **certificate authority** ([`ca`], gRPC over TLS on 15012): the
+//!   mesh root in a Secret, workload certificates with SPIFFE IDs for
+//!   service-account tokens checked by TokenReview.
 //! * **Leader election** ([`leader`]) on a `coordination.k8s.io/v1` Lease:
 //!   only the leader reconciles (writes); every replica indexes.
 //! * The **admin listener** ([`admin`]): `/metrics` (with Kubeflow's
@@ -21,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod ca;
 pub mod cli;
 pub mod context;
 pub mod demand;

@@ -39,6 +39,12 @@ pub struct Metrics {
     /// Istio's `pilot_proxy_convergence_time`: from a snapshot being ready to
     /// its response being queued for a gateway.
     pub convergence: Histogram,
+    /// Istio's `citadel_server_csr_count`: certificate requests received.
+    pub csr_count: IntCounter,
+    /// Istio's `citadel_server_authentication_failure_count`.
+    pub authentication_failures: IntCounter,
+    /// Istio's `citadel_server_success_cert_issuance_count`.
+    pub certificates_issued: IntCounter,
 }
 
 impl Metrics {
@@ -116,7 +122,20 @@ impl Metrics {
         registry.register(Box::new(xds_rejects.clone()))?;
         registry.register(Box::new(xds_config_size.clone()))?;
         registry.register(Box::new(convergence.clone()))?;
+        let csr_count = IntCounter::new("citadel_server_csr_count", "Certificate signing requests received.")?;
+        let authentication_failures = IntCounter::new(
+            "citadel_server_authentication_failure_count",
+            "Certificate requests refused because the caller's token did not authenticate.",
+        )?;
+        let certificates_issued =
+            IntCounter::new("citadel_server_success_cert_issuance_count", "Workload certificates issued.")?;
+        registry.register(Box::new(csr_count.clone()))?;
+        registry.register(Box::new(authentication_failures.clone()))?;
+        registry.register(Box::new(certificates_issued.clone()))?;
         Ok(Self {
+            csr_count,
+            authentication_failures,
+            certificates_issued,
             xds_connected,
             xds_pushes,
             xds_rejects,

@@ -28,6 +28,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::admin::{self, AdminState};
+use crate::ca;
+use crate::ca::service::{CertificateServer, Lifetimes};
 use crate::cli::Args;
 use crate::context::{AppliedCache, Backoff, Context};
 use crate::discovery::encode::{EncodedSnapshot, encode_loop};
@@ -88,6 +90,35 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         controller: identity.clone(),
     });
+    if args.ca {
+        let authority = Arc::new(
+            ca::store::load_or_create(&client, &args.namespace, &args.ca_secret, &args.trust_domain)
+                .await
+                .context("loading the mesh CA")?,
+        );
+        // The serving certificate is re-issued at every start; a year is
+        // far longer than any controller process lives.
+        let (cert, key) = authority
+            .serving_certificate(&args.serving_names(), Duration::from_secs(365 * 24 * 3600))
+            .context("issuing the controller's serving certificate")?;
+        let certificates = CertificateServer {
+            authority,
+            client: client.clone(),
+            audience: args.token_audience.clone(),
+            lifetimes: Lifetimes { default: args.workload_cert_ttl, max: args.max_workload_cert_ttl },
+            metrics: metrics.clone(),
+        };
+        let secure_listener = TcpListener::bind(args.secure_discovery)
+            .await
+            .with_context(|| format!("binding the secure discovery listener {}", args.secure_discovery))?;
+        tasks.spawn(discovery::serve_secure(
+            secure_listener,
+            discovery.clone(),
+            certificates,
+            (cert, key),
+            shutdown.clone(),
+        ));
+    }
     tasks.spawn(discovery::serve(discovery_listener, discovery, shutdown.clone()));
 
     let listener = TcpListener::bind(args.metrics)

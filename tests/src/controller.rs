@@ -27,6 +27,7 @@ pub struct Controller {
     process: ChildProcess,
     metrics: SocketAddr,
     discovery: SocketAddr,
+    secure_discovery: SocketAddr,
     launch: Launch,
     _dir: TempDir,
 }
@@ -41,7 +42,8 @@ struct Launch {
 }
 
 impl Launch {
-    fn spawn(&self, metrics: SocketAddr, discovery: SocketAddr, dir: &std::path::Path) -> ChildProcess {
+    /// Spawns with the metrics, discovery and secure discovery addresses.
+    fn spawn(&self, [metrics, discovery, secure]: [SocketAddr; 3], dir: &std::path::Path) -> ChildProcess {
         let plane = plane();
         let mut command = Command::new(binary("portico-controller"));
         // The controller reads Kubeflow's and Portico's variables as flag
@@ -61,6 +63,7 @@ impl Launch {
             .env("KUBECONFIG", plane.kubeconfig())
             .env("RUST_BACKTRACE", "1")
             .args(["--metrics", &metrics.to_string(), "--discovery", &discovery.to_string()])
+            .args(["--secure-discovery", &secure.to_string()])
             .args(["--watch-namespace", namespace, "--namespace", namespace])
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)));
@@ -88,14 +91,15 @@ impl Controller {
         let dir = tempfile::Builder::new().prefix("portico-controller-").tempdir().expect("creating a controller dir");
         let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let discovery = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let secure_discovery = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let launch = Launch {
             namespace: namespace.to_string(),
             args: args.iter().map(|a| a.to_string()).collect(),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             runs: 1,
         };
-        let process = launch.spawn(metrics, discovery, dir.path());
-        Controller { process, metrics, discovery, launch, _dir: dir }
+        let process = launch.spawn([metrics, discovery, secure_discovery], dir.path());
+        Controller { process, metrics, discovery, secure_discovery, launch, _dir: dir }
     }
 
     /// Kills the process and starts it again with the same flags and ports
@@ -103,7 +107,7 @@ impl Controller {
     pub fn restart(&mut self) {
         self.process.stop();
         self.launch.runs += 1;
-        self.process = self.launch.spawn(self.metrics, self.discovery, self._dir.path());
+        self.process = self.launch.spawn([self.metrics, self.discovery, self.secure_discovery], self._dir.path());
         self.wait_ready();
     }
 
@@ -129,6 +133,11 @@ impl Controller {
     /// `http://127.0.0.1:<discovery port>`: what gateways and porticoctl dial.
     pub fn discovery_url(&self) -> String {
         format!("http://{}", self.discovery)
+    }
+
+    /// `127.0.0.1:<port>` of the TLS listener (discovery and certificates).
+    pub fn secure_discovery_addr(&self) -> SocketAddr {
+        self.secure_discovery
     }
 
     /// The process id.

@@ -99,3 +99,40 @@ pub async fn serve(listener: TcpListener, service: DiscoveryService, mut shutdow
         tracing::error!(%error, "the discovery server failed");
     }
 }
+
+/// Serves discovery and the certificate service over TLS (15012) until
+/// `shutdown` turns true.
+pub async fn serve_secure(
+    listener: TcpListener,
+    service: DiscoveryService,
+    certificates: crate::ca::service::CertificateServer,
+    (cert_pem, key_pem): (String, String),
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use portico_api::ca::certificate_service_server::CertificateServiceServer;
+    use tonic::transport::{Identity, ServerTlsConfig};
+
+    let address = listener.local_addr().map_or_else(|_| "?".to_string(), |a: SocketAddr| a.to_string());
+    tracing::info!(%address, "serving discovery and certificates (gRPC over TLS)");
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let tls = ServerTlsConfig::new().identity(Identity::from_pem(cert_pem, key_pem));
+    let builder = match tonic::transport::Server::builder().tls_config(tls) {
+        Ok(builder) => builder,
+        Err(error) => {
+            tracing::error!(%error, "the secure listener's TLS settings are invalid");
+            return;
+        }
+    };
+    let result = builder
+        .http2_keepalive_interval(Some(Duration::from_secs(15)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+        .add_service(RouteDiscoveryServer::new(service).max_decoding_message_size(16 << 20))
+        .add_service(CertificateServiceServer::new(certificates))
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await;
+    if let Err(error) = result {
+        tracing::error!(%error, "the secure discovery server failed");
+    }
+}
