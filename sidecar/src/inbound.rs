@@ -1,0 +1,197 @@
+//! The inbound hop: mutual TLS on 15006, the peer's SPIFFE ID checked
+//! against the allow-list, then bytes both ways to 127.0.0.1:<app port>.
+//!
+//! The certificate is renewed at half its lifetime and swapped atomically:
+//! new connections get the new one, open ones (a kernel websocket) keep
+//! theirs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use arc_swap::ArcSwapOption;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use crate::certificates::{self, Issued};
+use crate::cli::RunArgs;
+use crate::endpoints;
+use crate::identity;
+use crate::metrics::Metrics;
+
+/// Handshakes that take longer are dropped (slow or idle scanners).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Retry delay after a failed certificate request.
+const RETRY: Duration = Duration::from_secs(5);
+
+struct State {
+    args: RunArgs,
+    allowed: Vec<String>,
+    current: ArcSwapOption<Issued>,
+    metrics: Metrics,
+}
+
+/// Runs until the process is stopped.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let metrics = Metrics::new().context("registering metrics")?;
+    let state =
+        Arc::new(State { allowed: args.allowed(), args: args.clone(), current: ArcSwapOption::empty(), metrics });
+    serve_endpoints(&state).await?;
+    let listener = TcpListener::bind(args.inbound).await.with_context(|| format!("binding {}", args.inbound))?;
+    tracing::info!(inbound = %args.inbound, app_port = args.app_port, allowed = ?state.allowed, "portico-sidecar started");
+    tokio::spawn(renew(state.clone()));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                tracing::warn!(%error, "accepting an inbound connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            if let Err(reason) = handle(&state, stream).await {
+                state.metrics.denied.with_label_values(&[reason.label()]).inc();
+                tracing::info!(%peer, reason = %reason, "inbound connection refused");
+            }
+        });
+    }
+}
+
+/// Why an inbound connection was not proxied.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("no workload certificate yet")]
+    NotReady,
+    #[error("TLS handshake failed: {0}")]
+    Handshake(String),
+    #[error("peer {0:?} is not allowed")]
+    Identity(Option<String>),
+    #[error("the app on 127.0.0.1:{port} refused: {error}")]
+    App { port: u16, error: std::io::Error },
+}
+
+impl Refusal {
+    fn label(&self) -> &'static str {
+        match self {
+            Refusal::NotReady => "not_ready",
+            Refusal::Handshake(_) => "handshake",
+            Refusal::Identity(_) => "identity",
+            Refusal::App { .. } => "app",
+        }
+    }
+}
+
+async fn handle(state: &State, stream: TcpStream) -> Result<(), Refusal> {
+    let issued = state.current.load_full().ok_or(Refusal::NotReady)?;
+    let _ = stream.set_nodelay(true);
+    let acceptor = TlsAcceptor::from(issued.server_config.clone());
+    let mut tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+        .await
+        .map_err(|_| Refusal::Handshake("timed out".to_string()))?
+        .map_err(|error| Refusal::Handshake(error.to_string()))?;
+    let peer = identity::spiffe_id(tls.get_ref().1.peer_certificates());
+    let principal = match peer {
+        Some(id) if state.allowed.contains(&id) => id,
+        other => return Err(Refusal::Identity(other)),
+    };
+    let port = state.args.app_port;
+    let mut app = TcpStream::connect(("127.0.0.1", port)).await.map_err(|error| Refusal::App { port, error })?;
+    let _ = app.set_nodelay(true);
+    let label = [principal.as_str()];
+    state.metrics.opened.with_label_values(&label).inc();
+    state.metrics.active.inc();
+    let copied = tokio::io::copy_bidirectional(&mut tls, &mut app).await;
+    state.metrics.active.dec();
+    state.metrics.closed.with_label_values(&label).inc();
+    if let Ok((from_peer, to_peer)) = copied {
+        state.metrics.received.with_label_values(&label).inc_by(from_peer);
+        state.metrics.sent.with_label_values(&label).inc_by(to_peer);
+    }
+    Ok(())
+}
+
+/// Fetches the certificate, then renews it at half its lifetime, forever.
+async fn renew(state: Arc<State>) {
+    loop {
+        match certificates::fetch(&state.args).await {
+            Ok(issued) => {
+                let left = identity::seconds_left(issued.chain_pem.first().map_or("", String::as_str));
+                tracing::info!(identity = %issued.identity, expires_in_s = left, "workload certificate loaded");
+                state.metrics.cert_expiry.set(i64::try_from(left).unwrap_or(i64::MAX));
+                state.current.store(Some(Arc::new(issued)));
+                let half = Duration::from_secs(left / 2).max(Duration::from_secs(1));
+                tokio::time::sleep(half).await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in_s = RETRY.as_secs(), "could not get a workload certificate");
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+}
+
+async fn serve_endpoints(state: &Arc<State>) -> anyhow::Result<()> {
+    let health = state.clone();
+    endpoints::serve(state.args.health, move |path| {
+        let state = health.clone();
+        async move {
+            if path != "/healthz/ready" {
+                return (404, "text/plain", "not found\n".to_string());
+            }
+            // Ready: a certificate is loaded and the notebook accepts connections.
+            let certificate = state.current.load().is_some();
+            let app = TcpStream::connect(("127.0.0.1", state.args.app_port)).await.is_ok();
+            match (certificate, app) {
+                (true, true) => (200, "text/plain", "ready\n".to_string()),
+                (false, _) => (503, "text/plain", "no workload certificate yet\n".to_string()),
+                (true, false) => (503, "text/plain", format!("nothing listens on 127.0.0.1:{}\n", state.args.app_port)),
+            }
+        }
+    })
+    .await
+    .with_context(|| format!("binding the health listener {}", state.args.health))?;
+    let metrics = state.metrics.clone();
+    endpoints::serve(state.args.metrics, move |path| {
+        let metrics = metrics.clone();
+        async move {
+            match path.as_str() {
+                "/stats/prometheus" => (200, "text/plain; version=0.0.4", metrics.encode()),
+                _ => (404, "text/plain", "not found\n".to_string()),
+            }
+        }
+    })
+    .await
+    .with_context(|| format!("binding the metrics listener {}", state.args.metrics))?;
+    let admin = state.clone();
+    endpoints::serve(state.args.admin, move |path| {
+        let state = admin.clone();
+        async move {
+            let issued = state.current.load_full();
+            match path.as_str() {
+                "/certs" => match issued {
+                    Some(issued) => (200, "application/x-pem-file", issued.chain_pem.join("")),
+                    None => (503, "text/plain", "no workload certificate yet\n".to_string()),
+                },
+                "/config_dump" => {
+                    let body = serde_json::json!({
+                        "identity": issued.as_ref().map(|i| i.identity.clone()),
+                        "certificate_expires_in_s": issued
+                            .as_ref()
+                            .map(|i| identity::seconds_left(i.chain_pem.first().map_or("", String::as_str))),
+                        "app_port": state.args.app_port,
+                        "inbound": state.args.inbound.to_string(),
+                        "allowed": state.allowed,
+                    });
+                    (200, "application/json", format!("{body}\n"))
+                }
+                _ => (404, "text/plain", "endpoints: /certs /config_dump\n".to_string()),
+            }
+        }
+    })
+    .await
+    .with_context(|| format!("binding the admin listener {}", state.args.admin))?;
+    Ok(())
+}

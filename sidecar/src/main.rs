@@ -1,0 +1,33 @@
+//! `portico-sidecar`: the lightweight proxy in each notebook pod that
+//! completes the mesh hop. `run` accepts mutual TLS from the gateway on
+//! 15006, checks the peer's SPIFFE ID against an allow-list, and proxies
+//! the bytes (HTTP, WebSocket, anything) to the notebook on localhost.
+#![forbid(unsafe_code)]
+
+mod certificates;
+mod cli;
+mod endpoints;
+mod identity;
+mod inbound;
+mod metrics;
+
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    let args = cli::Cli::parse();
+    let cli::Command::Run(run) = args.command;
+    let format = run.log_format;
+    init_logging(format);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(run.threads).enable_all().build()?;
+    runtime.block_on(inbound::run(run))
+}
+
+fn init_logging(format: cli::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        cli::LogFormat::Json => builder.json().init(),
+        cli::LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,250 @@
+//! `portico-sidecar run` with a certificate from the controller's CA (real
+//! API server, TokenReview): the gateway's identity gets through to the
+//! notebook; a plain client, a client with another mesh identity and a
+//! client from another CA do not.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use portico_api::ca::CreateCertificateRequest;
+use portico_api::ca::certificate_service_client::CertificateServiceClient;
+use portico_e2e::process::{ChildProcess, Stop};
+use portico_e2e::wait::poll;
+use portico_e2e::{Controller, FakeNotebook, TestNamespace, binary, free_port, raw_http};
+use rcgen::{CertificateParams, KeyPair};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+
+fn root_of(namespace: &TestNamespace) -> String {
+    let encoded = namespace.plane().kubectl_ok(&[
+        "get",
+        "secret",
+        "portico-ca",
+        "-n",
+        namespace.name(),
+        "-o",
+        "jsonpath={.data.ca-cert\\.pem}",
+    ]);
+    let mut child = Command::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("base64");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), encoded.trim().as_bytes()).expect("writing");
+    String::from_utf8(child.wait_with_output().expect("base64").stdout).expect("PEM is text")
+}
+
+fn token(namespace: &TestNamespace, service_account: &str) -> String {
+    let plane = namespace.plane();
+    let _ = plane.kubectl().args(["create", "serviceaccount", service_account, "-n", namespace.name()]).output();
+    plane.kubectl_ok(&["create", "token", service_account, "-n", namespace.name(), "--audience", "portico-ca"])
+}
+
+/// A certificate for `service_account` from the CA, with its key.
+async fn issue(
+    controller: &Controller,
+    root: &str,
+    token: &str,
+) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(root)).domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://{}", controller.secure_discovery_addr()))
+        .expect("a URL")
+        .tls_config(tls)
+        .expect("TLS")
+        .connect()
+        .await
+        .expect("connecting to the CA");
+    let key = KeyPair::generate().expect("a key");
+    let csr = CertificateParams::default().serialize_request(&key).expect("a CSR").pem().expect("PEM");
+    let mut request = tonic::Request::new(CreateCertificateRequest { csr, validity_duration_seconds: 600 });
+    request.metadata_mut().insert("authorization", format!("Bearer {}", token.trim()).parse().expect("ASCII"));
+    let chain = CertificateServiceClient::new(channel).create_certificate(request).await.expect("a certificate");
+    let leaf = &chain.into_inner().cert_chain[0];
+    let certs = rustls_pemfile::certs(&mut leaf.as_bytes()).collect::<Result<Vec<_>, _>>().expect("PEM");
+    let key = PrivateKeyDer::try_from(key.serialize_der()).expect("a PKCS#8 key");
+    (certs, key)
+}
+
+/// Verifies the server's chain against the mesh root and its SPIFFE ID
+/// (workload certificates have no DNS names).
+#[derive(Debug)]
+struct SpiffeVerifier {
+    roots: RootCertStore,
+    expected: String,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for SpiffeVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _name: &ServerName<'_>,
+        _ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let certificate = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|e| rustls::Error::General(format!("bad certificate: {e}")))?;
+        certificate
+            .verify_for_usage(
+                self.provider.signature_verification_algorithms.all,
+                &self.roots.roots,
+                intermediates,
+                now,
+                webpki::KeyUsage::server_auth(),
+                None,
+                None,
+            )
+            .map_err(|e| rustls::Error::General(format!("untrusted: {e}")))?;
+        let (_, parsed) =
+            x509_parser::parse_x509_certificate(end_entity).map_err(|e| rustls::Error::General(e.to_string()))?;
+        let sans =
+            parsed.subject_alternative_name().ok().flatten().map(|s| format!("{:?}", s.value)).unwrap_or_default();
+        if sans.contains(&self.expected) {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!("expected {}, got {sans}", self.expected)))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// GET /notebook/a/b/api/status through the sidecar with `identity`; the
+/// status code, or the error.
+async fn get_through(
+    sidecar: SocketAddr,
+    root: &str,
+    expected_server: &str,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> Result<u16, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut root.as_bytes()) {
+        roots.add(cert.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    }
+    let verifier =
+        Arc::new(SpiffeVerifier { roots, expected: expected_server.to_string(), provider: provider.clone() });
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let config = match identity {
+        Some((certs, key)) => builder.with_client_auth_cert(certs, key).map_err(|e| e.to_string())?,
+        None => builder.with_no_client_auth(),
+    };
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(sidecar).await.map_err(|e| e.to_string())?;
+    let mut tls = connector
+        .connect(ServerName::try_from("notebook").map_err(|e| e.to_string())?, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    tls.write_all(b"GET /notebook/a/b/api/status HTTP/1.1\r\nHost: notebook\r\nConnection: close\r\n\r\n")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    tls.read_to_end(&mut response).await.map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&response);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("no HTTP response: {text:?}"))
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("writing a file");
+    path.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_gateway_identity_reaches_the_notebook() {
+    let namespace = TestNamespace::create("sidecar");
+    let ns = namespace.name();
+    let controller = Controller::start(ns, &[]);
+    let root = root_of(&namespace);
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let fake = FakeNotebook::start();
+    let (inbound, health, metrics, admin) = (free_port(), free_port(), free_port(), free_port());
+    let local = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+
+    let mut command = Command::new(binary("portico-sidecar"));
+    command.args(["run", "--app-port", &fake.address().port().to_string()]);
+    command.args(["--inbound", &local(inbound).to_string(), "--health", &local(health).to_string()]);
+    command.args(["--metrics", &local(metrics).to_string(), "--admin", &local(admin).to_string()]);
+    command.args(["--allow", &format!("spiffe://cluster.local/ns/{ns}/sa/gateway")]);
+    command.args([
+        "--ca-address",
+        &format!("https://{}", controller.secure_discovery_addr()),
+        "--ca-name",
+        "localhost",
+    ]);
+    command.args(["--ca-root", &write(dir.path(), "root.pem", &root)]);
+    command.args(["--token-file", &write(dir.path(), "token", &token(&namespace, "notebook"))]);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PORTICO_") {
+            command.env_remove(key);
+        }
+    }
+    let mut sidecar = ChildProcess::spawn("portico-sidecar", command, &dir.path().join("sidecar.log"), Stop::Kill);
+    let ready = poll(Duration::from_secs(30), || {
+        raw_http::get_url(&format!("http://{}/healthz/ready", local(health))).ok().filter(|r| r.status == 200)
+    });
+    assert!(ready.is_some(), "the sidecar never got ready; log:\n{}", sidecar.log_tail(40));
+
+    let notebook_id = format!("spiffe://cluster.local/ns/{ns}/sa/notebook");
+    let gateway = issue(&controller, &root, &token(&namespace, "gateway")).await;
+    let status = get_through(local(inbound), &root, &notebook_id, Some(gateway)).await;
+    assert_eq!(status, Ok(200), "the gateway's identity gets through; log:\n{}", sidecar.log_tail(20));
+
+    let intruder = issue(&controller, &root, &token(&namespace, "intruder")).await;
+    let refused = get_through(local(inbound), &root, &notebook_id, Some(intruder)).await;
+    assert!(refused.is_err(), "another mesh identity must not get through: {refused:?}");
+    let anonymous = get_through(local(inbound), &root, &notebook_id, None).await;
+    assert!(anonymous.is_err(), "a client without a certificate must not get through: {anonymous:?}");
+    let plain = raw_http::get(local(inbound), "notebook", "/notebook/a/b/api/status");
+    assert!(
+        plain.is_err() || plain.as_ref().is_ok_and(|r| r.status == 0),
+        "plain HTTP must not get through: {plain:?}"
+    );
+
+    let text = raw_http::get_url(&format!("http://{}/stats/prometheus", local(metrics))).expect("metrics").text();
+    assert!(
+        text.contains(&format!(
+            "istio_tcp_connections_opened_total{{source_principal=\"spiffe://cluster.local/ns/{ns}/sa/gateway\"}} 1"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("portico_sidecar_connections_denied_total{reason=\"identity\"} 1"), "{text}");
+    let dump = raw_http::get_url(&format!("http://{}/config_dump", local(admin))).expect("admin").text();
+    assert!(dump.contains(&notebook_id), "{dump}");
+    sidecar.stop();
+}
