@@ -91,10 +91,11 @@ def _one(bins: Path, work: Path, count: int, samples: int, env: dict, api: str, 
             if "listening on " in text:
                 upstream = int(text.split("listening on ", 1)[1].split()[0].rsplit(":", 1)[1])
             time.sleep(0.05)
-        metrics, discovery = free_port(), free_port()
+        metrics, discovery, secure, webhook = free_port(), free_port(), free_port(), free_port()
         controller = Process(f"controller-{count}", [
             str(bins / "portico-controller"), "--watch-namespace", ns, "--namespace", ns, "--manage-workloads=false",
-            "--metrics", f"127.0.0.1:{metrics}", "--discovery", f"127.0.0.1:{discovery}"],
+            "--metrics", f"127.0.0.1:{metrics}", "--discovery", f"127.0.0.1:{discovery}",
+            "--secure-discovery", f"127.0.0.1:{secure}", "--webhook", f"127.0.0.1:{webhook}"],
             work, env={**env, "ISTIO_GATEWAY": f"{ns}/kubeflow-gateway"})
         processes.append(controller)
         tools["wait_http"](f"http://127.0.0.1:{metrics}/readyz", timeout=300)

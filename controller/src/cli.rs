@@ -128,6 +128,37 @@ pub struct Args {
     #[arg(long, env = "PORTICO_SERVICE_NAME", default_value = "portico-controller")]
     pub service_name: String,
 
+    /// Sidecar injection webhook (HTTPS, needs --ca).
+    #[arg(long, env = "PORTICO_WEBHOOK", default_value = "0.0.0.0:15017")]
+    pub webhook: SocketAddr,
+
+    /// MutatingWebhookConfiguration whose caBundle the controller keeps
+    /// equal to the mesh root.
+    #[arg(long, env = "PORTICO_WEBHOOK_CONFIG", default_value = "portico-sidecar-injector")]
+    pub webhook_config: String,
+
+    /// Image of the injected sidecar and init containers.
+    #[arg(long, env = "PORTICO_SIDECAR_IMAGE", default_value = "ghcr.io/portico-dev/portico-sidecar:v0.1.0")]
+    pub sidecar_image: String,
+
+    /// Namespaces labelled `<this>=enabled` get the mesh root ConfigMap
+    /// (the webhook configuration's namespaceSelector uses the same label).
+    #[arg(long, env = "PORTICO_INJECTION_LABEL", default_value = "portico-injection")]
+    pub injection_label: String,
+
+    /// How often the webhook's caBundle and the root ConfigMaps are re-asserted.
+    #[arg(long, env = "PORTICO_INJECTION_RESYNC", default_value = "30s", value_parser = parse_duration)]
+    pub injection_resync: Duration,
+
+    /// ConfigMap, in each such namespace, holding the mesh root.
+    #[arg(long, env = "PORTICO_ROOT_CONFIG_MAP", default_value = "portico-ca-root-cert")]
+    pub root_config_map: String,
+
+    /// SPIFFE IDs injected sidecars accept (default: the gateway's service
+    /// account in --namespace).
+    #[arg(long, env = "PORTICO_SIDECAR_ALLOW", value_delimiter = ',')]
+    pub sidecar_allow: Vec<String>,
+
     /// Log format.
     #[arg(long, env = "PORTICO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -150,6 +181,27 @@ impl Args {
             namespace: self.gateway_namespace.clone(),
             labels: self.gateway_labels.0.clone(),
         }]
+    }
+
+    /// What injected pods get.
+    pub fn injection_settings(&self) -> crate::inject::template::InjectionSettings {
+        let allow = if self.sidecar_allow.is_empty() {
+            vec![format!("spiffe://{}/ns/{}/sa/portico-gateway", self.trust_domain, self.namespace)]
+        } else {
+            self.sidecar_allow.clone()
+        };
+        crate::inject::template::InjectionSettings {
+            image: self.sidecar_image.clone(),
+            ca_address: format!(
+                "https://{}.{}.svc:{}",
+                self.service_name,
+                self.namespace,
+                self.secure_discovery.port()
+            ),
+            trust_domain: self.trust_domain.clone(),
+            allow,
+            root_config_map: self.root_config_map.clone(),
+        }
     }
 
     /// DNS names (and loopback) the controller's serving certificate covers.

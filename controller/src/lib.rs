@@ -31,6 +31,7 @@ pub mod demand;
 pub mod discovery;
 pub mod error;
 pub mod index;
+pub mod inject;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;

@@ -36,6 +36,7 @@ use crate::discovery::encode::{EncodedSnapshot, encode_loop};
 use crate::discovery::registry::Registry;
 use crate::discovery::{self, DiscoveryService, Shared};
 use crate::index::{self, IndexSettings};
+use crate::inject;
 use crate::leader::{LeaderElector, LeaseTiming};
 use crate::metrics::Metrics;
 use crate::reconcile::{error_policy, reconcile};
@@ -101,6 +102,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let (cert, key) = authority
             .serving_certificate(&args.serving_names(), Duration::from_secs(365 * 24 * 3600))
             .context("issuing the controller's serving certificate")?;
+        let webhook_tls = inject_tls(&cert, &key).context("the webhook's TLS settings")?;
+        let webhook_listener = TcpListener::bind(args.webhook)
+            .await
+            .with_context(|| format!("binding the injection webhook listener {}", args.webhook))?;
+        tracing::info!(address = %args.webhook, "serving the sidecar injection webhook (HTTPS /inject)");
+        tasks.spawn(inject::server::serve(webhook_listener, webhook_tls, Arc::new(args.injection_settings())));
+        tasks.spawn(inject::server::reconcile_cluster_objects(
+            client.clone(),
+            authority.root_pem().to_string(),
+            args.webhook_config.clone(),
+            args.injection_label.clone(),
+            args.root_config_map.clone(),
+            args.injection_resync,
+        ));
         let certificates = CertificateServer {
             authority,
             client: client.clone(),
@@ -151,6 +166,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     tasks.shutdown().await;
     Ok(())
+}
+
+/// TLS for the webhook listener: the controller's serving certificate.
+fn inject_tls(cert_pem: &str, key_pem: &str) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let certs = rustls_pemfile::certs(&mut cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+    let key =
+        rustls_pemfile::private_key(&mut key_pem.as_bytes())?.context("no private key in the serving certificate")?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    Ok(Arc::new(config))
 }
 
 /// Starts the reconciler whenever this replica leads and stops it when it no

@@ -17,14 +17,17 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the inbound mTLS hop.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// Redirect the pod's inbound TCP to the sidecar (an init container).
+    Init(crate::init::InitArgs),
 }
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct RunArgs {
-    /// The notebook's port on 127.0.0.1.
+    /// The notebook's port on 127.0.0.1 (default: each connection's
+    /// original destination port, when iptables redirected it here).
     #[arg(long, env = "PORTICO_APP_PORT")]
-    pub app_port: u16,
+    pub app_port: Option<u16>,
 
     /// Inbound listener (mutual TLS).
     #[arg(long, env = "PORTICO_INBOUND", default_value = "0.0.0.0:15006")]
@@ -108,7 +111,8 @@ mod tests {
     #[test]
     fn defaults_allow_the_gateway_only() {
         let cli = Cli::try_parse_from(["portico-sidecar", "run", "--app-port", "8888"]).unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else { panic!("run") };
+        let args = *args;
         assert_eq!(args.allowed(), vec!["spiffe://cluster.local/ns/portico-system/sa/portico-gateway"]);
         assert_eq!(args.inbound.port(), 15006);
         assert_eq!(args.cert_ttl, Duration::from_secs(24 * 3600));

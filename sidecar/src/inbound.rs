@@ -69,6 +69,8 @@ enum Refusal {
     Handshake(String),
     #[error("peer {0:?} is not allowed")]
     Identity(Option<String>),
+    #[error("no --app-port and no original destination (was it redirected by iptables?)")]
+    NoDestination,
     #[error("the app on 127.0.0.1:{port} refused: {error}")]
     App { port: u16, error: std::io::Error },
 }
@@ -79,7 +81,7 @@ impl Refusal {
             Refusal::NotReady => "not_ready",
             Refusal::Handshake(_) => "handshake",
             Refusal::Identity(_) => "identity",
-            Refusal::App { .. } => "app",
+            Refusal::App { .. } | Refusal::NoDestination => "app",
         }
     }
 }
@@ -97,7 +99,10 @@ async fn handle(state: &State, stream: TcpStream) -> Result<(), Refusal> {
         Some(id) if state.allowed.contains(&id) => id,
         other => return Err(Refusal::Identity(other)),
     };
-    let port = state.args.app_port;
+    let port = match state.args.app_port {
+        Some(port) => port,
+        None => original_port(tls.get_ref().0).ok_or(Refusal::NoDestination)?,
+    };
     let mut app = TcpStream::connect(("127.0.0.1", port)).await.map_err(|error| Refusal::App { port, error })?;
     let _ = app.set_nodelay(true);
     let label = [principal.as_str()];
@@ -111,6 +116,15 @@ async fn handle(state: &State, stream: TcpStream) -> Result<(), Refusal> {
         state.metrics.sent.with_label_values(&label).inc_by(to_peer);
     }
     Ok(())
+}
+
+/// The port a connection was sent to before iptables redirected it here
+/// (`SO_ORIGINAL_DST`); `None` for a direct connection to the inbound port.
+fn original_port(stream: &TcpStream) -> Option<u16> {
+    let original = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::OriginalDst).ok()?;
+    let port = u16::from_be(original.sin_port);
+    let local = stream.local_addr().ok()?.port();
+    (port != local).then_some(port)
 }
 
 /// Fetches the certificate, then renews it at half its lifetime, forever.
@@ -143,11 +157,18 @@ async fn serve_endpoints(state: &Arc<State>) -> anyhow::Result<()> {
             }
             // Ready: a certificate is loaded and the notebook accepts connections.
             let certificate = state.current.load().is_some();
-            let app = TcpStream::connect(("127.0.0.1", state.args.app_port)).await.is_ok();
+            // Without --app-port there is no single app to probe.
+            let app = match state.args.app_port {
+                Some(port) => TcpStream::connect(("127.0.0.1", port)).await.is_ok(),
+                None => true,
+            };
             match (certificate, app) {
                 (true, true) => (200, "text/plain", "ready\n".to_string()),
                 (false, _) => (503, "text/plain", "no workload certificate yet\n".to_string()),
-                (true, false) => (503, "text/plain", format!("nothing listens on 127.0.0.1:{}\n", state.args.app_port)),
+                (true, false) => {
+                    let port = state.args.app_port.unwrap_or_default();
+                    (503, "text/plain", format!("nothing listens on 127.0.0.1:{port}\n"))
+                }
             }
         }
     })

@@ -1,7 +1,8 @@
 //! `portico-sidecar`: the lightweight proxy in each notebook pod that
 //! completes the mesh hop. `run` accepts mutual TLS from the gateway on
 //! 15006, checks the peer's SPIFFE ID against an allow-list, and proxies
-//! the bytes (HTTP, WebSocket, anything) to the notebook on localhost.
+//! the bytes (HTTP, WebSocket, anything) to the notebook on localhost;
+//! `init` programs the pod's iptables so inbound traffic reaches it.
 #![forbid(unsafe_code)]
 
 mod certificates;
@@ -9,13 +10,17 @@ mod cli;
 mod endpoints;
 mod identity;
 mod inbound;
+mod init;
 mod metrics;
 
 use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
     let args = cli::Cli::parse();
-    let cli::Command::Run(run) = args.command;
+    let run = match args.command {
+        cli::Command::Init(init) => return init::run(&init),
+        cli::Command::Run(run) => *run,
+    };
     let format = run.log_format;
     init_logging(format);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(run.threads).enable_all().build()?;

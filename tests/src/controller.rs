@@ -28,6 +28,7 @@ pub struct Controller {
     metrics: SocketAddr,
     discovery: SocketAddr,
     secure_discovery: SocketAddr,
+    webhook: SocketAddr,
     launch: Launch,
     _dir: TempDir,
 }
@@ -42,8 +43,8 @@ struct Launch {
 }
 
 impl Launch {
-    /// Spawns with the metrics, discovery and secure discovery addresses.
-    fn spawn(&self, [metrics, discovery, secure]: [SocketAddr; 3], dir: &std::path::Path) -> ChildProcess {
+    /// Spawns with the metrics, discovery, secure discovery and webhook addresses.
+    fn spawn(&self, [metrics, discovery, secure, webhook]: [SocketAddr; 4], dir: &std::path::Path) -> ChildProcess {
         let plane = plane();
         let mut command = Command::new(binary("portico-controller"));
         // The controller reads Kubeflow's and Portico's variables as flag
@@ -63,7 +64,8 @@ impl Launch {
             .env("KUBECONFIG", plane.kubeconfig())
             .env("RUST_BACKTRACE", "1")
             .args(["--metrics", &metrics.to_string(), "--discovery", &discovery.to_string()])
-            .args(["--secure-discovery", &secure.to_string()])
+            // All interfaces: network-namespace tests reach the CA from a "pod".
+            .args(["--secure-discovery", &format!("0.0.0.0:{}", secure.port()), "--webhook", &webhook.to_string()])
             .args(["--watch-namespace", namespace, "--namespace", namespace])
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)));
@@ -92,14 +94,15 @@ impl Controller {
         let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let discovery = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let secure_discovery = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let webhook = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let launch = Launch {
             namespace: namespace.to_string(),
             args: args.iter().map(|a| a.to_string()).collect(),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             runs: 1,
         };
-        let process = launch.spawn([metrics, discovery, secure_discovery], dir.path());
-        Controller { process, metrics, discovery, secure_discovery, launch, _dir: dir }
+        let process = launch.spawn([metrics, discovery, secure_discovery, webhook], dir.path());
+        Controller { process, metrics, discovery, secure_discovery, webhook, launch, _dir: dir }
     }
 
     /// Kills the process and starts it again with the same flags and ports
@@ -107,7 +110,8 @@ impl Controller {
     pub fn restart(&mut self) {
         self.process.stop();
         self.launch.runs += 1;
-        self.process = self.launch.spawn([self.metrics, self.discovery, self.secure_discovery], self._dir.path());
+        let addresses = [self.metrics, self.discovery, self.secure_discovery, self.webhook];
+        self.process = self.launch.spawn(addresses, self._dir.path());
         self.wait_ready();
     }
 
@@ -138,6 +142,11 @@ impl Controller {
     /// `127.0.0.1:<port>` of the TLS listener (discovery and certificates).
     pub fn secure_discovery_addr(&self) -> SocketAddr {
         self.secure_discovery
+    }
+
+    /// `127.0.0.1:<port>` of the injection webhook (HTTPS).
+    pub fn webhook_addr(&self) -> SocketAddr {
+        self.webhook
     }
 
     /// The process id.

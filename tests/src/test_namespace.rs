@@ -21,6 +21,7 @@ const COLLECTIONS: &[&str] = &[
     "/api/v1/namespaces/{ns}/events",
     "/api/v1/namespaces/{ns}/serviceaccounts",
     "/api/v1/namespaces/{ns}/secrets",
+    "/api/v1/namespaces/{ns}/configmaps",
     "/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices",
     "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases",
 ];

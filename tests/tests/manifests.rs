@@ -334,7 +334,7 @@ fn the_manifests_install_portico_and_the_walkthrough_works() {
     // binary applies them anyway, and deleting them would race that).
     controller.stop();
     gateway.stop();
-    let cleanup: [&[&str]; 4] = [
+    let cleanup: [&[&str]; 5] = [
         &[
             "delete",
             "deployment,service,serviceaccount,role,rolebinding,poddisruptionbudget,horizontalpodautoscaler,lease",
@@ -346,6 +346,7 @@ fn the_manifests_install_portico_and_the_walkthrough_works() {
         &["delete", "gateway", "--all", "-n", "kubeflow", "--wait=false"],
         &["delete", "notebook,serviceaccount,event", "--all", "-n", NOTEBOOK_NS, "--wait=false"],
         &["delete", "clusterrole,clusterrolebinding", "portico-controller", "--wait=false", "--ignore-not-found"],
+        &["delete", "mutatingwebhookconfiguration", "portico-sidecar-injector", "--wait=false", "--ignore-not-found"],
     ];
     for args in cleanup {
         let _ = plane.kubectl().args(args).output();

@@ -248,3 +248,113 @@ async fn only_the_gateway_identity_reaches_the_notebook() {
     assert!(dump.contains(&notebook_id), "{dump}");
     sidecar.stop();
 }
+
+/// A network namespace with a veth pair to the host's, removed on drop.
+struct PodNetwork {
+    name: String,
+    pod_ip: String,
+    host_ip: String,
+}
+
+impl PodNetwork {
+    fn create() -> PodNetwork {
+        let id = std::process::id();
+        let (name, host_link, pod_link) = (format!("pt-pod-{id}"), format!("vh{id}"), format!("vp{id}"));
+        let subnet = 10 + id % 240;
+        let (host_ip, pod_ip) = (format!("10.251.{subnet}.2"), format!("10.251.{subnet}.1"));
+        let ip = |args: &[&str]| {
+            let output = Command::new("ip").args(args).output().expect("running ip (Debian: iproute2)");
+            assert!(output.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        };
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        let _ = Command::new("ip").args(["link", "del", &host_link]).output();
+        ip(&["netns", "add", &name]);
+        ip(&["link", "add", &host_link, "type", "veth", "peer", "name", &pod_link]);
+        ip(&["link", "set", &pod_link, "netns", &name]);
+        ip(&["addr", "add", &format!("{host_ip}/24"), "dev", &host_link]);
+        ip(&["link", "set", &host_link, "up"]);
+        ip(&["-n", &name, "addr", "add", &format!("{pod_ip}/24"), "dev", &pod_link]);
+        ip(&["-n", &name, "link", "set", &pod_link, "up"]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        PodNetwork { name, pod_ip, host_ip }
+    }
+
+    /// `ip netns exec <pod> <program> <args>`.
+    fn command(&self, program: &Path) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name]).arg(program);
+        command
+    }
+}
+
+impl Drop for PodNetwork {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes its end of the veth, and so the pair.
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iptables_capture_sends_pod_traffic_through_the_sidecar() {
+    let namespace = TestNamespace::create("sidecar-netns");
+    let ns = namespace.name();
+    let controller = Controller::start(ns, &[]);
+    let root = root_of(&namespace);
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let pod = PodNetwork::create();
+
+    // The notebook listens on all of the pod's addresses, like Kubeflow's images.
+    let mut notebook = pod.command(&binary("portico-fake-notebook"));
+    notebook.args(["--listen", "0.0.0.0:8888", "--threads", "1"]);
+    let _notebook = ChildProcess::spawn("fake-notebook", notebook, &dir.path().join("notebook.log"), Stop::Kill);
+
+    // istio-init's step, then the sidecar with no --app-port: it finds the
+    // original port of every redirected connection.
+    let mut init = pod.command(&binary("portico-sidecar"));
+    init.args(["init", "--exclude-inbound-ports", "22"]);
+    for _ in 0..2 {
+        let output = init.output().expect("running portico-sidecar init");
+        assert!(output.status.success(), "init: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let rules = Command::new("ip")
+        .args(["netns", "exec", &pod.name, "iptables-save", "-t", "nat"])
+        .output()
+        .expect("iptables-save");
+    let rules = String::from_utf8_lossy(&rules.stdout);
+    assert_eq!(
+        rules.matches("-A PREROUTING -p tcp -j ISTIO_INBOUND").count(),
+        1,
+        "running init twice is harmless:\n{rules}"
+    );
+
+    let mut sidecar = pod.command(&binary("portico-sidecar"));
+    sidecar.args(["run", "--allow", &format!("spiffe://cluster.local/ns/{ns}/sa/gateway")]);
+    sidecar.args(["--ca-address", &format!("https://{}:{}", pod.host_ip, controller.secure_discovery_addr().port())]);
+    sidecar.args(["--ca-name", "localhost", "--ca-root", &write(dir.path(), "root.pem", &root)]);
+    sidecar.args(["--token-file", &write(dir.path(), "token", &token(&namespace, "notebook"))]);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PORTICO_") {
+            sidecar.env_remove(key);
+        }
+    }
+    let mut sidecar = ChildProcess::spawn("portico-sidecar", sidecar, &dir.path().join("sidecar.log"), Stop::Kill);
+    let pod_port = |port: u16| SocketAddr::new(pod.pod_ip.parse().expect("an IP"), port);
+    // 15021 is excluded from capture: the kubelet's probe reaches it directly.
+    let ready = poll(Duration::from_secs(30), || {
+        raw_http::get_url(&format!("http://{}/healthz/ready", pod_port(15021))).ok().filter(|r| r.status == 200)
+    });
+    assert!(ready.is_some(), "the sidecar never got ready; log:\n{}", sidecar.log_tail(40));
+
+    // The gateway's identity reaches the notebook at the pod's port 8888,
+    // through the capture and the sidecar's mTLS.
+    let notebook_id = format!("spiffe://cluster.local/ns/{ns}/sa/notebook");
+    let gateway = issue(&controller, &root, &token(&namespace, "gateway")).await;
+    let status = get_through(pod_port(8888), &root, &notebook_id, Some(gateway)).await;
+    assert_eq!(status, Ok(200), "sidecar log:\n{}", sidecar.log_tail(20));
+    // A plain client is captured too: it meets TLS, not the notebook.
+    let plain = raw_http::get(pod_port(8888), "notebook", "/notebook/a/b/api/status");
+    assert!(!plain.as_ref().is_ok_and(|r| r.status == 200), "plain HTTP reached the notebook: {plain:?}");
+    let intruder = issue(&controller, &root, &token(&namespace, "intruder")).await;
+    assert!(get_through(pod_port(8888), &root, &notebook_id, Some(intruder)).await.is_err());
+    sidecar.stop();
+}

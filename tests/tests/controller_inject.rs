@@ -1,0 +1,114 @@
+//! Sidecar injection through the real API server: a
+//! MutatingWebhookConfiguration pointing at the running controller (its
+//! caBundle filled in by the controller), pods in a labelled namespace come
+//! back with the sidecar and init containers, opted-out pods and other
+//! namespaces are untouched, and the mesh root is published to the
+//! labelled namespace.
+
+use std::time::Duration;
+
+use portico_e2e::kube_plane::KubePlane;
+use portico_e2e::wait::poll;
+use portico_e2e::{Controller, TestNamespace};
+use serde_json::Value;
+
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// Deletes the (cluster-scoped) webhook configuration even when the test fails.
+struct WebhookConfig<'a> {
+    plane: &'a KubePlane,
+    name: String,
+}
+
+impl Drop for WebhookConfig<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .plane
+            .kubectl()
+            .args(["delete", "mutatingwebhookconfiguration", &self.name, "--ignore-not-found"])
+            .output();
+    }
+}
+
+fn pod_yaml(ns: &str, name: &str, labels: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels: {{{labels}}}\n\
+         spec:\n  containers:\n  - name: notebook\n    image: kubeflownotebookswg/jupyter-scipy:v1.9.2\n    \
+         ports: [{{containerPort: 8888, name: notebook-port}}]\n"
+    )
+}
+
+fn get_json(plane: &KubePlane, args: &[&str]) -> Value {
+    let mut all = vec!["get"];
+    all.extend(args);
+    all.extend(["-o", "json"]);
+    serde_json::from_str(&plane.kubectl_ok(&all)).expect("kubectl -o json")
+}
+
+fn container_names(pod: &Value, field: &str) -> Vec<String> {
+    pod["spec"][field].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str().map(str::to_string)).collect()
+}
+
+#[test]
+fn pods_in_labelled_namespaces_get_the_sidecar() {
+    let meshed = TestNamespace::create("inject-on");
+    let plain = TestNamespace::create("inject-off");
+    let plane = meshed.plane();
+    let (ns, other) = (meshed.name(), plain.name());
+    let label = format!("portico-injection-{}", std::process::id());
+    plane.kubectl_ok(&["label", "namespace", ns, &format!("{label}=enabled")]);
+    let config = WebhookConfig { plane, name: format!("portico-sidecar-injector-{ns}") };
+    let controller = Controller::start(
+        ns,
+        &["--webhook-config", &config.name, "--injection-label", &label, "--injection-resync", "1s"],
+    );
+    plane.kubectl_stdin(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {{name: {name}}}\n\
+             webhooks:\n- name: inject.portico.dev\n  clientConfig: {{url: \"https://127.0.0.1:{port}/inject\"}}\n  \
+             namespaceSelector: {{matchLabels: {{{label}: enabled}}}}\n  \
+             objectSelector: {{matchExpressions: [{{key: sidecar.istio.io/inject, operator: NotIn, values: [\"false\"]}}]}}\n  \
+             rules: [{{operations: [CREATE], apiGroups: [\"\"], apiVersions: [v1], resources: [pods]}}]\n  \
+             failurePolicy: Fail\n  sideEffects: None\n  admissionReviewVersions: [v1]\n  timeoutSeconds: 10\n",
+            name = config.name,
+            port = controller.webhook_addr().port(),
+        )),
+    );
+    // The controller fills in the caBundle (re-asserted every --injection-resync).
+    let bundled = poll(Duration::from_secs(45), || {
+        let webhook = get_json(plane, &["mutatingwebhookconfiguration", &config.name]);
+        webhook["webhooks"][0]["clientConfig"]["caBundle"].as_str().filter(|b| !b.is_empty()).map(|_| ())
+    });
+    assert!(bundled.is_some(), "the controller never set the caBundle; log:\n{}", controller.log_tail());
+
+    plane.kubectl_stdin(&["apply", "-f", "-"], Some(&pod_yaml(ns, "nb-0", "app: nb")));
+    let pod = get_json(plane, &["pod", "nb-0", "-n", ns]);
+    assert_eq!(container_names(&pod, "containers"), vec!["notebook", "portico-sidecar"], "{pod:#}");
+    assert_eq!(container_names(&pod, "initContainers"), vec!["portico-init"], "{pod:#}");
+    let sidecar = &pod["spec"]["containers"][1];
+    assert_eq!(sidecar["securityContext"]["runAsUser"], 1337);
+    let args: Vec<&str> = sidecar["args"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    assert!(args.windows(2).any(|w| w == ["--app-port", "8888"]), "{args:?}");
+    assert_eq!(pod["metadata"]["annotations"]["sidecar.portico.dev/status"], "injected");
+
+    plane.kubectl_stdin(&["apply", "-f", "-"], Some(&pod_yaml(ns, "opted-out", "sidecar.istio.io/inject: \"false\"")));
+    let opted_out = get_json(plane, &["pod", "opted-out", "-n", ns]);
+    assert_eq!(container_names(&opted_out, "containers"), vec!["notebook"]);
+    plane.kubectl_stdin(&["apply", "-f", "-"], Some(&pod_yaml(other, "nb-0", "app: nb")));
+    let elsewhere = get_json(plane, &["pod", "nb-0", "-n", other]);
+    assert_eq!(container_names(&elsewhere, "containers"), vec!["notebook"]);
+
+    // The root the sidecar mounts, published into the labelled namespace.
+    let published = poll(SETTLE, || {
+        let output =
+            plane.kubectl().args(["get", "configmap", "portico-ca-root-cert", "-n", ns, "-o", "json"]).output().ok()?;
+        let map: Value = serde_json::from_slice(&output.stdout).ok()?;
+        map["data"]["root-cert.pem"].as_str().map(str::to_string)
+    });
+    let root = published.unwrap_or_else(|| panic!("no root ConfigMap in {ns}; log:\n{}", controller.log_tail()));
+    assert!(root.starts_with("-----BEGIN CERTIFICATE-----"), "{root}");
+    let none =
+        plane.kubectl().args(["get", "configmap", "portico-ca-root-cert", "-n", other]).output().expect("kubectl");
+    assert!(!none.status.success(), "unlabelled namespaces get no root ConfigMap");
+}
