@@ -13,12 +13,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 use portico_api::istio::{Gateway, VirtualService};
+use portico_routing::resources::MESH_NAMESPACE_LABEL;
 use portico_routing::{GatewayIdentity, NotebookSettings, Resources, translate};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
@@ -50,6 +51,8 @@ pub struct IndexStores {
     pub virtual_services: Store<VirtualService>,
     pub services: Store<Service>,
     pub endpoint_slices: Store<EndpointSlice>,
+    /// Namespaces labelled for the mesh (their pods get mutual TLS).
+    pub meshed_namespaces: Store<Namespace>,
 }
 
 impl IndexStores {
@@ -59,6 +62,7 @@ impl IndexStores {
             && self.virtual_services.wait_until_ready().await.is_ok()
             && self.services.wait_until_ready().await.is_ok()
             && self.endpoint_slices.wait_until_ready().await.is_ok()
+            && self.meshed_namespaces.wait_until_ready().await.is_ok()
     }
 
     /// A copy of the caches as `translate`'s input.
@@ -75,6 +79,7 @@ impl IndexStores {
             virtual_services: owned(&self.virtual_services),
             services: owned(&self.services),
             endpoint_slices: owned(&self.endpoint_slices),
+            meshed_namespaces: self.meshed_namespaces.state().iter().filter_map(|n| n.metadata.name.clone()).collect(),
             settings: settings.clone(),
             ..Resources::default()
         }
@@ -114,7 +119,17 @@ pub fn spawn(client: &Client, settings: IndexSettings, metrics: Metrics, tasks: 
         endpoint_slices_writer,
         Some(changed.clone()),
     ));
-    let stores = IndexStores { gateways, virtual_services, services, endpoint_slices };
+    // Cluster-scoped, so watched whole even with --watch-namespace; only the
+    // labelled ones.
+    let (meshed_namespaces, namespaces_writer) = reflector::store();
+    let selector = format!("{MESH_NAMESPACE_LABEL}=enabled");
+    tasks.spawn(reflect(
+        kube::Api::<Namespace>::all(client.clone()),
+        watcher::Config::default().labels(&selector),
+        namespaces_writer,
+        Some(changed.clone()),
+    ));
+    let stores = IndexStores { gateways, virtual_services, services, endpoint_slices, meshed_namespaces };
     let (publisher, snapshots) = Publisher::new();
     tasks.spawn(build_loop(stores.clone(), settings, demand.clone(), changed, publisher, metrics));
     Index { stores, snapshots, demand }

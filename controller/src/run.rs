@@ -115,6 +115,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             args.injection_label.clone(),
             args.root_config_map.clone(),
             args.injection_resync,
+            args.namespace.clone(),
         ));
         let certificates = CertificateServer {
             authority,

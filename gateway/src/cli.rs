@@ -100,6 +100,28 @@ pub struct Args {
     #[arg(long, env = "PORTICO_PATH_NORMALIZATION", default_value = "MERGE_SLASHES")]
     pub path_normalization: String,
 
+    /// Mesh: the controller's certificate service
+    /// (https://portico-controller.portico-system.svc:15012). With it, the
+    /// gateway reaches pods in meshed namespaces with mutual TLS.
+    #[arg(long, env = "PORTICO_CA_ADDRESS")]
+    pub ca_address: Option<String>,
+
+    /// Name the certificate service's certificate must carry (default: the host of --ca-address).
+    #[arg(long, env = "PORTICO_CA_NAME")]
+    pub ca_name: Option<String>,
+
+    /// The mesh root certificate (PEM).
+    #[arg(long, env = "PORTICO_CA_ROOT", default_value = "/var/run/secrets/portico/root-cert.pem")]
+    pub ca_root: PathBuf,
+
+    /// Service-account token for audience portico-ca (a projected volume).
+    #[arg(long, env = "PORTICO_TOKEN_FILE", default_value = "/var/run/secrets/tokens/portico-token")]
+    pub token_file: PathBuf,
+
+    /// Lifetime of the mesh certificate to ask for; renewed at half of it.
+    #[arg(long, env = "PORTICO_CERT_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub cert_ttl: std::time::Duration,
+
     /// Kubernetes cluster domain of Service host names.
     #[arg(long, env = "CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
@@ -126,6 +148,10 @@ pub struct Labels(pub BTreeMap<String, String>);
 
 fn parse_labels(text: &str) -> Result<Labels, String> {
     portico_routing::translate::parse_labels(text).map(Labels)
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    portico_routing::duration::parse(text)
 }
 
 fn parse_bind(text: &str) -> Result<(u16, SocketAddr), String> {

@@ -11,6 +11,7 @@ mod decision;
 mod discovery;
 mod headers;
 mod logging;
+mod mesh;
 mod metrics;
 mod proxy;
 mod server;

@@ -17,6 +17,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::decision::{Decision, Forward, LocalResponse, decide};
 use crate::headers;
+use crate::mesh::MeshIdentity;
 use crate::metrics::{Metrics, RequestRecord};
 use crate::state::RouteState;
 use crate::status::{self, Outcome};
@@ -41,6 +42,8 @@ pub struct GatewayProxy {
     pub resolver: Arc<Resolver>,
     pub metrics: Arc<Metrics>,
     pub settings: Arc<ProxySettings>,
+    /// The workload certificate for meshed destinations (`--ca-address`).
+    pub mesh: Option<Arc<MeshIdentity>>,
 }
 
 /// Per-request state.
@@ -113,7 +116,7 @@ impl ProxyHttp for GatewayProxy {
         let destination = forward
             .destination()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "route has no destination"))?;
-        let address = self
+        let (address, meshed) = self
             .resolver
             .resolve(forward.snapshot.matcher.table(), &destination.host, destination.port)
             .await
@@ -122,7 +125,26 @@ impl ProxyHttp for GatewayProxy {
                 Error::explain(ErrorType::HTTPStatus(503), error.to_string())
             })?;
         ctx.upstream = Some(address);
-        let mut peer = HttpPeer::new(address, false, String::new());
+        let mut peer = if meshed {
+            // The pod's sidecar accepts mutual TLS only: without a mesh
+            // certificate there is no point in trying.
+            let tls = self.mesh.as_ref().and_then(|mesh| mesh.current()).ok_or_else(|| {
+                ctx.flags = "UF";
+                Error::explain(
+                    ErrorType::HTTPStatus(503),
+                    format!("{} is meshed and this gateway has no mesh certificate (--ca-address)", destination.host),
+                )
+            })?;
+            // Workload certificates name SPIFFE IDs, not hosts: verify the
+            // chain against the mesh root, not the name.
+            let mut peer = HttpPeer::new(address, true, destination.host.clone());
+            peer.options.verify_hostname = false;
+            peer.options.ca = Some(tls.roots.clone());
+            peer.client_cert_key = Some(tls.client_cert.clone());
+            peer
+        } else {
+            HttpPeer::new(address, false, String::new())
+        };
         peer.options.connection_timeout = Some(status::CONNECT_TIMEOUT);
         peer.options.idle_timeout = Some(status::UPSTREAM_IDLE_TIMEOUT);
         let route = forward.route();

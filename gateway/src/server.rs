@@ -26,12 +26,14 @@ use crate::cli::Args;
 use crate::config_dir::{FolderSource, FolderWatchService};
 use crate::discovery::bootstrap;
 use crate::discovery::client::{DiscoveryClient, DiscoveryService};
+use crate::mesh::{MeshIdentity, MeshIdentityService};
 use crate::metrics::Metrics;
 use crate::proxy::{GatewayProxy, ProxySettings};
 use crate::state::RouteState;
 use crate::tls::SniCertResolver;
 use crate::upstream::Resolver;
 use portico_api::discovery::Node;
+use portico_mesh::CaClient;
 
 /// HTTP/2 limits: a notebook UI opens a few dozen streams at most.
 const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
@@ -121,6 +123,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         workload: identity_name(),
         workload_namespace: args.namespace.clone(),
     });
+    let mesh = args.ca_address.as_ref().map(|address| {
+        Arc::new(MeshIdentity::new(CaClient {
+            address: address.clone(),
+            name: args.ca_name.clone(),
+            root: args.ca_root.clone(),
+            token_file: args.token_file.clone(),
+            ttl: args.cert_ttl,
+        }))
+    });
+    if let Some(mesh) = &mesh {
+        server.add_service(background_service("mesh certificate", MeshIdentityService(Arc::clone(mesh))));
+    }
     let binds: BTreeMap<u16, SocketAddr> = args.binds.iter().copied().collect();
     for (port, protocol) in &listeners {
         let address = binds.get(port).copied().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], *port)));
@@ -135,6 +149,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             resolver: Arc::clone(&resolver),
             metrics: Arc::clone(&metrics),
             settings: Arc::clone(&proxy_settings),
+            mesh: mesh.clone(),
         };
         let mut service =
             pingora_proxy::http_proxy_service_with_name(&server.configuration, proxy, &format!("{scheme}.{port}"));

@@ -39,21 +39,22 @@ impl Resolver {
         }
     }
 
-    /// One address for `host:port`, spreading requests over endpoints.
-    pub async fn resolve(&self, table: &RouteTable, host: &str, port: u16) -> Result<SocketAddr, ResolveError> {
+    /// One address for `host:port`, spreading requests over endpoints, and
+    /// whether it is a meshed pod (reached with mutual TLS).
+    pub async fn resolve(&self, table: &RouteTable, host: &str, port: u16) -> Result<(SocketAddr, bool), ResolveError> {
         let name = cluster_name(host, port);
         if let Some(cluster) = table.clusters.get(&name) {
             if cluster.endpoints.is_empty() {
                 return Err(ResolveError::NoEndpoints(name));
             }
             let endpoint = &cluster.endpoints[self.next() % cluster.endpoints.len()];
-            return Ok(SocketAddr::new(endpoint.address, endpoint.port));
+            return Ok((SocketAddr::new(endpoint.address, endpoint.port), cluster.mesh_tls));
         }
         if let Some(address) = self.overrides.get(&name) {
-            return Ok(*address);
+            return Ok((*address, false));
         }
         let addresses = self.lookup(host, port).await?;
-        Ok(addresses[self.next() % addresses.len()])
+        Ok((addresses[self.next() % addresses.len()], false))
     }
 
     fn next(&self) -> usize {
@@ -147,7 +148,7 @@ mod tests {
         let resolver = Resolver::new([("nb.ns.svc.cluster.local:80".to_string(), "127.0.0.1:8888".parse().unwrap())]);
         let table = RouteTable::default();
         let address = resolver.resolve(&table, "nb.ns.svc.cluster.local", 80).await.unwrap();
-        assert_eq!(address, "127.0.0.1:8888".parse().unwrap());
+        assert_eq!(address, ("127.0.0.1:8888".parse().unwrap(), false));
         let mut table = RouteTable::default();
         table.clusters.insert("nb.ns.svc.cluster.local:80".into(), Default::default());
         assert!(matches!(

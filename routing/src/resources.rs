@@ -12,6 +12,10 @@ use crate::diagnostic::{Diagnostic, ObjectRef};
 use crate::notebook::NotebookSettings;
 use crate::table::PathNormalizationMode;
 
+/// Namespace label that turns sidecar injection on, and with it mutual TLS
+/// from the gateway to the namespace's pods.
+pub const MESH_NAMESPACE_LABEL: &str = "portico-injection";
+
 /// Objects that routing depends on, as read from a folder or a cluster.
 #[derive(Clone, Debug, Default)]
 pub struct Resources {
@@ -24,6 +28,9 @@ pub struct Resources {
     pub endpoint_slices: Vec<EndpointSlice>,
     /// `kubernetes.io/tls` Secrets referenced by `credentialName`.
     pub secrets: Vec<Secret>,
+    /// Namespaces labelled [`MESH_NAMESPACE_LABEL`]`=enabled`: their pods
+    /// carry the sidecar, so the gateway reaches them with mutual TLS.
+    pub meshed_namespaces: std::collections::BTreeSet<String>,
     pub settings: NotebookSettings,
     pub path_normalization: PathNormalizationMode,
 }
@@ -116,6 +123,13 @@ impl Resources {
             ("", "Secret") if meta.api_version == "v1" => push(&mut self.secrets, value, &object, &at(""), diagnostics),
             ("discovery.k8s.io", "EndpointSlice") => {
                 push(&mut self.endpoint_slices, value, &object, &at(""), diagnostics)
+            }
+            ("", "Namespace") if meta.api_version == "v1" => {
+                let label =
+                    value.get("metadata").and_then(|m| m.get("labels")).and_then(|l| l.get(MESH_NAMESPACE_LABEL));
+                if label.and_then(serde_yaml::Value::as_str) == Some("enabled") {
+                    self.meshed_namespaces.insert(name.clone());
+                }
             }
             _ => {}
         }

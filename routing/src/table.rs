@@ -446,6 +446,10 @@ pub struct CorsPolicy {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cluster {
     pub endpoints: Vec<Endpoint>,
+    /// The endpoints are meshed pods: connect with the gateway's workload
+    /// certificate and verify theirs against the mesh root.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mesh_tls: bool,
 }
 
 /// One ready endpoint.

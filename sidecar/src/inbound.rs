@@ -13,10 +13,11 @@ use arc_swap::ArcSwapOption;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use crate::certificates::{self, Issued};
+use portico_mesh::{CaClient, Issued, identity};
+
+use crate::certificates;
 use crate::cli::RunArgs;
 use crate::endpoints;
-use crate::identity;
 use crate::metrics::Metrics;
 
 /// Handshakes that take longer are dropped (slow or idle scanners).
@@ -24,18 +25,36 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Retry delay after a failed certificate request.
 const RETRY: Duration = Duration::from_secs(5);
 
+/// The certificate in use and the TLS settings made from it.
+struct Loaded {
+    issued: Issued,
+    server_config: Arc<rustls::ServerConfig>,
+}
+
 struct State {
     args: RunArgs,
+    ca: CaClient,
     allowed: Vec<String>,
-    current: ArcSwapOption<Issued>,
+    current: ArcSwapOption<Loaded>,
     metrics: Metrics,
 }
 
 /// Runs until the process is stopped.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Metrics::new().context("registering metrics")?;
-    let state =
-        Arc::new(State { allowed: args.allowed(), args: args.clone(), current: ArcSwapOption::empty(), metrics });
+    let state = Arc::new(State {
+        allowed: args.allowed(),
+        ca: CaClient {
+            address: args.ca_address.clone(),
+            name: args.ca_name.clone(),
+            root: args.ca_root.clone(),
+            token_file: args.token_file.clone(),
+            ttl: args.cert_ttl,
+        },
+        args: args.clone(),
+        current: ArcSwapOption::empty(),
+        metrics,
+    });
     serve_endpoints(&state).await?;
     let listener = TcpListener::bind(args.inbound).await.with_context(|| format!("binding {}", args.inbound))?;
     tracing::info!(inbound = %args.inbound, app_port = args.app_port, allowed = ?state.allowed, "portico-sidecar started");
@@ -87,9 +106,9 @@ impl Refusal {
 }
 
 async fn handle(state: &State, stream: TcpStream) -> Result<(), Refusal> {
-    let issued = state.current.load_full().ok_or(Refusal::NotReady)?;
+    let loaded = state.current.load_full().ok_or(Refusal::NotReady)?;
     let _ = stream.set_nodelay(true);
-    let acceptor = TlsAcceptor::from(issued.server_config.clone());
+    let acceptor = TlsAcceptor::from(loaded.server_config.clone());
     let mut tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
         .await
         .map_err(|_| Refusal::Handshake("timed out".to_string()))?
@@ -130,12 +149,16 @@ fn original_port(stream: &TcpStream) -> Option<u16> {
 /// Fetches the certificate, then renews it at half its lifetime, forever.
 async fn renew(state: Arc<State>) {
     loop {
-        match certificates::fetch(&state.args).await {
-            Ok(issued) => {
-                let left = identity::seconds_left(issued.chain_pem.first().map_or("", String::as_str));
-                tracing::info!(identity = %issued.identity, expires_in_s = left, "workload certificate loaded");
+        let loaded = match state.ca.fetch().await {
+            Ok(issued) => certificates::server_config(&issued).map(|server_config| Loaded { issued, server_config }),
+            Err(error) => Err(error),
+        };
+        match loaded {
+            Ok(loaded) => {
+                let left = identity::seconds_left(loaded.issued.chain_pem.first().map_or("", String::as_str));
+                tracing::info!(identity = %loaded.issued.identity, expires_in_s = left, "workload certificate loaded");
                 state.metrics.cert_expiry.set(i64::try_from(left).unwrap_or(i64::MAX));
-                state.current.store(Some(Arc::new(issued)));
+                state.current.store(Some(Arc::new(loaded)));
                 let half = Duration::from_secs(left / 2).max(Duration::from_secs(1));
                 tokio::time::sleep(half).await;
             }
@@ -190,7 +213,8 @@ async fn serve_endpoints(state: &Arc<State>) -> anyhow::Result<()> {
     endpoints::serve(state.args.admin, move |path| {
         let state = admin.clone();
         async move {
-            let issued = state.current.load_full();
+            let loaded = state.current.load_full();
+            let issued = loaded.as_ref().map(|loaded| &loaded.issued);
             match path.as_str() {
                 "/certs" => match issued {
                     Some(issued) => (200, "application/x-pem-file", issued.chain_pem.join("")),

@@ -8,7 +8,6 @@
 mod certificates;
 mod cli;
 mod endpoints;
-mod identity;
 mod inbound;
 mod init;
 mod metrics;

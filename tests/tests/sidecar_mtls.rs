@@ -298,7 +298,8 @@ impl Drop for PodNetwork {
 async fn iptables_capture_sends_pod_traffic_through_the_sidecar() {
     let namespace = TestNamespace::create("sidecar-netns");
     let ns = namespace.name();
-    let controller = Controller::start(ns, &[]);
+    let istio_gateway = format!("{ns}/kubeflow-gateway");
+    let controller = Controller::start_with_env(ns, &[], &[("ISTIO_GATEWAY", &istio_gateway)]);
     let root = root_of(&namespace);
     let dir = tempfile::tempdir().expect("a temp dir");
     let pod = PodNetwork::create();
@@ -356,5 +357,59 @@ async fn iptables_capture_sends_pod_traffic_through_the_sidecar() {
     assert!(!plain.as_ref().is_ok_and(|r| r.status == 200), "plain HTTP reached the notebook: {plain:?}");
     let intruder = issue(&controller, &root, &token(&namespace, "intruder")).await;
     assert!(get_through(pod_port(8888), &root, &notebook_id, Some(intruder)).await.is_err());
+
+    // The whole path: a Notebook in a meshed namespace, its EndpointSlice
+    // naming the pod, and a cluster-mode gateway with its own mesh
+    // certificate: gateway -> mTLS -> iptables -> sidecar -> notebook.
+    let plane = namespace.plane();
+    plane.kubectl_ok(&["label", "namespace", ns, "portico-injection=enabled"]);
+    plane.kubectl_stdin(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: networking.istio.io/v1beta1\nkind: Gateway\nmetadata: {{name: kubeflow-gateway, namespace: {ns}}}\n\
+             spec:\n  selector: {{istio: ingressgateway}}\n  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: [\"*\"]}}]\n\
+             ---\napiVersion: kubeflow.org/v1\nkind: Notebook\nmetadata: {{name: nb, namespace: {ns}}}\n\
+             spec: {{template: {{spec: {{containers: [{{name: nb, image: jupyter}}]}}}}}}\n\
+             ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: nb-pod\n  namespace: {ns}\n  \
+             labels: {{kubernetes.io/service-name: nb}}\naddressType: IPv4\n\
+             ports: [{{name: http-nb, port: 8888, protocol: TCP}}]\n\
+             endpoints: [{{addresses: [\"{}\"], conditions: {{ready: true}}}}]\n",
+            pod.pod_ip
+        )),
+    );
+    let gateway_port = free_port();
+    let gateway_args: Vec<String> = [
+        "--node-name",
+        "gw",
+        "--bind",
+        &format!("80=127.0.0.1:{gateway_port}"),
+        "--ca-address",
+        &format!("https://{}", controller.secure_discovery_addr()),
+        "--ca-name",
+        "localhost",
+        "--ca-root",
+        &write(dir.path(), "gateway-root.pem", &root),
+        "--token-file",
+        &write(dir.path(), "gateway-token", &token(&namespace, "gateway")),
+    ]
+    .iter()
+    .map(|arg| arg.to_string())
+    .collect();
+    let gateway = portico_e2e::Gateway::start_discovery(&controller.discovery_url(), &gateway_args);
+    let url = format!("http://127.0.0.1:{gateway_port}/notebook/{ns}/nb/api/status");
+    let mut last = 0;
+    let through = poll(Duration::from_secs(30), || {
+        last = raw_http::get_url(&url).map_or(0, |r| r.status);
+        (last == 200).then_some(())
+    });
+    assert!(
+        through.is_some(),
+        "GET {url} through the gateway and the sidecar: last {last}\ngateway log:\n{}\nsidecar log:\n{}",
+        gateway.log_tail(),
+        sidecar.log_tail(20)
+    );
+    let metrics =
+        raw_http::get_url(&format!("http://{}/stats/prometheus", pod_port(15090))).expect("sidecar metrics").text();
+    assert!(metrics.contains(&format!("source_principal=\"spiffe://cluster.local/ns/{ns}/sa/gateway\"")), "{metrics}");
     sidecar.stop();
 }

@@ -102,12 +102,14 @@ pub async fn reconcile_cluster_objects(
     root_config_map: String,
     // A re-applied manifest resets the caBundle; a new namespace needs its ConfigMap.
     every: Duration,
+    // The controller's own namespace gets the root too: the gateway mounts it.
+    own_namespace: String,
 ) {
     loop {
         if let Err(error) = patch_ca_bundle(&client, &webhook_config, &root_pem).await {
             tracing::warn!(%error, config = %webhook_config, "could not set the webhook's caBundle");
         }
-        if let Err(error) = publish_root(&client, &namespace_label, &root_config_map, &root_pem).await {
+        if let Err(error) = publish_root(&client, &namespace_label, &root_config_map, &root_pem, &own_namespace).await {
             tracing::warn!(%error, "could not publish the mesh root to namespaces");
         }
         tokio::time::sleep(every).await;
@@ -134,11 +136,21 @@ async fn patch_ca_bundle(client: &Client, name: &str, root_pem: &str) -> Result<
     Ok(())
 }
 
-async fn publish_root(client: &Client, label: &str, config_map: &str, root_pem: &str) -> Result<(), kube::Error> {
+async fn publish_root(
+    client: &Client,
+    label: &str,
+    config_map: &str,
+    root_pem: &str,
+    own_namespace: &str,
+) -> Result<(), kube::Error> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let selector = format!("{label}=enabled");
-    for namespace in namespaces.list(&ListParams::default().labels(&selector)).await? {
-        let Some(name) = namespace.metadata.name else { continue };
+    let labelled = namespaces.list(&ListParams::default().labels(&selector)).await?;
+    let mut names: Vec<String> = labelled.into_iter().filter_map(|n| n.metadata.name).collect();
+    if !names.iter().any(|n| n == own_namespace) {
+        names.push(own_namespace.to_string());
+    }
+    for name in names {
         let api: Api<ConfigMap> = Api::namespaced(client.clone(), &name);
         let object = ConfigMap {
             metadata: ObjectMeta {

@@ -17,10 +17,16 @@ const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub(super) struct ServiceIndex<'a> {
     by_host: BTreeMap<String, &'a Service>,
     slices: &'a [EndpointSlice],
+    meshed: &'a std::collections::BTreeSet<String>,
 }
 
 impl<'a> ServiceIndex<'a> {
-    pub fn new(services: &'a [Service], slices: &'a [EndpointSlice], cluster_domain: &str) -> Self {
+    pub fn new(
+        services: &'a [Service],
+        slices: &'a [EndpointSlice],
+        meshed: &'a std::collections::BTreeSet<String>,
+        cluster_domain: &str,
+    ) -> Self {
         let by_host = services
             .iter()
             .filter_map(|service| {
@@ -29,7 +35,7 @@ impl<'a> ServiceIndex<'a> {
                 Some((format!("{name}.{namespace}.svc.{cluster_domain}"), service))
             })
             .collect();
-        Self { by_host, slices }
+        Self { by_host, slices, meshed }
     }
 
     /// The port of a Service that has exactly one.
@@ -84,6 +90,7 @@ impl<'a> ServiceIndex<'a> {
         }
         endpoints.sort_by_key(|e| (e.address, e.port));
         endpoints.dedup();
-        any_slice.then(|| (cluster_name(host, port), Cluster { endpoints }))
+        let mesh_tls = self.meshed.contains(namespace);
+        any_slice.then(|| (cluster_name(host, port), Cluster { endpoints, mesh_tls }))
     }
 }

@@ -1,0 +1,97 @@
+//! The gateway's mesh identity: a workload certificate from the
+//! controller's CA (`--ca-address`), renewed at half its lifetime, used to
+//! reach meshed notebook pods with mutual TLS.
+//!
+//! The pod's certificate is verified against the mesh root (so only a mesh
+//! workload can answer); the pod's sidecar in turn admits only the
+//! gateway's SPIFFE ID. Pingora 0.9 offers no hook to check the pod's own
+//! SPIFFE ID during the handshake, so the gateway does not pin which mesh
+//! workload answers an endpoint address.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use async_trait::async_trait;
+use pingora_core::protocols::tls::CaType;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use pingora_core::utils::tls::{CertKey, WrappedX509, parse_x509};
+use portico_mesh::{CaClient, CertError, Issued, identity};
+
+/// Retry delay after a failed certificate request.
+const RETRY: Duration = Duration::from_secs(5);
+
+/// What an upstream mTLS connection needs.
+pub struct MeshTls {
+    pub client_cert: Arc<CertKey>,
+    pub roots: Arc<CaType>,
+    pub identity: String,
+}
+
+/// The current mesh certificate, if any.
+pub struct MeshIdentity {
+    ca: CaClient,
+    current: ArcSwapOption<MeshTls>,
+}
+
+impl MeshIdentity {
+    pub fn new(ca: CaClient) -> Self {
+        Self { ca, current: ArcSwapOption::empty() }
+    }
+
+    /// The certificate to connect with now.
+    pub fn current(&self) -> Option<Arc<MeshTls>> {
+        self.current.load_full()
+    }
+
+    async fn renew_forever(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            let wait = match self.ca.fetch().await.and_then(|issued| convert(&issued)) {
+                Ok(tls) => {
+                    let left = identity::seconds_left(tls.0.as_str());
+                    tracing::info!(identity = %tls.1.identity, expires_in_s = left, "mesh certificate loaded");
+                    self.current.store(Some(Arc::new(tls.1)));
+                    Duration::from_secs(left / 2).max(Duration::from_secs(1))
+                }
+                Err(error) => {
+                    tracing::warn!(%error, retry_in_s = RETRY.as_secs(), "could not get a mesh certificate");
+                    RETRY
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Pingora's forms of the certificate, key and root; with the leaf PEM.
+fn convert(issued: &Issued) -> Result<(String, MeshTls), CertError> {
+    let leaf = issued.chain_pem.first().ok_or(CertError::Empty)?;
+    let leaf_der = portico_mesh::workload::pem_to_der(leaf)?;
+    let key = rustls_pemfile::private_key(&mut issued.key_pem.as_bytes())
+        .map_err(|error| CertError::Invalid(error.to_string()))?
+        .ok_or_else(|| CertError::Invalid("no private key".to_string()))?;
+    let client_cert = Arc::new(CertKey::new(vec![leaf_der], key.secret_der().to_vec()));
+    let roots: Vec<WrappedX509> = rustls_pemfile::certs(&mut issued.root_pem.as_bytes())
+        .filter_map(Result::ok)
+        .map(|der| WrappedX509::new(der.to_vec(), parse_x509))
+        .collect();
+    if roots.is_empty() {
+        return Err(CertError::Invalid("the mesh root holds no certificate".to_string()));
+    }
+    let tls = MeshTls { client_cert, roots: Arc::from(roots.into_boxed_slice()), identity: issued.identity.clone() };
+    Ok((leaf.clone(), tls))
+}
+
+/// Runs the renewal as a Pingora background service.
+pub struct MeshIdentityService(pub Arc<MeshIdentity>);
+
+#[async_trait]
+impl BackgroundService for MeshIdentityService {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.0.renew_forever(shutdown).await;
+    }
+}
