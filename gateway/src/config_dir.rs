@@ -222,6 +222,7 @@ fn merge(into: &mut Resources, from: Resources) {
     into.services.extend(from.services);
     into.endpoint_slices.extend(from.endpoint_slices);
     into.secrets.extend(from.secrets);
+    into.meshed_namespaces.extend(from.meshed_namespaces);
 }
 
 /// `*.yaml`/`*.yml` below `dir`, skipping hidden entries (editor swap files,

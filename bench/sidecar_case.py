@@ -1,0 +1,125 @@
+"""The mesh hop for bench/run: what the sidecar costs.
+
+One folder-mode gateway serves two notebook routes to the same fake
+upstream: one plain, one in a meshed namespace whose endpoint is a
+portico-sidecar (gateway -> mutual TLS -> sidecar -> notebook). Both carry
+the same fixed-rate load; the difference is the hop's added latency. The
+sidecar's RSS is taken idle and after the load. Certificates come from a
+real controller's CA with service-account tokens from the test control plane.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+
+def _kubectl(env: dict, *args: str) -> str:
+    return subprocess.run(["kubectl", *args], env=env, check=True, capture_output=True, text=True).stdout
+
+
+def _notebook(namespace: str, name: str, address: str, port: int) -> list[dict]:
+    return [
+        {"apiVersion": "kubeflow.org/v1", "kind": "Notebook", "metadata": {"name": name, "namespace": namespace},
+         "spec": {"template": {"spec": {"containers": [{"name": name, "image": "jupyter"}]}}}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace},
+         "spec": {"ports": [{"name": f"http-{name}", "port": 80, "targetPort": 8888}]}},
+        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+         "metadata": {"name": f"{name}-1", "namespace": namespace, "labels": {"kubernetes.io/service-name": name}},
+         "addressType": "IPv4", "ports": [{"name": f"http-{name}", "port": port}],
+         "endpoints": [{"addresses": [address], "conditions": {"ready": True}}]},
+    ]
+
+
+def run(root: Path, bins: Path, work: Path, seconds: int, rate: int, tools: dict) -> dict:
+    log, free_port, Process = tools["log"], tools["free_port"], tools["Process"]
+    subprocess.run([str(root / "tests/kube/up")], check=True, stdout=subprocess.DEVNULL)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PORTICO_", "ISTIO_"))}
+    env["KUBECONFIG"] = str(root / "target/kube/kubeconfig")
+    env["RUST_LOG"] = "warn"
+    subprocess.run(["kubectl", "apply", "-k", str(root / "manifests/crds")], env=env, check=True, stdout=subprocess.DEVNULL)
+    ns = f"bench-sidecar-{int(time.time())}"
+    _kubectl(env, "create", "namespace", ns)
+    processes = []
+    try:
+        metrics, discovery, secure, webhook = free_port(), free_port(), free_port(), free_port()
+        controller = Process("sidecar-controller", [
+            str(bins / "portico-controller"), "--watch-namespace", ns, "--namespace", ns, "--manage-workloads=false",
+            "--metrics", f"127.0.0.1:{metrics}", "--discovery", f"127.0.0.1:{discovery}",
+            "--secure-discovery", f"127.0.0.1:{secure}", "--webhook", f"127.0.0.1:{webhook}"], work, env=env)
+        processes.append(controller)
+        tools["wait_http"](f"http://127.0.0.1:{metrics}/readyz", timeout=120)
+        root_pem = base64.b64decode(_kubectl(env, "get", "secret", "portico-ca", "-n", ns, "-o", "jsonpath={.data.ca-cert\\.pem}"))
+        (work / "root.pem").write_bytes(root_pem)
+        for account in ("notebook", "gateway"):
+            _kubectl(env, "create", "serviceaccount", account, "-n", ns)
+            token = _kubectl(env, "create", "token", account, "-n", ns, "--audience", "portico-ca")
+            (work / f"{account}.token").write_text(token.strip())
+        ca = ["--ca-address", f"https://127.0.0.1:{secure}", "--ca-name", "localhost", "--ca-root", str(work / "root.pem")]
+
+        up = Process("sidecar-fake", [str(bins / "portico-fake-notebook"), "--listen", "127.0.0.1:0", "--threads", "1"], work)
+        processes.append(up)
+        upstream = 0
+        deadline = time.time() + 10
+        while not upstream and time.time() < deadline:
+            text = up.log_path.read_text()
+            if "listening on " in text:
+                upstream = int(text.split("listening on ", 1)[1].split()[0].rsplit(":", 1)[1])
+            time.sleep(0.05)
+
+        inbound, health = free_port(), free_port()
+        sidecar = Process("sidecar", [
+            str(bins / "portico-sidecar"), "run", "--app-port", str(upstream), "--inbound", f"127.0.0.1:{inbound}",
+            "--allow", f"spiffe://cluster.local/ns/{ns}/sa/gateway", *ca, "--token-file", str(work / "notebook.token"),
+            "--health", f"127.0.0.1:{health}", "--metrics", f"127.0.0.1:{free_port()}", "--admin", f"127.0.0.1:{free_port()}"],
+            work, env=env)
+        processes.append(sidecar)
+        tools["wait_http"](f"http://127.0.0.1:{health}/healthz/ready", timeout=60)
+        time.sleep(1)
+        rss_idle = tools["rss_kib"](sidecar.pid)
+
+        folder = work / "sidecar-routes"
+        folder.mkdir(exist_ok=True)
+        docs = [
+            {"apiVersion": "networking.istio.io/v1", "kind": "Gateway", "metadata": {"name": "kubeflow-gateway", "namespace": "kubeflow"},
+             "spec": {"selector": {"istio": "ingressgateway"},
+                      "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}]}},
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "meshed", "labels": {"portico-injection": "enabled"}}},
+            *_notebook("plain", "nb", "127.0.0.1", upstream),
+            *_notebook("meshed", "nb", "127.0.0.1", inbound),
+        ]
+        (folder / "routes.yaml").write_text("\n---\n".join(json.dumps(d) for d in docs))
+        port, gateway_health = free_port(), free_port()
+        gateway = Process("sidecar-gateway", [
+            str(bins / "portico-gateway"), "--config-dir", str(folder), "--bind", f"80=127.0.0.1:{port}",
+            "--admin", f"127.0.0.1:{free_port()}", "--health", f"127.0.0.1:{gateway_health}", "--metrics", f"127.0.0.1:{free_port()}",
+            "--threads", "2", "--access-log", "false", "--upgrade-sock", str(work / "sidecar-upgrade.sock"),
+            *ca, "--token-file", str(work / "gateway.token")], work, env=env)
+        processes.append(gateway)
+        tools["wait_http"](f"http://127.0.0.1:{gateway_health}/healthz/ready", timeout=60)
+        meshed_url = f"http://127.0.0.1:{port}/notebook/meshed/nb/api/status"
+        try:
+            tools["wait_http"](meshed_url, timeout=60)
+        except RuntimeError:
+            log("gateway log:\n" + gateway.log_path.read_text()[-3000:] + "\nsidecar log:\n" + sidecar.log_path.read_text()[-2000:])
+            raise
+        result = {"sidecar_rss_idle_kib": rss_idle}
+        for name in ("plain", "meshed"):
+            url = f"http://127.0.0.1:{port}/notebook/{name}/nb/api/status"
+            report = tools["portico_load"](bins / "portico-load", ["http", "--url", url, "--connections", "16",
+                                           "--duration", f"{seconds}s", "--rate", str(rate)], seconds + 60)
+            result[name] = tools["summarize_latency"](report, "request")
+            log(f"sidecar hop {name}: p50 {result[name]['p50_ms']} ms, p99 {result[name]['p99_ms']} ms, errors {result[name]['errors']}")
+        result["added_p50_us"] = round((result["meshed"]["p50_ms"] - result["plain"]["p50_ms"]) * 1000)
+        result["added_p99_us"] = round((result["meshed"]["p99_ms"] - result["plain"]["p99_ms"]) * 1000)
+        result["sidecar_rss_after_kib"] = tools["rss_kib"](sidecar.pid)
+        log(f"sidecar: RSS idle {rss_idle} KiB, after load {result['sidecar_rss_after_kib']} KiB; "
+            f"added p50 {result['added_p50_us']} us, p99 {result['added_p99_us']} us at {rate}/s")
+        return result
+    finally:
+        for process in reversed(processes):
+            process.stop()
