@@ -329,7 +329,8 @@ async fn iptables_capture_sends_pod_traffic_through_the_sidecar() {
     );
 
     let mut sidecar = pod.command(&binary("portico-sidecar"));
-    sidecar.args(["run", "--allow", &format!("spiffe://cluster.local/ns/{ns}/sa/gateway")]);
+    // Short-lived certificates, so that they rotate during the test.
+    sidecar.args(["run", "--cert-ttl", "6s", "--allow", &format!("spiffe://cluster.local/ns/{ns}/sa/gateway")]);
     sidecar.args(["--ca-address", &format!("https://{}:{}", pod.host_ip, controller.secure_discovery_addr().port())]);
     sidecar.args(["--ca-name", "localhost", "--ca-root", &write(dir.path(), "root.pem", &root)]);
     sidecar.args(["--token-file", &write(dir.path(), "token", &token(&namespace, "notebook"))]);
@@ -391,6 +392,8 @@ async fn iptables_capture_sends_pod_traffic_through_the_sidecar() {
         &write(dir.path(), "gateway-root.pem", &root),
         "--token-file",
         &write(dir.path(), "gateway-token", &token(&namespace, "gateway")),
+        "--cert-ttl",
+        "6s",
     ]
     .iter()
     .map(|arg| arg.to_string())
