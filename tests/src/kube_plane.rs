@@ -107,6 +107,16 @@ impl KubePlane {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// The decoded value of `key` in Secret `namespace/name`.
+    pub fn secret_value(&self, namespace: &str, name: &str, key: &str) -> String {
+        let json = self.kubectl_ok(&["get", "secret", name, "-n", namespace, "-o", "json"]);
+        let secret: k8s_openapi::api::core::v1::Secret =
+            serde_json::from_str(&json).unwrap_or_else(|error| panic!("Secret {namespace}/{name}: {error}"));
+        let bytes = secret.data.and_then(|mut data| data.remove(key)).map(|bytes| bytes.0);
+        let bytes = bytes.unwrap_or_else(|| panic!("Secret {namespace}/{name} has no {key}"));
+        String::from_utf8(bytes).unwrap_or_else(|error| panic!("Secret {namespace}/{name} {key}: {error}"))
+    }
+
     /// A kube client for the plane. Create one per test: a client belongs to
     /// the tokio runtime it was made on.
     pub async fn client(&self) -> kube::Client {

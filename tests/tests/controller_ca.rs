@@ -12,21 +12,9 @@ use rcgen::{CertificateParams, KeyPair, SanType};
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
+/// The mesh root the controller created in the test's namespace.
 fn root_of(namespace: &TestNamespace) -> String {
-    let encoded = namespace.plane().kubectl_ok(&[
-        "get",
-        "secret",
-        "portico-ca",
-        "-n",
-        namespace.name(),
-        "-o",
-        "jsonpath={.data.ca-cert\\.pem}",
-    ]);
-    let mut command = std::process::Command::new("base64");
-    command.arg("-d").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
-    let mut child = command.spawn().expect("base64");
-    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), encoded.trim().as_bytes()).expect("writing");
-    String::from_utf8(child.wait_with_output().expect("base64").stdout).expect("PEM is text")
+    namespace.plane().secret_value(namespace.name(), "portico-ca", "ca-cert.pem")
 }
 
 async fn client(controller: &Controller, root: &str) -> CertificateServiceClient<Channel> {
