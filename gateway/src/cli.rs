@@ -118,6 +118,11 @@ pub struct Args {
     #[arg(long, env = "PORTICO_TOKEN_FILE", default_value = "/var/run/secrets/tokens/portico-token")]
     pub token_file: PathBuf,
 
+    /// SPIFFE trust domain: a meshed endpoint of `<service>.<namespace>.svc`
+    /// must present `spiffe://<trust domain>/ns/<namespace>/sa/...`.
+    #[arg(long, env = "PORTICO_TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
+
     /// Lifetime of the mesh certificate to ask for; renewed at half of it.
     #[arg(long, env = "PORTICO_CERT_TTL", default_value = "24h", value_parser = parse_duration)]
     pub cert_ttl: std::time::Duration,

@@ -32,6 +32,8 @@ pub struct ProxySettings {
     pub access_log: bool,
     pub workload: String,
     pub workload_namespace: String,
+    /// SPIFFE trust domain of meshed endpoints.
+    pub trust_domain: String,
 }
 
 /// The data plane of one Gateway port.
@@ -55,6 +57,8 @@ pub struct RequestContext {
     flags: &'static str,
     connect_attempts: u32,
     upgraded: bool,
+    /// For a meshed endpoint: the SPIFFE ID prefix its certificate must carry.
+    mesh_expected: Option<String>,
 }
 
 #[async_trait]
@@ -71,6 +75,7 @@ impl ProxyHttp for GatewayProxy {
             flags: "-",
             connect_attempts: 0,
             upgraded: false,
+            mesh_expected: None,
         }
     }
 
@@ -137,12 +142,20 @@ impl ProxyHttp for GatewayProxy {
             })?;
             // Workload certificates name SPIFFE IDs, not hosts: verify the
             // chain against the mesh root, not the name.
+            // `<service>.<namespace>.svc...`: only a workload of that
+            // namespace may answer (checked once connected).
+            ctx.mesh_expected = destination
+                .host
+                .split('.')
+                .nth(1)
+                .map(|namespace| format!("spiffe://{}/ns/{namespace}/sa/", self.settings.trust_domain));
             let mut peer = HttpPeer::new(address, true, destination.host.clone());
             peer.options.verify_hostname = false;
             peer.options.ca = Some(tls.roots.clone());
             peer.client_cert_key = Some(tls.client_cert.clone());
             peer
         } else {
+            ctx.mesh_expected = None;
             HttpPeer::new(address, false, String::new())
         };
         peer.options.connection_timeout = Some(status::CONNECT_TIMEOUT);
@@ -158,6 +171,32 @@ impl ProxyHttp for GatewayProxy {
             peer.options.read_timeout = Some(peer.options.read_timeout.map_or(per_try, |t| t.min(per_try)));
         }
         Ok(Box::new(peer))
+    }
+
+    /// A meshed endpoint must be a workload of the destination's namespace:
+    /// the chain was verified against the mesh root during the handshake,
+    /// the identity is checked here (the CA puts it in the subject's O).
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        _fd: std::os::unix::io::RawFd,
+        digest: Option<&pingora_core::protocols::Digest>,
+        ctx: &mut RequestContext,
+    ) -> Result<()> {
+        let Some(expected) = ctx.mesh_expected.as_deref() else { return Ok(()) };
+        let identity = digest.and_then(|d| d.ssl_digest.as_ref()).and_then(|tls| tls.organization.clone());
+        match identity {
+            Some(identity) if identity.starts_with(expected) => Ok(()),
+            other => {
+                ctx.flags = "UF";
+                Err(Error::explain(
+                    ErrorType::HTTPStatus(503),
+                    format!("the meshed endpoint presented {other:?}, not a workload of {expected}*"),
+                ))
+            }
+        }
     }
 
     async fn upstream_request_filter(

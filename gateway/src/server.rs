@@ -122,6 +122,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         access_log: args.access_log,
         workload: identity_name(),
         workload_namespace: args.namespace.clone(),
+        trust_domain: args.trust_domain.clone(),
     });
     let mesh = args.ca_address.as_ref().map(|address| {
         Arc::new(MeshIdentity::new(CaClient {

@@ -50,7 +50,7 @@ pub use gateway::Gateway;
 pub use jupyter::Jupyter;
 pub use kernel::{KernelSocket, channels_url, create_kernel, execute};
 pub use kube_plane::{KubePlane, plane};
-pub use ports::free_port;
+pub use ports::{free_port, host_address};
 pub use test_namespace::TestNamespace;
 
 use std::time::Duration;

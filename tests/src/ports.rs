@@ -30,6 +30,14 @@ pub fn free_port() -> u16 {
     panic!("no free port found after 64 tries");
 }
 
+/// This machine's own non-loopback IPv4 address (EndpointSlices may not name
+/// 127.0.0.1), found by routing a UDP socket towards TEST-NET-3.
+pub fn host_address() -> std::net::IpAddr {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").expect("binding a UDP socket");
+    socket.connect("203.0.113.1:9").expect("a route to TEST-NET-3");
+    socket.local_addr().expect("a local address").ip()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use portico_e2e::process::{ChildProcess, Stop};
 use portico_e2e::wait::poll;
-use portico_e2e::{Jupyter, binary, kube_plane::plane, porticoctl, raw_http, workspace_root};
+use portico_e2e::{Jupyter, binary, host_address, kube_plane::plane, porticoctl, raw_http, workspace_root};
 use serde_yaml::Value;
 
 const SETTLE: Duration = Duration::from_secs(60);
@@ -145,14 +145,6 @@ impl Transcript {
     fn note(&mut self, text: &str) {
         let _ = write!(self.0, "\n# {text}\n");
     }
-}
-
-/// This machine's own non-loopback IPv4 address (an EndpointSlice may not
-/// name 127.0.0.1), found by routing a UDP socket towards TEST-NET-3.
-fn host_address() -> std::net::IpAddr {
-    let socket = std::net::UdpSocket::bind("0.0.0.0:0").expect("binding a UDP socket");
-    socket.connect("203.0.113.1:9").expect("a route to TEST-NET-3");
-    socket.local_addr().expect("a local address").ip()
 }
 
 #[test]

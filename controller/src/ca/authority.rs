@@ -89,6 +89,10 @@ impl Authority {
         }
         let uri = identity.to_string().try_into().map_err(CaError::Signing)?;
         csr.params = leaf_params(vec![SanType::URI(uri)], ttl);
+        // The SPIFFE ID again as the subject's organization: Pingora's TLS
+        // digest exposes the peer's organization but not its SANs, and the
+        // gateway checks who answered a meshed endpoint with it.
+        csr.params.distinguished_name.push(DnType::OrganizationName, identity);
         let certificate = csr.signed_by(&self.issuer).map_err(CaError::Signing)?;
         Ok(certificate.pem())
     }
@@ -159,6 +163,8 @@ mod tests {
         assert_eq!(format!("{sans:?}"), format!("{:?}", vec![x509_parser::extensions::GeneralName::URI(&id)]));
         let lifetime = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
         assert_eq!(lifetime, 3600 + 300);
+        let organization: Vec<&str> = cert.subject().iter_organization().filter_map(|o| o.as_str().ok()).collect();
+        assert_eq!(organization, vec![id.as_str()]);
 
         let same = ca.sign_workload_csr(
             &csr(vec![SanType::URI(id.clone().try_into().unwrap())]),
