@@ -88,9 +88,11 @@ def run(root: Path, bins: Path, work: Path, seconds: int, rate: int, tools: dict
             {"apiVersion": "networking.istio.io/v1", "kind": "Gateway", "metadata": {"name": "kubeflow-gateway", "namespace": "kubeflow"},
              "spec": {"selector": {"istio": "ingressgateway"},
                       "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}]}},
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "meshed", "labels": {"portico-injection": "enabled"}}},
+            # The meshed route lives in the sidecar's own namespace: the gateway
+            # accepts only a workload of the destination's namespace.
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"portico-injection": "enabled"}}},
             *_notebook("plain", "nb", "127.0.0.1", upstream),
-            *_notebook("meshed", "nb", "127.0.0.1", inbound),
+            *_notebook(ns, "nb", "127.0.0.1", inbound),
         ]
         (folder / "routes.yaml").write_text("\n---\n".join(json.dumps(d) for d in docs))
         port, gateway_health = free_port(), free_port()
@@ -101,15 +103,15 @@ def run(root: Path, bins: Path, work: Path, seconds: int, rate: int, tools: dict
             *ca, "--token-file", str(work / "gateway.token")], work, env=env)
         processes.append(gateway)
         tools["wait_http"](f"http://127.0.0.1:{gateway_health}/healthz/ready", timeout=60)
-        meshed_url = f"http://127.0.0.1:{port}/notebook/meshed/nb/api/status"
+        meshed_url = f"http://127.0.0.1:{port}/notebook/{ns}/nb/api/status"
         try:
             tools["wait_http"](meshed_url, timeout=60)
         except RuntimeError:
             log("gateway log:\n" + gateway.log_path.read_text()[-3000:] + "\nsidecar log:\n" + sidecar.log_path.read_text()[-2000:])
             raise
         result = {"sidecar_rss_idle_kib": rss_idle}
-        for name in ("plain", "meshed"):
-            url = f"http://127.0.0.1:{port}/notebook/{name}/nb/api/status"
+        for name, namespace in (("plain", "plain"), ("meshed", ns)):
+            url = f"http://127.0.0.1:{port}/notebook/{namespace}/nb/api/status"
             report = tools["portico_load"](bins / "portico-load", ["http", "--url", url, "--connections", "16",
                                            "--duration", f"{seconds}s", "--rate", str(rate)], seconds + 60)
             result[name] = tools["summarize_latency"](report, "request")
