@@ -34,7 +34,7 @@ use crate::cli::Args;
 use crate::context::{AppliedCache, Backoff, Context};
 use crate::discovery::encode::{EncodedSnapshot, encode_loop};
 use crate::discovery::registry::Registry;
-use crate::discovery::{self, DiscoveryService, Shared};
+use crate::discovery::{self, DiscoveryService, Secure, Shared};
 use crate::index::{self, IndexSettings};
 use crate::inject;
 use crate::leader::{LeaderElector, LeaseTiming};
@@ -127,15 +127,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let secure_listener = TcpListener::bind(args.secure_discovery)
             .await
             .with_context(|| format!("binding the secure discovery listener {}", args.secure_discovery))?;
-        tasks.spawn(discovery::serve_secure(
-            secure_listener,
-            discovery.clone(),
-            certificates,
-            (cert, key),
-            shutdown.clone(),
-        ));
+        let secure = Secure { certificates, cert_pem: cert, key_pem: key };
+        tasks.spawn(discovery::serve(secure_listener, discovery.clone(), Some(secure), shutdown.clone()));
     }
-    tasks.spawn(discovery::serve(discovery_listener, discovery, shutdown.clone()));
+    tasks.spawn(discovery::serve(discovery_listener, discovery, None, shutdown.clone()));
 
     let listener = TcpListener::bind(args.metrics)
         .await

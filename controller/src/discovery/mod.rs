@@ -81,58 +81,54 @@ impl RouteDiscovery for DiscoveryService {
     }
 }
 
-/// Serves discovery on `listener` until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, service: DiscoveryService, mut shutdown: watch::Receiver<bool>) {
-    let address = listener.local_addr().map_or_else(|_| "?".to_string(), |a: SocketAddr| a.to_string());
-    tracing::info!(%address, "serving discovery (gRPC)");
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let result = tonic::transport::Server::builder()
-        // Notice a gateway that vanished without closing its stream.
-        .http2_keepalive_interval(Some(Duration::from_secs(15)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(5)))
-        .add_service(RouteDiscoveryServer::new(service).max_decoding_message_size(16 << 20))
-        .serve_with_incoming_shutdown(incoming, async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        })
-        .await;
-    if let Err(error) = result {
-        tracing::error!(%error, "the discovery server failed");
-    }
+/// The TLS side of a listener (15012): the controller's serving
+/// certificate, and the certificate service served next to discovery.
+pub struct Secure {
+    pub certificates: crate::ca::service::CertificateServer,
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
-/// Serves discovery and the certificate service over TLS (15012) until
-/// `shutdown` turns true.
-pub async fn serve_secure(
+/// Serves discovery on `listener` (plaintext, or TLS with the certificate
+/// service when `secure` is given) until `shutdown` turns true.
+pub async fn serve(
     listener: TcpListener,
     service: DiscoveryService,
-    certificates: crate::ca::service::CertificateServer,
-    (cert_pem, key_pem): (String, String),
+    secure: Option<Secure>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     use portico_api::ca::certificate_service_server::CertificateServiceServer;
     use tonic::transport::{Identity, ServerTlsConfig};
 
     let address = listener.local_addr().map_or_else(|_| "?".to_string(), |a: SocketAddr| a.to_string());
-    tracing::info!(%address, "serving discovery and certificates (gRPC over TLS)");
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let tls = ServerTlsConfig::new().identity(Identity::from_pem(cert_pem, key_pem));
-    let builder = match tonic::transport::Server::builder().tls_config(tls) {
-        Ok(builder) => builder,
-        Err(error) => {
-            tracing::error!(%error, "the secure listener's TLS settings are invalid");
-            return;
-        }
-    };
+    let mut builder = tonic::transport::Server::builder();
+    let mut certificates = None;
+    if let Some(secure) = secure {
+        let tls = ServerTlsConfig::new().identity(Identity::from_pem(secure.cert_pem, secure.key_pem));
+        builder = match builder.tls_config(tls) {
+            Ok(builder) => builder,
+            Err(error) => {
+                tracing::error!(%error, %address, "the secure listener's TLS settings are invalid");
+                return;
+            }
+        };
+        certificates = Some(CertificateServiceServer::new(secure.certificates));
+        tracing::info!(%address, "serving discovery and certificates (gRPC over TLS)");
+    } else {
+        tracing::info!(%address, "serving discovery (gRPC)");
+    }
     let result = builder
+        // Notice a gateway that vanished without closing its stream.
         .http2_keepalive_interval(Some(Duration::from_secs(15)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .add_service(RouteDiscoveryServer::new(service).max_decoding_message_size(16 << 20))
-        .add_service(CertificateServiceServer::new(certificates))
+        .add_optional_service(certificates)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         })
         .await;
     if let Err(error) = result {
-        tracing::error!(%error, "the secure discovery server failed");
+        tracing::error!(%error, %address, "the discovery server failed");
     }
 }
