@@ -13,7 +13,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::kube_plane::plane;
-use crate::process::{ChildProcess, Stop};
+use crate::process::{ChildProcess, Stop, clear_settings_env};
 use crate::raw_http;
 use crate::wait::poll;
 use crate::{binary, free_port};
@@ -47,18 +47,7 @@ impl Launch {
     fn spawn(&self, [metrics, discovery, secure, webhook]: [SocketAddr; 4], dir: &std::path::Path) -> ChildProcess {
         let plane = plane();
         let mut command = Command::new(binary("portico-controller"));
-        // The controller reads Kubeflow's and Portico's variables as flag
-        // defaults: a developer's shell must not change what a test runs.
-        for (key, _) in std::env::vars_os() {
-            let key_text = key.to_string_lossy();
-            if key_text.starts_with("PORTICO_")
-                || key_text.starts_with("ISTIO_")
-                || ["CLUSTER_DOMAIN", "ADD_FSGROUP", "POD_NAME", "POD_NAMESPACE", "KUBECONFIG"]
-                    .contains(&key_text.as_ref())
-            {
-                command.env_remove(key);
-            }
-        }
+        clear_settings_env(&mut command);
         let namespace = self.namespace.as_str();
         command
             .env("KUBECONFIG", plane.kubeconfig())

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::process::{ChildProcess, Stop};
+use crate::process::{ChildProcess, Stop, clear_settings_env};
 use crate::raw_http;
 use crate::wait::poll;
 use crate::{binary, free_port};
@@ -60,13 +60,7 @@ impl Gateway {
             .args(["--admin", &admin.to_string(), "--health", &health.to_string(), "--metrics", &metrics.to_string()])
             .args(args)
             .env("RUST_BACKTRACE", "1");
-        // The gateway reads PORTICO_* variables as flag defaults: a developer's
-        // shell must not change what a test runs.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("PORTICO_") || key == "POD_NAME" {
-                command.env_remove(key);
-            }
-        }
+        clear_settings_env(&mut command);
         // A graceful shutdown would wait for connections to drain; tests do
         // not need one.
         let process = ChildProcess::spawn("portico-gateway", command, &dir.path().join("gateway.log"), Stop::Kill);

@@ -5,15 +5,13 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::binary;
+use crate::process::clear_settings_env;
 
 /// Runs `porticoctl <args>`; returns (exit success, stdout, stderr).
 pub fn run(args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(binary("porticoctl"))
-        .args(args)
-        .env_remove("PORTICO_CONTROLLER")
-        .env_remove("PORTICO_ADMIN")
-        .output()
-        .unwrap_or_else(|error| panic!("running porticoctl {args:?}: {error}"));
+    let mut command = Command::new(binary("porticoctl"));
+    clear_settings_env(&mut command);
+    let output = command.args(args).output().unwrap_or_else(|error| panic!("running porticoctl {args:?}: {error}"));
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),

@@ -15,6 +15,23 @@ use std::time::Duration;
 
 use crate::wait::poll;
 
+/// Removes, from `command`'s environment, every variable Portico's binaries
+/// read as a flag default (`PORTICO_*`, Kubeflow's `ISTIO_*`,
+/// `CLUSTER_DOMAIN`, `ADD_FSGROUP`, the downward API's `POD_*`) and
+/// `KUBECONFIG`: a developer's shell must not change what a test runs. Set
+/// what the test wants afterwards.
+pub fn clear_settings_env(command: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        let text = key.to_string_lossy();
+        if text.starts_with("PORTICO_")
+            || text.starts_with("ISTIO_")
+            || ["CLUSTER_DOMAIN", "ADD_FSGROUP", "POD_NAME", "POD_NAMESPACE", "KUBECONFIG"].contains(&text.as_ref())
+        {
+            command.env_remove(&key);
+        }
+    }
+}
+
 /// How a [`ChildProcess`] is stopped.
 #[derive(Clone, Copy, Debug)]
 pub enum Stop {

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use portico_e2e::process::{ChildProcess, Stop};
+use portico_e2e::process::{ChildProcess, Stop, clear_settings_env};
 use portico_e2e::wait::poll;
 use portico_e2e::{Jupyter, binary, host_address, kube_plane::plane, porticoctl, raw_http, workspace_root};
 use serde_yaml::Value;
@@ -102,15 +102,7 @@ fn spawn(
     log: PathBuf,
 ) -> ChildProcess {
     let mut command = Command::new(binary(binary_name));
-    for (key, _) in std::env::vars_os() {
-        let key = key.to_string_lossy();
-        if key.starts_with("PORTICO_")
-            || key.starts_with("ISTIO_")
-            || ["KUBECONFIG", "POD_NAME", "POD_NAMESPACE", "CLUSTER_DOMAIN"].contains(&key.as_ref())
-        {
-            command.env_remove(key.as_ref());
-        }
-    }
+    clear_settings_env(&mut command);
     command.args(args).envs(env.iter().map(|(k, v)| (k, v))).env("RUST_BACKTRACE", "1");
     match kubeconfig {
         Some(path) => command.env("KUBECONFIG", path),

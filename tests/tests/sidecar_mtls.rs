@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use portico_api::ca::CreateCertificateRequest;
 use portico_api::ca::certificate_service_client::CertificateServiceClient;
-use portico_e2e::process::{ChildProcess, Stop};
+use portico_e2e::process::{ChildProcess, Stop, clear_settings_env};
 use portico_e2e::wait::poll;
 use portico_e2e::{Controller, FakeNotebook, TestNamespace, binary, free_port, raw_http};
 use rcgen::{CertificateParams, KeyPair};
@@ -194,11 +194,7 @@ async fn only_the_gateway_identity_reaches_the_notebook() {
     ]);
     command.args(["--ca-root", &write(dir.path(), "root.pem", &root)]);
     command.args(["--token-file", &write(dir.path(), "token", &token(&namespace, "notebook"))]);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("PORTICO_") {
-            command.env_remove(key);
-        }
-    }
+    clear_settings_env(&mut command);
     let mut sidecar = ChildProcess::spawn("portico-sidecar", command, &dir.path().join("sidecar.log"), Stop::Kill);
     let ready = poll(Duration::from_secs(30), || {
         raw_http::get_url(&format!("http://{}/healthz/ready", local(health))).ok().filter(|r| r.status == 200)
@@ -319,11 +315,7 @@ async fn iptables_capture_sends_pod_traffic_through_the_sidecar() {
     sidecar.args(["--ca-address", &format!("https://{}:{}", pod.host_ip, controller.secure_discovery_addr().port())]);
     sidecar.args(["--ca-name", "localhost", "--ca-root", &write(dir.path(), "root.pem", &root)]);
     sidecar.args(["--token-file", &write(dir.path(), "token", &token(&namespace, "notebook"))]);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("PORTICO_") {
-            sidecar.env_remove(key);
-        }
-    }
+    clear_settings_env(&mut sidecar);
     let mut sidecar = ChildProcess::spawn("portico-sidecar", sidecar, &dir.path().join("sidecar.log"), Stop::Kill);
     let pod_port = |port: u16| SocketAddr::new(pod.pod_ip.parse().expect("an IP"), port);
     // 15021 is excluded from capture: the kubelet's probe reaches it directly.
