@@ -42,7 +42,8 @@ def _notebook(ns: str, name: str) -> dict:
 
 
 def run(root: Path, bins: Path, work: Path, existing_counts: list[int], samples: int, tools: dict) -> dict:
-    """tools: log, free_port, wait_http, status_of, rss_kib, Process, portico_load, summarize_latency."""
+    """tools: bench/run's helpers (log, free_port, wait_http, status_of, rss_kib, Process,
+    summarize_latency, start_fake_notebook, start_controller)."""
     log: Callable = tools["log"]
     free_port: Callable = tools["free_port"]
     Process = tools["Process"]
@@ -82,23 +83,12 @@ def _one(bins: Path, work: Path, count: int, samples: int, env: dict, api: str, 
     log(f"  created in {time.perf_counter() - started:.1f} s")
     processes = []
     try:
-        up = Process(f"fake-{count}", [str(bins / "portico-fake-notebook"), "--listen", "127.0.0.1:0", "--threads", "1"], work)
+        up, upstream = tools["start_fake_notebook"](bins, work, f"fake-{count}")
         processes.append(up)
-        upstream = 0
-        deadline = time.time() + 10
-        while not upstream and time.time() < deadline:
-            text = up.log_path.read_text()
-            if "listening on " in text:
-                upstream = int(text.split("listening on ", 1)[1].split()[0].rsplit(":", 1)[1])
-            time.sleep(0.05)
-        metrics, discovery, secure, webhook = free_port(), free_port(), free_port(), free_port()
-        controller = Process(f"controller-{count}", [
-            str(bins / "portico-controller"), "--watch-namespace", ns, "--namespace", ns, "--manage-workloads=false",
-            "--metrics", f"127.0.0.1:{metrics}", "--discovery", f"127.0.0.1:{discovery}",
-            "--secure-discovery", f"127.0.0.1:{secure}", "--webhook", f"127.0.0.1:{webhook}"],
-            work, env={**env, "ISTIO_GATEWAY": f"{ns}/kubeflow-gateway"})
+        controller, controller_ports = tools["start_controller"](
+            bins, work, f"controller-{count}", ns, {**env, "ISTIO_GATEWAY": f"{ns}/kubeflow-gateway"})
         processes.append(controller)
-        tools["wait_http"](f"http://127.0.0.1:{metrics}/readyz", timeout=300)
+        discovery = controller_ports["discovery"]
         port, admin, health, gmetrics = free_port(), free_port(), free_port(), free_port()
         names = [f"new{i}" for i in range(samples)] + ["nb0"]
         resolves = ",".join(f"{n}.{ns}.svc.cluster.local:80=127.0.0.1:{upstream}" for n in names)

@@ -46,13 +46,9 @@ def run(root: Path, bins: Path, work: Path, seconds: int, rate: int, tools: dict
     _kubectl(env, "create", "namespace", ns)
     processes = []
     try:
-        metrics, discovery, secure, webhook = free_port(), free_port(), free_port(), free_port()
-        controller = Process("sidecar-controller", [
-            str(bins / "portico-controller"), "--watch-namespace", ns, "--namespace", ns, "--manage-workloads=false",
-            "--metrics", f"127.0.0.1:{metrics}", "--discovery", f"127.0.0.1:{discovery}",
-            "--secure-discovery", f"127.0.0.1:{secure}", "--webhook", f"127.0.0.1:{webhook}"], work, env=env)
+        controller, controller_ports = tools["start_controller"](bins, work, "sidecar-controller", ns, env)
         processes.append(controller)
-        tools["wait_http"](f"http://127.0.0.1:{metrics}/readyz", timeout=120)
+        secure = controller_ports["secure-discovery"]
         root_pem = base64.b64decode(_kubectl(env, "get", "secret", "portico-ca", "-n", ns, "-o", "jsonpath={.data.ca-cert\\.pem}"))
         (work / "root.pem").write_bytes(root_pem)
         for account in ("notebook", "gateway"):
@@ -61,15 +57,8 @@ def run(root: Path, bins: Path, work: Path, seconds: int, rate: int, tools: dict
             (work / f"{account}.token").write_text(token.strip())
         ca = ["--ca-address", f"https://127.0.0.1:{secure}", "--ca-name", "localhost", "--ca-root", str(work / "root.pem")]
 
-        up = Process("sidecar-fake", [str(bins / "portico-fake-notebook"), "--listen", "127.0.0.1:0", "--threads", "1"], work)
+        up, upstream = tools["start_fake_notebook"](bins, work, "sidecar-fake")
         processes.append(up)
-        upstream = 0
-        deadline = time.time() + 10
-        while not upstream and time.time() < deadline:
-            text = up.log_path.read_text()
-            if "listening on " in text:
-                upstream = int(text.split("listening on ", 1)[1].split()[0].rsplit(":", 1)[1])
-            time.sleep(0.05)
 
         inbound, health = free_port(), free_port()
         sidecar = Process("sidecar", [
