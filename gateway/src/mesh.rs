@@ -9,7 +9,6 @@
 //! workload answers an endpoint address.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
@@ -17,10 +16,7 @@ use pingora_core::protocols::tls::CaType;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use pingora_core::utils::tls::{CertKey, WrappedX509, parse_x509};
-use portico_mesh::{CaClient, CertError, Issued, identity};
-
-/// Retry delay after a failed certificate request.
-const RETRY: Duration = Duration::from_secs(5);
+use portico_mesh::{CaClient, CertError, Issued, RETRY_AFTER_FAILURE};
 
 /// What an upstream mTLS connection needs.
 pub struct MeshTls {
@@ -47,16 +43,17 @@ impl MeshIdentity {
 
     async fn renew_forever(&self, mut shutdown: ShutdownWatch) {
         loop {
-            let wait = match self.ca.fetch().await.and_then(|issued| convert(&issued)) {
-                Ok(tls) => {
-                    let left = identity::seconds_left(tls.0.as_str());
-                    tracing::info!(identity = %tls.1.identity, expires_in_s = left, "mesh certificate loaded");
-                    self.current.store(Some(Arc::new(tls.1)));
-                    Duration::from_secs(left / 2).max(Duration::from_secs(1))
+            let fetched = self.ca.fetch().await;
+            let wait = match fetched.and_then(|issued| convert(&issued).map(|tls| (issued, tls))) {
+                Ok((issued, tls)) => {
+                    tracing::info!(identity = %tls.identity, expires_in_s = issued.seconds_left(), "mesh certificate loaded");
+                    self.current.store(Some(Arc::new(tls)));
+                    issued.renew_in()
                 }
                 Err(error) => {
-                    tracing::warn!(%error, retry_in_s = RETRY.as_secs(), "could not get a mesh certificate");
-                    RETRY
+                    let retry = RETRY_AFTER_FAILURE;
+                    tracing::warn!(%error, retry_in_s = retry.as_secs(), "could not get a mesh certificate");
+                    retry
                 }
             };
             tokio::select! {
@@ -67,8 +64,8 @@ impl MeshIdentity {
     }
 }
 
-/// Pingora's forms of the certificate, key and root; with the leaf PEM.
-fn convert(issued: &Issued) -> Result<(String, MeshTls), CertError> {
+/// Pingora's forms of the certificate, key and root.
+fn convert(issued: &Issued) -> Result<MeshTls, CertError> {
     let leaf = issued.chain_pem.first().ok_or(CertError::Empty)?;
     let leaf_der = portico_mesh::workload::pem_to_der(leaf)?;
     let key = rustls_pemfile::private_key(&mut issued.key_pem.as_bytes())
@@ -82,8 +79,7 @@ fn convert(issued: &Issued) -> Result<(String, MeshTls), CertError> {
     if roots.is_empty() {
         return Err(CertError::Invalid("the mesh root holds no certificate".to_string()));
     }
-    let tls = MeshTls { client_cert, roots: Arc::from(roots.into_boxed_slice()), identity: issued.identity.clone() };
-    Ok((leaf.clone(), tls))
+    Ok(MeshTls { client_cert, roots: Arc::from(roots.into_boxed_slice()), identity: issued.identity.clone() })
 }
 
 /// Runs the renewal as a Pingora background service.

@@ -6,4 +6,4 @@
 pub mod identity;
 pub mod workload;
 
-pub use workload::{CaClient, CertError, Issued};
+pub use workload::{CaClient, CertError, Issued, RETRY_AFTER_FAILURE};

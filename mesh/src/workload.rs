@@ -55,6 +55,22 @@ pub struct Issued {
     pub root_pem: String,
 }
 
+/// How long to wait after a failed certificate request.
+pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
+
+impl Issued {
+    /// Seconds until the workload certificate expires (0 when unknown).
+    pub fn seconds_left(&self) -> u64 {
+        crate::identity::seconds_left(self.chain_pem.first().map_or("", String::as_str))
+    }
+
+    /// When to fetch the next one: at half the remaining lifetime, so a
+    /// failed renewal has the other half to succeed (at least 1 s).
+    pub fn renew_in(&self) -> Duration {
+        Duration::from_secs(self.seconds_left() / 2).max(Duration::from_secs(1))
+    }
+}
+
 impl CaClient {
     /// Fetches a new certificate.
     pub async fn fetch(&self) -> Result<Issued, CertError> {

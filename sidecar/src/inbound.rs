@@ -13,7 +13,7 @@ use arc_swap::ArcSwapOption;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use portico_mesh::{CaClient, Issued, identity};
+use portico_mesh::{CaClient, Issued, RETRY_AFTER_FAILURE, identity};
 
 use crate::certificates;
 use crate::cli::RunArgs;
@@ -22,8 +22,6 @@ use crate::metrics::Metrics;
 
 /// Handshakes that take longer are dropped (slow or idle scanners).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Retry delay after a failed certificate request.
-const RETRY: Duration = Duration::from_secs(5);
 
 /// The certificate in use and the TLS settings made from it.
 struct Loaded {
@@ -155,16 +153,17 @@ async fn renew(state: Arc<State>) {
         };
         match loaded {
             Ok(loaded) => {
-                let left = identity::seconds_left(loaded.issued.chain_pem.first().map_or("", String::as_str));
+                let left = loaded.issued.seconds_left();
                 tracing::info!(identity = %loaded.issued.identity, expires_in_s = left, "workload certificate loaded");
                 state.metrics.cert_expiry.set(i64::try_from(left).unwrap_or(i64::MAX));
+                let wait = loaded.issued.renew_in();
                 state.current.store(Some(Arc::new(loaded)));
-                let half = Duration::from_secs(left / 2).max(Duration::from_secs(1));
-                tokio::time::sleep(half).await;
+                tokio::time::sleep(wait).await;
             }
             Err(error) => {
-                tracing::warn!(%error, retry_in_s = RETRY.as_secs(), "could not get a workload certificate");
-                tokio::time::sleep(RETRY).await;
+                let retry = RETRY_AFTER_FAILURE;
+                tracing::warn!(%error, retry_in_s = retry.as_secs(), "could not get a workload certificate");
+                tokio::time::sleep(retry).await;
             }
         }
     }
@@ -225,7 +224,7 @@ async fn serve_endpoints(state: &Arc<State>) -> anyhow::Result<()> {
                         "identity": issued.as_ref().map(|i| i.identity.clone()),
                         "certificate_expires_in_s": issued
                             .as_ref()
-                            .map(|i| identity::seconds_left(i.chain_pem.first().map_or("", String::as_str))),
+                            .map(|issued| issued.seconds_left()),
                         "app_port": state.args.app_port,
                         "inbound": state.args.inbound.to_string(),
                         "allowed": state.allowed,
