@@ -9,7 +9,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::istio::{self, Gateway, VirtualService};
+use crate::istio::{self, AuthorizationPolicy, Gateway, RequestAuthentication, VirtualService};
 use crate::notebook::{self, Notebook};
 
 /// The Notebook CRD: v1 (storage), v1beta1, v1alpha1.
@@ -27,9 +27,19 @@ pub fn virtual_service() -> CustomResourceDefinition {
     with_versions(VirtualService::crd(), &istio::VERSIONS)
 }
 
+/// The RequestAuthentication CRD: v1 (storage), v1beta1.
+pub fn request_authentication() -> CustomResourceDefinition {
+    with_versions(RequestAuthentication::crd(), &istio::SECURITY_VERSIONS)
+}
+
+/// The AuthorizationPolicy CRD: v1 (storage), v1beta1.
+pub fn authorization_policy() -> CustomResourceDefinition {
+    with_versions(AuthorizationPolicy::crd(), &istio::SECURITY_VERSIONS)
+}
+
 /// Every CRD Portico defines, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![notebook(), gateway(), virtual_service()]
+    vec![notebook(), gateway(), virtual_service(), request_authentication(), authorization_policy()]
 }
 
 fn with_versions(mut crd: CustomResourceDefinition, versions: &[&str]) -> CustomResourceDefinition {

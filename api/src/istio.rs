@@ -1,14 +1,17 @@
-//! Istio's `networking.istio.io` Gateway and VirtualService.
+//! Istio's `networking.istio.io` Gateway and VirtualService, and the
+//! `security.istio.io` policies the gateway enforces.
 //!
 //! The Rust types are the `v1` ones; v1beta1 and v1alpha3 share the schema
 //! and are served by the generated CRDs (see [`crate::crd`]). Objects of any
 //! of the three `apiVersion`s deserialize into these types.
 
 mod gateway;
+mod security;
 mod string_match;
 mod virtual_service;
 
 pub use gateway::*;
+pub use security::*;
 pub use string_match::StringMatch;
 pub use virtual_service::*;
 

@@ -14,6 +14,8 @@ fn expected() -> Vec<(&'static str, &'static str, String)> {
         ("kubeflow/notebooks.yaml", "notebook", render(crd::notebook())),
         ("istio/gateways.yaml", "gateway", render(crd::gateway())),
         ("istio/virtualservices.yaml", "virtualservice", render(crd::virtual_service())),
+        ("istio/requestauthentications.yaml", "requestauthentication", render(crd::request_authentication())),
+        ("istio/authorizationpolicies.yaml", "authorizationpolicy", render(crd::authorization_policy())),
     ]
 }
 

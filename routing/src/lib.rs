@@ -13,6 +13,8 @@
 //! * [`Matcher`] answers "which route serves this request" in time that does
 //!   not grow with the number of routes, and [`naive`] is the ordered scan it
 //!   is checked against.
+//! * [`security`] compiles Istio's RequestAuthentication and
+//!   AuthorizationPolicy into what the gateway enforces, and evaluates it.
 //! * [`rewrite`] applies a route's URI and authority rewrites exactly as
 //!   Envoy does under Istio.
 #![forbid(unsafe_code)]
@@ -31,6 +33,7 @@ pub mod proxy_config;
 pub mod request;
 pub mod resources;
 pub mod rewrite;
+pub mod security;
 pub mod table;
 pub mod translate;
 

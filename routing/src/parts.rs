@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::order_key;
+use crate::security::SecurityTable;
 use crate::table::{
     Cluster, Listener, ListenerProtocol, PathNormalizationMode, Route, RouteTable, TlsServer, VirtualHost,
 };
@@ -28,6 +29,11 @@ pub struct ListenerPart {
     /// a table carries the table's mode.
     #[serde(default)]
     pub path_normalization: PathNormalizationMode,
+    /// Authentication and authorization apply to the whole gateway; every
+    /// listener carries them, like the path normalization (policies change
+    /// rarely, so re-sending listeners on a policy change is cheap).
+    #[serde(default, skip_serializing_if = "SecurityTable::is_empty")]
+    pub security: SecurityTable,
 }
 
 /// A virtual host without its routes.
@@ -80,6 +86,7 @@ impl TableParts {
                 protocol: listener.protocol,
                 tls: listener.tls.clone(),
                 path_normalization: table.path_normalization,
+                security: table.security.clone(),
             };
             parts.listeners.insert(listener.name.clone(), Placed { parent: String::new(), order, value });
             let host_names: Vec<String> =
@@ -117,6 +124,7 @@ impl TableParts {
         let mut listeners: Vec<&Placed<ListenerPart>> = self.listeners.values().collect();
         listeners.sort_by(|a, b| a.order.cmp(&b.order));
         let path_normalization = listeners.first().map(|l| l.value.path_normalization).unwrap_or_default();
+        let security = listeners.first().map(|l| l.value.security.clone()).unwrap_or_default();
         let listeners = listeners
             .into_iter()
             .map(|listener| {
@@ -144,7 +152,13 @@ impl TableParts {
                 }
             })
             .collect();
-        RouteTable { version: version.to_string(), path_normalization, listeners, clusters: self.clusters.clone() }
+        RouteTable {
+            version: version.to_string(),
+            path_normalization,
+            listeners,
+            clusters: self.clusters.clone(),
+            security,
+        }
     }
 }
 

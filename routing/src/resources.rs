@@ -1,7 +1,7 @@
 //! The input of translation: every object that can affect routing, and the
 //! kubectl-style YAML reader that fills it from files.
 
-use portico_api::istio::{Gateway, VirtualService};
+use portico_api::istio::{AuthorizationPolicy, Gateway, MeshConfig, RequestAuthentication, VirtualService};
 use portico_api::k8s_openapi::api::core::v1::{Secret, Service};
 use portico_api::k8s_openapi::api::discovery::v1::EndpointSlice;
 use portico_api::notebook::Notebook;
@@ -31,6 +31,10 @@ pub struct Resources {
     /// Namespaces labelled [`MESH_NAMESPACE_LABEL`]`=enabled`: their pods
     /// carry the sidecar, so the gateway reaches them with mutual TLS.
     pub meshed_namespaces: std::collections::BTreeSet<String>,
+    pub request_authentications: Vec<RequestAuthentication>,
+    pub authorization_policies: Vec<AuthorizationPolicy>,
+    /// `mesh` of ConfigMap `istio-system/istio` (CUSTOM policies' providers).
+    pub mesh_config: Option<MeshConfig>,
     pub settings: NotebookSettings,
     pub path_normalization: PathNormalizationMode,
 }
@@ -116,6 +120,26 @@ impl Resources {
             ("networking.istio.io", "VirtualService") => {
                 push(&mut self.virtual_services, value, &object, &at(""), diagnostics)
             }
+            ("security.istio.io", "RequestAuthentication") => {
+                push(&mut self.request_authentications, value, &object, &at(""), diagnostics)
+            }
+            ("security.istio.io", "AuthorizationPolicy") => {
+                push(&mut self.authorization_policies, value, &object, &at(""), diagnostics)
+            }
+            ("", "ConfigMap")
+                if meta.api_version == "v1" && namespace == crate::security::ROOT_NAMESPACE && name == "istio" =>
+            {
+                let mesh = value.get("data").and_then(|d| d.get("mesh")).and_then(serde_yaml::Value::as_str);
+                match mesh.map(serde_yaml::from_str::<MeshConfig>) {
+                    Some(Ok(config)) => self.mesh_config = Some(config),
+                    Some(Err(error)) => diagnostics.push(Diagnostic::error(
+                        &object,
+                        "data.mesh",
+                        format!("cannot read mesh config: {error}"),
+                    )),
+                    None => {}
+                }
+            }
             ("kubeflow.org", "Notebook") => push(&mut self.notebooks, value, &object, &at(""), diagnostics),
             ("", "Service") if meta.api_version == "v1" => {
                 push(&mut self.services, value, &object, &at(""), diagnostics)
@@ -152,7 +176,16 @@ macro_rules! namespaced {
         }
     )*};
 }
-namespaced!(Gateway, VirtualService, Notebook, Service, Secret, EndpointSlice);
+namespaced!(
+    Gateway,
+    VirtualService,
+    Notebook,
+    Service,
+    Secret,
+    EndpointSlice,
+    RequestAuthentication,
+    AuthorizationPolicy
+);
 
 fn push<T: DeserializeOwned + Namespaced>(
     into: &mut Vec<T>,

@@ -28,6 +28,9 @@ pub struct RouteTable {
     /// Resolved endpoints of the destinations, keyed by `host:port`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub clusters: BTreeMap<String, Cluster>,
+    /// Authentication and authorization the gateway enforces.
+    #[serde(default, skip_serializing_if = "crate::security::SecurityTable::is_empty")]
+    pub security: crate::security::SecurityTable,
 }
 
 /// Serializable wrapper of [`PathNormalization`].

@@ -123,7 +123,8 @@ pub fn translate(resources: &Resources, identity: &GatewayIdentity) -> (RouteTab
         .filter_map(|vs| bind(vs, &known_gateways, &services, domain, &mut diagnostics))
         .collect();
 
-    let mut table = RouteTable { path_normalization: resources.path_normalization, ..RouteTable::default() };
+    let security = crate::security::compile(resources, identity, &mut diagnostics);
+    let mut table = RouteTable { path_normalization: resources.path_normalization, security, ..RouteTable::default() };
     for draft in drafts.into_values() {
         // domain -> (merge key, rules) for each VirtualService bound to it.
         let mut by_domain = DomainRoutes::new();

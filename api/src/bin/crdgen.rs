@@ -1,6 +1,6 @@
 //! Prints Portico's CustomResourceDefinitions as multi-document YAML.
 //!
-//! `crdgen` prints all of them; `crdgen notebook|gateway|virtualservice`
+//! `crdgen` prints all of them; `crdgen notebook|gateway|virtualservice|requestauthentication|authorizationpolicy`
 //! prints one. `manifests/crds/{istio,kubeflow}/` is this output, checked for drift by a test.
 
 use std::process::ExitCode;
@@ -14,8 +14,12 @@ fn main() -> ExitCode {
         Some("notebook") => vec![crd::notebook()],
         Some("gateway") => vec![crd::gateway()],
         Some("virtualservice") => vec![crd::virtual_service()],
+        Some("requestauthentication") => vec![crd::request_authentication()],
+        Some("authorizationpolicy") => vec![crd::authorization_policy()],
         Some(other) => {
-            eprintln!("crdgen: unknown CRD {other:?}; expected all, notebook, gateway or virtualservice");
+            eprintln!(
+                "crdgen: unknown CRD {other:?}; expected all, notebook, gateway, virtualservice, requestauthentication or authorizationpolicy"
+            );
             return ExitCode::from(2);
         }
     };
