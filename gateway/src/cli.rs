@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
+use crate::auth::AuthSettings;
+
 /// Portico's gateway: Istio Gateway/VirtualService semantics on Pingora.
 #[derive(Debug, Parser)]
 #[command(name = "portico-gateway", version, about)]
@@ -138,6 +140,62 @@ pub struct Args {
     /// Host of Notebook VirtualServices (Kubeflow's ISTIO_HOST).
     #[arg(long, env = "ISTIO_HOST", default_value = "*")]
     pub istio_host: String,
+
+    /// The gateway's principal as destination-namespace AuthorizationPolicies
+    /// see it (default: <trust domain>/ns/<namespace>/sa/portico-gateway).
+    /// Alongside Kubeflow, set Istio's
+    /// cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account
+    /// so the profiles' `ns-owner-access-istio` policies match unchanged.
+    #[arg(long, env = "PORTICO_PRINCIPAL")]
+    pub principal: Option<String>,
+
+    /// Where unauthenticated page navigations are redirected
+    /// (`/oauth2/start?rd={rd}`; `{rd}` is the original path, encoded).
+    /// Without it, and for API, XHR and websocket requests, the answer is 401.
+    #[arg(long, env = "PORTICO_LOGIN_URL")]
+    pub login_url: Option<String>,
+
+    /// Cookies never forwarded to notebooks (the login session; their
+    /// `_<n>` chunks too). Jupyter's own cookies pass.
+    #[arg(
+        long = "session-cookie",
+        env = "PORTICO_SESSION_COOKIES",
+        value_delimiter = ',',
+        default_value = "oauth2_proxy_kubeflow,_oauth2_proxy,authservice_session"
+    )]
+    pub session_cookies: Vec<String>,
+
+    /// Origins allowed to open websockets besides the request's own host
+    /// (`https://lab.example.com`, or `*`).
+    #[arg(long = "allowed-origin", env = "PORTICO_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Refuse websocket upgrades without an Origin header (browsers always
+    /// send one; kernel clients and load generators usually do not).
+    #[arg(long, env = "PORTICO_REQUIRE_WEBSOCKET_ORIGIN", default_value_t = false, action = clap::ArgAction::Set)]
+    pub require_websocket_origin: bool,
+
+    /// Least time between two fetches of an issuer's JWKS caused by tokens
+    /// naming a key the cached JWKS lacks (key rotation).
+    #[arg(long, env = "PORTICO_JWKS_REFETCH_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub jwks_refetch_interval: std::time::Duration,
+}
+
+impl Args {
+    /// The front door's settings.
+    pub fn auth_settings(&self) -> AuthSettings {
+        AuthSettings {
+            principal: self
+                .principal
+                .clone()
+                .unwrap_or_else(|| format!("{}/ns/{}/sa/portico-gateway", self.trust_domain, self.namespace)),
+            login_url: self.login_url.clone().filter(|url| !url.is_empty()),
+            session_cookies: self.session_cookies.iter().filter(|c| !c.is_empty()).cloned().collect(),
+            allowed_origins: self.allowed_origins.iter().filter(|o| !o.is_empty()).cloned().collect(),
+            require_websocket_origin: self.require_websocket_origin,
+            jwks_refetch_interval: self.jwks_refetch_interval,
+        }
+    }
 }
 
 /// `text` for people, `json` for log pipelines.

@@ -150,7 +150,7 @@ impl FolderSource {
                 last_good.insert(path.clone(), parsed.clone());
                 parsed
             };
-            merge(&mut resources, objects);
+            Resources::merge(&mut resources, objects);
         }
         (resources, diagnostics)
     }
@@ -213,16 +213,6 @@ impl BackgroundService for FolderWatchService {
     async fn start(&self, shutdown: ShutdownWatch) {
         self.0.watch(shutdown).await;
     }
-}
-
-fn merge(into: &mut Resources, from: Resources) {
-    into.gateways.extend(from.gateways);
-    into.virtual_services.extend(from.virtual_services);
-    into.notebooks.extend(from.notebooks);
-    into.services.extend(from.services);
-    into.endpoint_slices.extend(from.endpoint_slices);
-    into.secrets.extend(from.secrets);
-    into.meshed_namespaces.extend(from.meshed_namespaces);
 }
 
 /// `*.yaml`/`*.yml` below `dir`, skipping hidden entries (editor swap files,

@@ -28,6 +28,9 @@ pub struct Forward {
     pub upstream_path: String,
     /// The request's host (lower-case, no port), for X-Forwarded-Host.
     pub host: String,
+    /// The normalized path (no query) that routing matched: authorization
+    /// decides on exactly this path.
+    pub path: String,
     /// Set when CORS allows the request's Origin: echo it in the response.
     pub cors_origin: Option<String>,
 }
@@ -153,6 +156,7 @@ pub fn decide(snapshot: &Arc<Snapshot>, request: &RequestHeader, port: u16, sche
                 destination: pick_weighted(&forward.destinations, random_u32()),
                 upstream_path,
                 host: host.into_owned(),
+                path: target.path.clone(),
                 cors_origin: cors_origin.map(|(_, origin)| origin.to_string()),
             }))
         }

@@ -5,6 +5,7 @@
 
 mod admin;
 mod apply;
+mod auth;
 mod cli;
 mod config_dir;
 mod decision;

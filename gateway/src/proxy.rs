@@ -15,6 +15,7 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
+use crate::auth::{Guard, ResponseHeaders};
 use crate::decision::{Decision, Forward, LocalResponse, decide};
 use crate::headers;
 use crate::mesh::MeshIdentity;
@@ -46,6 +47,8 @@ pub struct GatewayProxy {
     pub settings: Arc<ProxySettings>,
     /// The workload certificate for meshed destinations (`--ca-address`).
     pub mesh: Option<Arc<MeshIdentity>>,
+    /// Authentication, authorization and browser safety.
+    pub guard: Arc<Guard>,
 }
 
 /// Per-request state.
@@ -59,6 +62,8 @@ pub struct RequestContext {
     upgraded: bool,
     /// For a meshed endpoint: the SPIFFE ID prefix its certificate must carry.
     mesh_expected: Option<String>,
+    /// Added to the client's response (external authorization's allow headers).
+    response_headers: ResponseHeaders,
 }
 
 #[async_trait]
@@ -76,6 +81,7 @@ impl ProxyHttp for GatewayProxy {
             connect_attempts: 0,
             upgraded: false,
             mesh_expected: None,
+            response_headers: Vec::new(),
         }
     }
 
@@ -109,8 +115,20 @@ impl ProxyHttp for GatewayProxy {
                 Ok(true)
             }
             Decision::Forward(forward) => {
-                ctx.forward = Some(forward);
-                Ok(false)
+                let client = session.client_addr().and_then(PingoraAddr::as_inet).map(|a| a.ip());
+                let request = session.req_header_mut();
+                match self.guard.admit(request, &forward, &self.resolver, client, self.port, self.scheme).await {
+                    Ok(response_headers) => {
+                        ctx.response_headers = response_headers;
+                        ctx.forward = Some(forward);
+                        Ok(false)
+                    }
+                    Err(response) => {
+                        // A refused request's body is never read: close.
+                        self.respond(session, ctx, response, true).await?;
+                        Ok(true)
+                    }
+                }
             }
         }
     }
@@ -223,6 +241,9 @@ impl ProxyHttp for GatewayProxy {
         if let Some(forward) = ctx.forward.as_ref() {
             headers::prepare_response(upstream_response, forward)?;
         }
+        for (name, value) in ctx.response_headers.drain(..) {
+            upstream_response.append_header(name, value)?;
+        }
         Ok(())
     }
 
@@ -305,8 +326,9 @@ impl GatewayProxy {
             session.set_keepalive(None);
         }
         let mut header = ResponseHeader::build(response.status, Some(response.headers.len() + 1))?;
+        // Appended: a denial may carry several Set-Cookie headers.
         for (name, value) in response.headers {
-            header.insert_header(name, value)?;
+            header.append_header(name, value)?;
         }
         header.insert_header(http::header::CONTENT_LENGTH, response.body.len().to_string())?;
         session.write_response_header(Box::new(header), response.body.is_empty()).await?;

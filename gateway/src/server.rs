@@ -22,6 +22,7 @@ use portico_routing::{GatewayIdentity, NotebookSettings, PathNormalization};
 
 use crate::admin::{AdminApp, HealthApp, MetricsApp};
 use crate::apply::ConfigSink;
+use crate::auth::Guard;
 use crate::cli::Args;
 use crate::config_dir::{FolderSource, FolderWatchService};
 use crate::discovery::bootstrap;
@@ -124,6 +125,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         workload_namespace: args.namespace.clone(),
         trust_domain: args.trust_domain.clone(),
     });
+    let guard = Arc::new(Guard::new(args.auth_settings()));
     let mesh = args.ca_address.as_ref().map(|address| {
         Arc::new(MeshIdentity::new(CaClient {
             address: address.clone(),
@@ -151,6 +153,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             metrics: Arc::clone(&metrics),
             settings: Arc::clone(&proxy_settings),
             mesh: mesh.clone(),
+            guard: Arc::clone(&guard),
         };
         let mut service =
             pingora_proxy::http_proxy_service_with_name(&server.configuration, proxy, &format!("{scheme}.{port}"));

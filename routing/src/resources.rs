@@ -60,6 +60,37 @@ struct NameMeta {
 }
 
 impl Resources {
+    /// Adds every object of `other` (one file's objects into the folder's).
+    /// Settings stay this set's; a mesh config in `other` replaces this one.
+    pub fn merge(&mut self, other: Resources) {
+        let Resources {
+            gateways,
+            virtual_services,
+            notebooks,
+            services,
+            endpoint_slices,
+            secrets,
+            meshed_namespaces,
+            request_authentications,
+            authorization_policies,
+            mesh_config,
+            settings: _,
+            path_normalization: _,
+        } = other;
+        self.gateways.extend(gateways);
+        self.virtual_services.extend(virtual_services);
+        self.notebooks.extend(notebooks);
+        self.services.extend(services);
+        self.endpoint_slices.extend(endpoint_slices);
+        self.secrets.extend(secrets);
+        self.meshed_namespaces.extend(meshed_namespaces);
+        self.request_authentications.extend(request_authentications);
+        self.authorization_policies.extend(authorization_policies);
+        if mesh_config.is_some() {
+            self.mesh_config = mesh_config;
+        }
+    }
+
     /// Adds every object in `yaml` (one or more `---`-separated documents,
     /// or `kind: List`), as `kubectl apply -f` reads a file. Objects of kinds
     /// that do not affect routing are ignored. A document that cannot be read

@@ -30,6 +30,7 @@ pub mod controller;
 pub mod fake_notebook;
 pub mod fixtures;
 pub mod gateway;
+pub mod http_stub;
 pub mod jupyter;
 pub mod kernel;
 pub mod kube_plane;

@@ -1,0 +1,424 @@
+//! The front door as Kubeflow deploys it: Dex-issued JWTs checked by a
+//! RequestAuthentication, `kubeflow-userid` from the token's email, a DENY
+//! policy for requests without a token, the profile's
+//! `ns-owner-access-istio` policy, oauth2-proxy as a CUSTOM provider, and
+//! the browser rules (websocket Origin, session cookie) in front of a real
+//! Jupyter Server that has no token, no password and `allow_origin='*'`.
+//!
+//! Issuer keys are generated per test (ES256) and published by a JWKS
+//! endpoint the gateway fetches; the notebooks are an echo upstream that
+//! shows exactly which headers reached them, and a real Jupyter Server.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use portico_e2e::config_dir::ConfigDir;
+use portico_e2e::fixtures::{
+    kubeflow_gateway, notebook, notebook_host, notebook_prefix, resolve_args, rewrite_virtual_service,
+};
+use portico_e2e::gateway::Gateway;
+use portico_e2e::http_stub::{HttpStub, StubResponse};
+use portico_e2e::jupyter::Jupyter;
+use portico_e2e::raw_http::{self, RawResponse};
+use portico_e2e::{free_port, kernel};
+use serde_json::json;
+
+const ISSUER: &str = "http://dex.auth.svc.cluster.local:5556/dex";
+const PROFILE: &str = "kubeflow-user-example-com";
+const OWNER: &str = "user@example.com";
+/// Istio's ingress gateway identity, which Kubeflow's profile policies name.
+const GATEWAY_PRINCIPAL: &str = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account";
+
+/// An ES256 signing key and its public JWK.
+struct IssuerKey {
+    kid: String,
+    encoding: jsonwebtoken::EncodingKey,
+    jwk: serde_json::Value,
+}
+
+impl IssuerKey {
+    fn generate(kid: &str) -> IssuerKey {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("generating a P-256 key");
+        let encoding = jsonwebtoken::EncodingKey::from_ec_der(&pair.serialize_der());
+        // Uncompressed point: 0x04 || X || Y.
+        let point = pair.public_key_raw();
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let jwk = json!({
+            "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
+            "x": b64(&point[1..33]), "y": b64(&point[33..65]),
+        });
+        IssuerKey { kid: kid.to_string(), encoding, jwk }
+    }
+
+    /// A token of `ISSUER` for `email`, valid for an hour, with `extra` claims.
+    fn token(&self, email: &str, extra: serde_json::Value) -> String {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs();
+        let mut claims = json!({
+            "iss": ISSUER, "sub": format!("sub-{email}"), "aud": "kubeflow-oidc-authservice",
+            "email": email, "groups": ["team-a", "team-b"], "iat": now, "exp": now + 3600,
+        });
+        if let (Some(claims), Some(extra)) = (claims.as_object_mut(), extra.as_object()) {
+            claims.extend(extra.clone());
+        }
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &self.encoding).expect("signing a token")
+    }
+}
+
+/// Serves `{"keys": [...]}` from a key list the test can change.
+fn jwks_endpoint(keys: Arc<Mutex<Vec<serde_json::Value>>>) -> HttpStub {
+    HttpStub::start(move |_| {
+        let keys = keys.lock().map(|k| k.clone()).unwrap_or_default();
+        StubResponse::new(200, json!({ "keys": keys }).to_string()).with_header("content-type", "application/json")
+    })
+}
+
+/// Kubeflow's authentication and authorization objects, pointed at `jwks`.
+fn kubeflow_policies(jwks: SocketAddr) -> String {
+    format!(
+        r#"apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: dex-jwt, namespace: istio-system}}
+spec:
+  selector: {{matchLabels: {{istio: ingressgateway}}}}
+  jwtRules:
+  - issuer: {ISSUER}
+    jwksUri: http://{jwks}/dex/keys
+    audiences: [kubeflow-oidc-authservice]
+    forwardOriginalToken: true
+    outputClaimToHeaders:
+    - {{header: kubeflow-userid, claim: email}}
+    - {{header: kubeflow-groups, claim: groups}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: istio-ingressgateway-require-jwt, namespace: istio-system}}
+spec:
+  action: DENY
+  selector: {{matchLabels: {{istio: ingressgateway}}}}
+  rules:
+  - from: [{{source: {{notRequestPrincipals: ["*"]}}}}]
+    to: [{{operation: {{notPaths: ["/dex/*", "/oauth2/*"]}}}}]
+---
+apiVersion: security.istio.io/v1beta1
+kind: AuthorizationPolicy
+metadata: {{name: ns-owner-access-istio, namespace: {PROFILE}}}
+spec:
+  rules:
+  - from: [{{source: {{principals: ["{GATEWAY_PRINCIPAL}"]}}}}]
+    when: [{{key: "request.headers[kubeflow-userid]", values: ["{OWNER}"]}}]
+"#
+    )
+}
+
+/// A gateway with Kubeflow's policies, `nb` in the profile served by
+/// `notebook_addr`, and `/dex/` served by an echo upstream.
+struct FrontDoor {
+    _config: ConfigDir,
+    gateway: Gateway,
+    http: SocketAddr,
+    dex: HttpStub,
+}
+
+impl FrontDoor {
+    fn start(jwks: SocketAddr, notebook_addr: SocketAddr, files: &[(&str, String)], extra: &[&str]) -> FrontDoor {
+        let config = ConfigDir::new();
+        config.write("gateway.yaml", &kubeflow_gateway());
+        config.write("policies.yaml", &kubeflow_policies(jwks));
+        config.write("notebook.yaml", &notebook(PROFILE, "nb"));
+        let dex = HttpStub::echo();
+        config
+            .write("dex.yaml", &rewrite_virtual_service("auth", "dex", "/dex/", "/dex/", "dex.auth.svc.cluster.local"));
+        for (name, yaml) in files {
+            config.write(name, yaml);
+        }
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut args =
+            vec!["--bind".to_string(), format!("80={http}"), "--principal".to_string(), GATEWAY_PRINCIPAL.to_string()];
+        args.extend(resolve_args(&notebook_host(PROFILE, "nb"), notebook_addr.port()));
+        args.extend(resolve_args("dex.auth.svc.cluster.local", dex.address().port()));
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let gateway = Gateway::start(config.path(), &args);
+        FrontDoor { _config: config, gateway, http, dex }
+    }
+
+    /// `GET path` with `headers`, through the gateway.
+    fn get(&self, path: &str, headers: &[(&str, &str)]) -> RawResponse {
+        let mut request = format!("GET {path} HTTP/1.1\r\nHost: kubeflow.example.com\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        raw_http::exchange(self.http, request.as_bytes())
+            .unwrap_or_else(|error| panic!("GET {path}: {error}; gateway log:\n{}", self.gateway.log_tail()))
+    }
+}
+
+fn nb_path(rest: &str) -> String {
+    format!("{}{rest}", notebook_prefix(PROFILE, "nb"))
+}
+
+fn setup() -> (IssuerKey, HttpStub, HttpStub, FrontDoor) {
+    let key = IssuerKey::generate("key-1");
+    let jwks = jwks_endpoint(Arc::new(Mutex::new(vec![key.jwk.clone()])));
+    let upstream = HttpStub::echo();
+    let door = FrontDoor::start(jwks.address(), upstream.address(), &[], &["--login-url", "/oauth2/start?rd={rd}"]);
+    (key, jwks, upstream, door)
+}
+
+#[test]
+fn the_profile_owner_reaches_the_notebook_with_identity_headers_from_the_token() {
+    let (key, _jwks, upstream, door) = setup();
+    let token = key.token(OWNER, json!({}));
+    let response = door.get(&nb_path("api/status"), &[("Authorization", &format!("Bearer {token}"))]);
+    assert_eq!(response.status, 200, "{}\n{}", response.head, door.gateway.log_tail());
+    let seen = upstream.requests().pop().expect("the notebook was reached");
+    assert_eq!(seen.header_values("kubeflow-userid"), vec![OWNER]);
+    assert_eq!(seen.header_values("kubeflow-groups"), vec!["team-a,team-b"]);
+    // forwardOriginalToken: true (Kubeflow's apps read it).
+    assert_eq!(seen.header("authorization"), Some(format!("Bearer {token}").as_str()));
+}
+
+#[test]
+fn forged_identity_headers_never_reach_an_upstream() {
+    let (key, _jwks, upstream, door) = setup();
+    let token = key.token(OWNER, json!({}));
+    let forged = [
+        ("Authorization", format!("Bearer {token}")),
+        ("kubeflow-userid", "admin@example.com".to_string()),
+        ("Kubeflow-Groups", "admins".to_string()),
+    ];
+    let headers: Vec<(&str, &str)> = forged.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    assert_eq!(door.get(&nb_path("api/status"), &headers).status, 200);
+    let seen = upstream.requests().pop().expect("the notebook was reached");
+    assert_eq!(seen.header_values("kubeflow-userid"), vec![OWNER], "the token's identity, alone");
+    assert_eq!(seen.header_values("kubeflow-groups"), vec!["team-a,team-b"]);
+    // Unauthenticated paths too: the login pages never see a forged identity.
+    let login = door.get("/dex/auth", &[("kubeflow-userid", "admin@example.com")]);
+    assert_eq!(login.status, 200, "{}", login.head);
+    let seen = door.dex.requests().pop().expect("dex was reached");
+    assert!(seen.header("kubeflow-userid").is_none(), "{seen:?}");
+}
+
+#[test]
+fn no_token_is_401_for_api_calls_and_a_login_redirect_for_pages() {
+    let (_key, _jwks, upstream, door) = setup();
+    let api = door.get(&nb_path("api/kernels"), &[("Accept", "application/json")]);
+    assert_eq!(api.status, 401, "{}", api.head);
+    let websocket = door.get(
+        &nb_path("api/kernels/k/channels"),
+        &[
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ],
+    );
+    assert_eq!(websocket.status, 401, "{}", websocket.head);
+    let page = door.get(&nb_path("lab?reset"), &[("Sec-Fetch-Mode", "navigate"), ("Accept", "text/html")]);
+    assert_eq!(page.status, 302, "{}", page.head);
+    assert_eq!(page.header("location"), Some("/oauth2/start?rd=/notebook/kubeflow-user-example-com/nb/lab%3Freset"));
+    assert!(upstream.requests().is_empty(), "nothing unauthenticated reached the notebook");
+    // The login pages are open.
+    assert_eq!(door.get("/dex/auth", &[]).status, 200);
+}
+
+#[test]
+fn invalid_tokens_are_refused_with_401() {
+    let (key, _jwks, upstream, door) = setup();
+    let stranger = IssuerKey::generate("key-1");
+    let cases = [
+        ("signed by another key", stranger.token(OWNER, json!({}))),
+        ("expired", key.token(OWNER, json!({ "exp": 1_000_000, "iat": 900_000 }))),
+        ("another issuer", key.token(OWNER, json!({ "iss": "https://evil.example" }))),
+        ("another audience", key.token(OWNER, json!({ "aud": "someone-else" }))),
+        ("not a JWT", "not.a.jwt".to_string()),
+    ];
+    for (what, token) in cases {
+        let response = door.get(&nb_path("api/status"), &[("Authorization", &format!("Bearer {token}"))]);
+        assert_eq!(response.status, 401, "{what}: {}", response.head);
+    }
+    assert!(upstream.requests().is_empty(), "no refused token reached the notebook");
+}
+
+#[test]
+fn another_user_cannot_open_someone_elses_notebook() {
+    let (key, _jwks, upstream, door) = setup();
+    let token = key.token("mallory@example.com", json!({}));
+    let response = door.get(&nb_path("api/contents"), &[("Authorization", &format!("Bearer {token}"))]);
+    assert_eq!(response.status, 403, "{}", response.head);
+    assert_eq!(response.text(), "RBAC: access denied\n");
+    // Even claiming the owner's identity in a header does not help.
+    let forged = door
+        .get(&nb_path("api/contents"), &[("Authorization", &format!("Bearer {token}")), ("kubeflow-userid", OWNER)]);
+    assert_eq!(forged.status, 403, "{}", forged.head);
+    assert!(upstream.requests().is_empty());
+}
+
+#[test]
+fn the_session_cookie_stays_at_the_gateway_and_jupyters_cookies_pass() {
+    let (key, _jwks, upstream, door) = setup();
+    let token = key.token(OWNER, json!({}));
+    let cookies = "oauth2_proxy_kubeflow=secret-session; _xsrf=2|abc|def; oauth2_proxy_kubeflow_1=more-secret";
+    let response =
+        door.get(&nb_path("api/status"), &[("Authorization", &format!("Bearer {token}")), ("Cookie", cookies)]);
+    assert_eq!(response.status, 200, "{}", response.head);
+    let seen = upstream.requests().pop().expect("the notebook was reached");
+    assert_eq!(seen.header_values("cookie"), vec!["_xsrf=2|abc|def"]);
+}
+
+#[test]
+fn a_rotated_issuer_key_is_picked_up_without_a_restart() {
+    let first = IssuerKey::generate("key-1");
+    let keys = Arc::new(Mutex::new(vec![first.jwk.clone()]));
+    let jwks = jwks_endpoint(Arc::clone(&keys));
+    let upstream = HttpStub::echo();
+    // Refetch for an unknown key at once (the default waits 5 s between
+    // such refetches, so random key ids cannot hammer the issuer).
+    let door = FrontDoor::start(jwks.address(), upstream.address(), &[], &["--jwks-refetch-interval", "0s"]);
+    let bearer = |token: String| format!("Bearer {token}");
+    assert_eq!(
+        door.get(&nb_path("api/status"), &[("Authorization", &bearer(first.token(OWNER, json!({}))))]).status,
+        200
+    );
+    // The issuer publishes a new key and signs with it.
+    let second = IssuerKey::generate("key-2");
+    keys.lock().expect("keys").push(second.jwk.clone());
+    let response = door.get(&nb_path("api/status"), &[("Authorization", &bearer(second.token(OWNER, json!({}))))]);
+    assert_eq!(response.status, 200, "{}\n{}", response.head, door.gateway.log_tail());
+    assert_eq!(jwks.requests().len(), 2, "one fetch at first use, one for the unknown key");
+}
+
+/// oauth2-proxy's contract as Kubeflow configures it: a valid session
+/// cookie gets 200 and the ID token in `Authorization`; anything else a
+/// redirect to the login with a CSRF cookie.
+fn oauth2_proxy(token: String) -> HttpStub {
+    HttpStub::start(move |request| {
+        let cookies = request.header_values("cookie").join("; ");
+        if cookies.contains("oauth2_proxy_kubeflow=valid-session") {
+            StubResponse::new(200, "").with_header("authorization", &format!("Bearer {token}"))
+        } else {
+            StubResponse::new(302, "")
+                .with_header("location", &format!("https://kubeflow.example.com/oauth2/start?rd={}", request.target))
+                .with_header("set-cookie", "_oauth2_proxy_csrf=x; Path=/; HttpOnly")
+                .with_header("x-internal-detail", "not for clients")
+        }
+    })
+}
+
+fn mesh_config_with_oauth2_proxy() -> String {
+    r#"apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |
+    extensionProviders:
+    - name: oauth2-proxy
+      envoyExtAuthzHttp:
+        service: oauth2-proxy.oauth2-proxy.svc.cluster.local
+        port: 80
+        includeRequestHeadersInCheck: [authorization, cookie]
+        headersToUpstreamOnAllow: [authorization, path, x-auth-request-email]
+        headersToDownstreamOnDeny: [content-type, set-cookie]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: istio-ingressgateway-oauth2-proxy, namespace: istio-system}
+spec:
+  action: CUSTOM
+  provider: {name: oauth2-proxy}
+  selector: {matchLabels: {istio: ingressgateway}}
+  rules:
+  - to: [{operation: {notPaths: ["/dex/*", "/oauth2/*"]}}]
+"#
+    .to_string()
+}
+
+#[test]
+fn oauth2_proxy_turns_the_session_cookie_into_a_verified_identity() {
+    let key = IssuerKey::generate("key-1");
+    let jwks = jwks_endpoint(Arc::new(Mutex::new(vec![key.jwk.clone()])));
+    let upstream = HttpStub::echo();
+    let proxy = oauth2_proxy(key.token(OWNER, json!({})));
+    let files = [("oauth2-proxy.yaml", mesh_config_with_oauth2_proxy())];
+    let resolve = format!("oauth2-proxy.oauth2-proxy.svc.cluster.local:80={}", proxy.address());
+    let door = FrontDoor::start(jwks.address(), upstream.address(), &files, &["--resolve", &resolve]);
+
+    // Signed in: the browser sends only its session cookie.
+    let response = door.get(&nb_path("api/status"), &[("Cookie", "oauth2_proxy_kubeflow=valid-session; _xsrf=1")]);
+    assert_eq!(response.status, 200, "{}\n{}", response.head, door.gateway.log_tail());
+    let check = proxy.requests().pop().expect("oauth2-proxy was asked");
+    assert_eq!(check.target, nb_path("api/status"));
+    assert!(check.header("cookie").is_some_and(|c| c.contains("oauth2_proxy_kubeflow=valid-session")), "{check:?}");
+    let seen = upstream.requests().pop().expect("the notebook was reached");
+    assert_eq!(seen.header_values("kubeflow-userid"), vec![OWNER], "identity from the token oauth2-proxy issued");
+    assert_eq!(seen.header_values("cookie"), vec!["_xsrf=1"], "the session cookie is not forwarded");
+
+    // Not signed in: oauth2-proxy's redirect, with only the allowed headers.
+    let denied = door.get(&nb_path("lab"), &[("Accept", "text/html")]);
+    assert_eq!(denied.status, 302, "{}", denied.head);
+    assert!(denied.header("location").is_some_and(|l| l.contains("/oauth2/start?rd=")), "{}", denied.head);
+    assert!(denied.header("set-cookie").is_some_and(|c| c.starts_with("_oauth2_proxy_csrf=")), "{}", denied.head);
+    assert!(denied.header("x-internal-detail").is_none(), "{}", denied.head);
+    assert_eq!(upstream.requests().len(), 1, "the denied request did not reach the notebook");
+}
+
+#[test]
+fn an_unreachable_oauth2_proxy_denies_instead_of_letting_requests_through() {
+    let key = IssuerKey::generate("key-1");
+    let jwks = jwks_endpoint(Arc::new(Mutex::new(vec![key.jwk.clone()])));
+    let upstream = HttpStub::echo();
+    let files = [("oauth2-proxy.yaml", mesh_config_with_oauth2_proxy())];
+    let nowhere = format!("oauth2-proxy.oauth2-proxy.svc.cluster.local:80=127.0.0.1:{}", free_port());
+    let door = FrontDoor::start(jwks.address(), upstream.address(), &files, &["--resolve", &nowhere]);
+    let token = key.token(OWNER, json!({}));
+    let response = door.get(&nb_path("api/status"), &[("Authorization", &format!("Bearer {token}"))]);
+    assert_eq!(response.status, 403, "{}", response.head);
+    assert!(upstream.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_jupyter_accepts_kernel_websockets_only_from_its_own_origin() {
+    let key = IssuerKey::generate("key-1");
+    let jwks = jwks_endpoint(Arc::new(Mutex::new(vec![key.jwk.clone()])));
+    let jupyter = Jupyter::start(&notebook_prefix(PROFILE, "nb"));
+    let door = FrontDoor::start(jwks.address(), jupyter.addr(), &[], &[]);
+    let token = key.token(OWNER, json!({}));
+    let base = format!("http://{}{}", door.http, notebook_prefix(PROFILE, "nb"));
+    let kernel_id = {
+        let response = portico_e2e::http_client()
+            .post(format!("{base}api/kernels"))
+            .bearer_auth(&token)
+            .json(&json!({ "name": "python3" }))
+            .send()
+            .await
+            .expect("POST api/kernels");
+        assert_eq!(response.status().as_u16(), 201, "{:?}", response.text().await);
+        let kernel: serde_json::Value = response.json().await.expect("kernel JSON");
+        kernel["id"].as_str().expect("kernel id").to_string()
+    };
+    let url = kernel::channels_url(&base, &kernel_id);
+    let open = |origin: &'static str| {
+        let url = url.clone();
+        let token = token.clone();
+        let host = door.http;
+        async move {
+            use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+            let mut request = url.into_client_request().expect("a websocket request");
+            let headers = request.headers_mut();
+            headers.insert("authorization", format!("Bearer {token}").parse().expect("header"));
+            headers.insert("origin", origin.replace("HOST", &host.to_string()).parse().expect("header"));
+            tokio_tungstenite::connect_async(request).await
+        }
+    };
+    match open("https://evil.example").await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status().as_u16(), 403),
+        other => panic!("a cross-site websocket must be refused with 403, got {:?}", other.map(|(_, r)| r.status())),
+    }
+    let (socket, response) = open("http://HOST").await.expect("a same-origin websocket opens");
+    assert_eq!(response.status().as_u16(), 101);
+    drop(socket);
+}
