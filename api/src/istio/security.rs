@@ -70,7 +70,7 @@ pub struct JwtRule {
     pub from_cookies: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_payload_to_header: Option<String>,
-    /// Keep the token in the request sent upstream (default: removed).
+    /// Keep the token in the request sent upstream (it is removed otherwise).
     #[serde(default)]
     pub forward_original_token: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
