@@ -47,6 +47,12 @@ pub struct Args {
     #[arg(long, env = "PORTICO_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
 
+    /// Istio's mesh config ConfigMap, NAMESPACE/NAME (Kubeflow:
+    /// istio-system/istio): the extension providers (oauth2-proxy) that
+    /// CUSTOM AuthorizationPolicies name. Unset: no providers.
+    #[arg(long, env = "PORTICO_MESH_CONFIG", value_parser = parse_object_name)]
+    pub mesh_config: Option<(String, String)>,
+
     /// Run the Notebook reconciler only while holding the Lease
     /// `--lease-name` in `--namespace` (for more than one replica).
     #[arg(long, env = "PORTICO_LEADER_ELECTION", default_value_t = false, num_args = 0..=1,
@@ -247,6 +253,16 @@ fn parse_labels(text: &str) -> Result<Labels, String> {
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     portico_routing::duration::parse(text)
+}
+
+/// `namespace/name`.
+fn parse_object_name(text: &str) -> Result<(String, String), String> {
+    match text.split_once('/') {
+        Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((namespace.to_string(), name.to_string()))
+        }
+        _ => Err(format!("{text:?} is not NAMESPACE/NAME")),
+    }
 }
 
 #[cfg(test)]

@@ -13,12 +13,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
-use portico_api::istio::{Gateway, VirtualService};
+use portico_api::istio::{AuthorizationPolicy, Gateway, MeshConfig, RequestAuthentication, VirtualService};
 use portico_routing::resources::MESH_NAMESPACE_LABEL;
 use portico_routing::{GatewayIdentity, NotebookSettings, Resources, translate};
 use tokio::sync::{Notify, watch};
@@ -41,6 +41,9 @@ pub struct IndexSettings {
     pub debounce: Duration,
     /// `--watch-namespace`.
     pub namespace: Option<String>,
+    /// `--mesh-config`: the ConfigMap (namespace, name) whose `mesh` key
+    /// holds Istio's mesh config (CUSTOM policies' extension providers).
+    pub mesh_config: Option<(String, String)>,
 }
 
 /// The index's caches, readable by others (the reconciler reads nothing
@@ -53,6 +56,10 @@ pub struct IndexStores {
     pub endpoint_slices: Store<EndpointSlice>,
     /// Namespaces labelled for the mesh (their pods get mutual TLS).
     pub meshed_namespaces: Store<Namespace>,
+    pub request_authentications: Store<RequestAuthentication>,
+    pub authorization_policies: Store<AuthorizationPolicy>,
+    /// The `--mesh-config` ConfigMap, when one is named.
+    pub mesh_config: Option<Store<ConfigMap>>,
 }
 
 impl IndexStores {
@@ -63,6 +70,14 @@ impl IndexStores {
             && self.services.wait_until_ready().await.is_ok()
             && self.endpoint_slices.wait_until_ready().await.is_ok()
             && self.meshed_namespaces.wait_until_ready().await.is_ok()
+            // Policies gate the first snapshot too: publishing routes
+            // before the policies that protect them would open the door.
+            && self.request_authentications.wait_until_ready().await.is_ok()
+            && self.authorization_policies.wait_until_ready().await.is_ok()
+            && match &self.mesh_config {
+                Some(store) => store.wait_until_ready().await.is_ok(),
+                None => true,
+            }
     }
 
     /// A copy of the caches as `translate`'s input.
@@ -80,6 +95,9 @@ impl IndexStores {
             services: owned(&self.services),
             endpoint_slices: owned(&self.endpoint_slices),
             meshed_namespaces: self.meshed_namespaces.state().iter().filter_map(|n| n.metadata.name.clone()).collect(),
+            request_authentications: owned(&self.request_authentications),
+            authorization_policies: owned(&self.authorization_policies),
+            mesh_config: self.mesh_config.as_ref().and_then(|store| mesh_config(&store.state())),
             settings: settings.clone(),
             ..Resources::default()
         }
@@ -129,10 +147,59 @@ pub fn spawn(client: &Client, settings: IndexSettings, metrics: Metrics, tasks: 
         namespaces_writer,
         Some(changed.clone()),
     ));
-    let stores = IndexStores { gateways, virtual_services, services, endpoint_slices, meshed_namespaces };
+    let (request_authentications, request_authentications_writer) = reflector::store();
+    tasks.spawn(reflect(
+        scoped_api::<RequestAuthentication>(client, namespace),
+        config(),
+        request_authentications_writer,
+        Some(changed.clone()),
+    ));
+    let (authorization_policies, authorization_policies_writer) = reflector::store();
+    tasks.spawn(reflect(
+        scoped_api::<AuthorizationPolicy>(client, namespace),
+        config(),
+        authorization_policies_writer,
+        Some(changed.clone()),
+    ));
+    let mesh_config = settings.mesh_config.as_ref().map(|(config_namespace, name)| {
+        let (store, writer) = reflector::store();
+        tasks.spawn(reflect(
+            kube::Api::<ConfigMap>::namespaced(client.clone(), config_namespace),
+            watcher::Config::default().fields(&format!("metadata.name={name}")),
+            writer,
+            Some(changed.clone()),
+        ));
+        store
+    });
+    let stores = IndexStores {
+        gateways,
+        virtual_services,
+        services,
+        endpoint_slices,
+        meshed_namespaces,
+        request_authentications,
+        authorization_policies,
+        mesh_config,
+    };
     let (publisher, snapshots) = Publisher::new();
     tasks.spawn(build_loop(stores.clone(), settings, demand.clone(), changed, publisher, metrics));
     Index { stores, snapshots, demand }
+}
+
+/// The mesh config in the watched ConfigMap's `mesh` key. A config that
+/// does not parse is logged and ignored: CUSTOM policies then name an
+/// unknown provider and deny, which is the safe side.
+fn mesh_config(config_maps: &[Arc<ConfigMap>]) -> Option<MeshConfig> {
+    let config_map = config_maps.first()?;
+    let mesh = config_map.data.as_ref()?.get("mesh")?;
+    match portico_routing::security::parse_mesh_config(mesh) {
+        Ok(config) => Some(config),
+        Err(error) => {
+            let name = config_map.metadata.name.as_deref().unwrap_or_default();
+            tracing::warn!(config_map = name, %error, "cannot read the mesh config's `mesh` key; no extension providers");
+            None
+        }
+    }
 }
 
 /// Builds and publishes after the caches fill and after every burst of changes.

@@ -75,6 +75,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         notebook_settings: args.notebook_settings(),
         debounce: args.debounce,
         namespace: namespace.clone(),
+        mesh_config: args.mesh_config.clone(),
     };
     let index = index::spawn(&client, index_settings, metrics.clone(), &mut tasks);
     let (shutdown_tx, shutdown) = watch::channel(false);

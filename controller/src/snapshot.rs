@@ -90,7 +90,7 @@ impl Publisher {
         let unchanged = current.version > 0
             && current.gateways.len() == built.len()
             && current.gateways.iter().zip(&built).all(|(old, (identity, table, diagnostics))| {
-                old.identity == *identity && same_table(&old.table, table) && *old.diagnostics == **diagnostics
+                old.identity == *identity && old.table.same_content(table) && *old.diagnostics == **diagnostics
             });
         if unchanged {
             return current.version;
@@ -111,13 +111,6 @@ impl Publisher {
     pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.sender.subscribe()
     }
-}
-
-/// Equal apart from the version stamp.
-fn same_table(published: &RouteTable, built: &RouteTable) -> bool {
-    published.path_normalization == built.path_normalization
-        && published.listeners == built.listeners
-        && published.clusters == built.clusters
 }
 
 #[cfg(test)]

@@ -49,12 +49,7 @@ impl ConfigSink {
         let current = self.state.load();
         self.log_new(&current.diagnostics, &diagnostics);
         self.record_counts(&diagnostics);
-        let unchanged = self.state.is_ready() && {
-            let serving = current.matcher.table();
-            serving.listeners == table.listeners
-                && serving.clusters == table.clusters
-                && serving.path_normalization == table.path_normalization
-        };
+        let unchanged = self.state.is_ready() && current.matcher.table().same_content(&table);
         if unchanged {
             if current.diagnostics != diagnostics {
                 self.state.set_diagnostics(diagnostics);

@@ -23,6 +23,11 @@ pub use evaluate::{Attributes, Denied};
 /// Istio's root namespace: its policies apply to every workload of the mesh.
 pub const ROOT_NAMESPACE: &str = "istio-system";
 
+/// Reads the `mesh` key of Istio's mesh config ConfigMap (YAML).
+pub fn parse_mesh_config(mesh: &str) -> Result<portico_api::istio::MeshConfig, String> {
+    serde_yaml::from_str(mesh).map_err(|error| format!("cannot read mesh config: {error}"))
+}
+
 /// Everything one gateway enforces.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SecurityTable {

@@ -33,6 +33,19 @@ pub struct RouteTable {
     pub security: crate::security::SecurityTable,
 }
 
+impl RouteTable {
+    /// Equal apart from the version stamp: publishing such a table changes
+    /// nothing. Destructured so that a field added to the table cannot be
+    /// forgotten here (its changes would never be applied).
+    pub fn same_content(&self, other: &RouteTable) -> bool {
+        let RouteTable { version: _, path_normalization, listeners, clusters, security } = other;
+        self.path_normalization == *path_normalization
+            && self.listeners == *listeners
+            && self.clusters == *clusters
+            && self.security == *security
+    }
+}
+
 /// Serializable wrapper of [`PathNormalization`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

@@ -32,6 +32,7 @@ pub mod fixtures;
 pub mod gateway;
 pub mod http_stub;
 pub mod jupyter;
+pub mod jwt_issuer;
 pub mod kernel;
 pub mod kube_plane;
 pub mod kube_wait;

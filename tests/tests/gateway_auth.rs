@@ -11,9 +11,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use base64::Engine;
 use portico_e2e::config_dir::ConfigDir;
 use portico_e2e::fixtures::{
     kubeflow_gateway, notebook, notebook_host, notebook_prefix, resolve_args, rewrite_virtual_service,
@@ -21,52 +19,15 @@ use portico_e2e::fixtures::{
 use portico_e2e::gateway::Gateway;
 use portico_e2e::http_stub::{HttpStub, StubResponse};
 use portico_e2e::jupyter::Jupyter;
+use portico_e2e::jwt_issuer::{ISSUER, IssuerKey};
 use portico_e2e::raw_http::{self, RawResponse};
 use portico_e2e::{free_port, kernel};
 use serde_json::json;
 
-const ISSUER: &str = "http://dex.auth.svc.cluster.local:5556/dex";
 const PROFILE: &str = "kubeflow-user-example-com";
 const OWNER: &str = "user@example.com";
 /// Istio's ingress gateway identity, which Kubeflow's profile policies name.
 const GATEWAY_PRINCIPAL: &str = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account";
-
-/// An ES256 signing key and its public JWK.
-struct IssuerKey {
-    kid: String,
-    encoding: jsonwebtoken::EncodingKey,
-    jwk: serde_json::Value,
-}
-
-impl IssuerKey {
-    fn generate(kid: &str) -> IssuerKey {
-        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("generating a P-256 key");
-        let encoding = jsonwebtoken::EncodingKey::from_ec_der(&pair.serialize_der());
-        // Uncompressed point: 0x04 || X || Y.
-        let point = pair.public_key_raw();
-        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-        let jwk = json!({
-            "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
-            "x": b64(&point[1..33]), "y": b64(&point[33..65]),
-        });
-        IssuerKey { kid: kid.to_string(), encoding, jwk }
-    }
-
-    /// A token of `ISSUER` for `email`, valid for an hour, with `extra` claims.
-    fn token(&self, email: &str, extra: serde_json::Value) -> String {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs();
-        let mut claims = json!({
-            "iss": ISSUER, "sub": format!("sub-{email}"), "aud": "kubeflow-oidc-authservice",
-            "email": email, "groups": ["team-a", "team-b"], "iat": now, "exp": now + 3600,
-        });
-        if let (Some(claims), Some(extra)) = (claims.as_object_mut(), extra.as_object()) {
-            claims.extend(extra.clone());
-        }
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, &claims, &self.encoding).expect("signing a token")
-    }
-}
 
 /// Serves `{"keys": [...]}` from a key list the test can change.
 fn jwks_endpoint(keys: Arc<Mutex<Vec<serde_json::Value>>>) -> HttpStub {
