@@ -7,7 +7,9 @@ use portico_e2e::workspace_root;
 #[test]
 fn the_examples_are_valid() {
     let examples = workspace_root().join("examples/kubeflow");
-    let (ok, stdout, stderr) = run(&["validate", "-f", &examples.display().to_string()]);
+    let auth = workspace_root().join("examples/kubeflow-auth");
+    let (ok, stdout, stderr) =
+        run(&["validate", "-f", &examples.display().to_string(), "-f", &auth.display().to_string()]);
     assert!(ok, "{stdout}{stderr}");
     assert!(stdout.contains("0 error(s)"), "{stdout}");
 }
