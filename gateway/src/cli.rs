@@ -165,6 +165,16 @@ pub struct Args {
     )]
     pub session_cookies: Vec<String>,
 
+    /// Request headers only the gateway sets: client copies are removed from
+    /// every request (RequestAuthentication outputs are removed as well).
+    #[arg(
+        long = "identity-header",
+        env = "PORTICO_IDENTITY_HEADERS",
+        value_delimiter = ',',
+        default_value = "kubeflow-userid,kubeflow-groups"
+    )]
+    pub identity_headers: Vec<String>,
+
     /// Origins allowed to open websockets besides the request's own host
     /// (`https://lab.example.com`, or `*`).
     #[arg(long = "allowed-origin", env = "PORTICO_ALLOWED_ORIGINS", value_delimiter = ',')]
@@ -191,6 +201,12 @@ impl Args {
                 .unwrap_or_else(|| format!("{}/ns/{}/sa/portico-gateway", self.trust_domain, self.namespace)),
             login_url: self.login_url.clone().filter(|url| !url.is_empty()),
             session_cookies: self.session_cookies.iter().filter(|c| !c.is_empty()).cloned().collect(),
+            identity_headers: self
+                .identity_headers
+                .iter()
+                .filter(|h| !h.is_empty())
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
             allowed_origins: self.allowed_origins.iter().filter(|o| !o.is_empty()).cloned().collect(),
             require_websocket_origin: self.require_websocket_origin,
             jwks_refetch_interval: self.jwks_refetch_interval,

@@ -383,3 +383,25 @@ async fn a_real_jupyter_accepts_kernel_websockets_only_from_its_own_origin() {
     assert_eq!(response.status().as_u16(), 101);
     drop(socket);
 }
+
+#[test]
+fn kubeflow_identity_headers_are_removed_even_without_a_request_authentication() {
+    // A gateway with no policies at all: a forged kubeflow-userid must
+    // still not reach a notebook, whose profile policy may trust it.
+    let config = ConfigDir::new();
+    config.write("gateway.yaml", &kubeflow_gateway());
+    config.write("notebook.yaml", &notebook(PROFILE, "nb"));
+    let upstream = HttpStub::echo();
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut args = vec!["--bind".to_string(), format!("80={http}")];
+    args.extend(resolve_args(&notebook_host(PROFILE, "nb"), upstream.address().port()));
+    let gateway = Gateway::start(config.path(), &args);
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: kubeflow.example.com\r\nkubeflow-userid: {OWNER}\r\nKubeflow-Groups: admins\r\n\r\n",
+        nb_path("api/status")
+    );
+    let response = raw_http::exchange(http, request.as_bytes()).expect("a response");
+    assert_eq!(response.status, 200, "{}\n{}", response.head, gateway.log_tail());
+    let seen = upstream.requests().pop().expect("the notebook was reached");
+    assert!(seen.header("kubeflow-userid").is_none() && seen.header("kubeflow-groups").is_none(), "{seen:?}");
+}

@@ -40,6 +40,10 @@ pub struct AuthSettings {
     pub login_url: Option<String>,
     /// Cookies never forwarded to a notebook.
     pub session_cookies: Vec<String>,
+    /// Headers only the gateway may set (lower-case), removed from every
+    /// client request even where no RequestAuthentication names them: a
+    /// profile policy keyed on `kubeflow-userid` must never see a forged one.
+    pub identity_headers: Vec<String>,
     /// Origins allowed to open websockets besides the request's own.
     pub allowed_origins: Vec<String>,
     /// Refuse websocket upgrades that carry no Origin at all.
@@ -83,7 +87,9 @@ impl Guard {
     ) -> Result<ResponseHeaders, LocalResponse> {
         let table = forward.snapshot.matcher.table();
         let security = &table.security;
-        for name in security.identity_headers() {
+        for name in
+            security.identity_headers().into_iter().chain(self.settings.identity_headers.iter().map(String::as_str))
+        {
             request.remove_header(name);
         }
         if request.headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
