@@ -58,6 +58,14 @@ impl Frame {
         Some(u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
     }
 
+    /// The `:status` of a response HEADERS frame (see [`status_of`]).
+    pub fn status(&self) -> Option<u16> {
+        if self.kind != HEADERS {
+            return None;
+        }
+        status_of(headers_payload(self))
+    }
+
     /// The value of setting `id` in a SETTINGS frame.
     pub fn setting(&self, id: u16) -> Option<u32> {
         if self.kind != SETTINGS {
@@ -190,15 +198,6 @@ impl H2Connection {
                 return Ok(found);
             }
         }
-    }
-
-    /// The status of the response on `stream` (None if the stream was reset).
-    pub fn response_status(&mut self, stream: u32, timeout: Duration) -> Result<Option<u16>, ReadEnd> {
-        self.read_until(timeout, |frame| match frame.kind {
-            HEADERS if frame.stream == stream => Some(status_of(headers_payload(frame))),
-            RST_STREAM if frame.stream == stream => Some(None),
-            _ => None,
-        })
     }
 }
 

@@ -11,7 +11,7 @@
 //! `/app/hidden` (smuggled inside another request), so any trace of them at
 //! the upstream is a bypass.
 
-use std::io::Write;
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use portico_e2e::fixtures::{kubeflow_gateway, resolve_args};
 use portico_e2e::raw_h2::{self, H2Connection, ReadEnd};
 use portico_e2e::raw_http::{self, RawResponse};
-use portico_e2e::recording_upstream::UpgradeAnswer;
+use portico_e2e::recording_upstream::{HOLD_PREFIX, UpgradeAnswer};
 use portico_e2e::wait::poll;
 use portico_e2e::{ConfigDir, Gateway, RecordingUpstream, free_port};
 
@@ -101,6 +101,12 @@ impl Setup {
         assert_eq!(first.status, 200, "the first request: {}\n{}", first.head, setup.gateway.log_tail());
         setup.upstream.clear();
         setup
+    }
+
+    fn exchange(&self, request: &[u8]) -> RawResponse {
+        raw_http::exchange(self.http, request).unwrap_or_else(|error| {
+            panic!("sending {}: {error}; gateway log:\n{}", preview(request), self.gateway.log_tail())
+        })
     }
 
     /// A normal request still works (the gateway survived and serves).
@@ -518,7 +524,7 @@ enum H2Outcome {
 fn h2_outcome(connection: &mut H2Connection, stream: u32) -> H2Outcome {
     let outcome = connection.read_until(EVENT_TIMEOUT, |frame| match frame.kind {
         raw_h2::HEADERS if frame.stream == stream => {
-            Some(raw_h2::status_of(&frame.payload).map_or(H2Outcome::Status(0), H2Outcome::Status))
+            Some(frame.status().map_or(H2Outcome::Status(0), H2Outcome::Status))
         }
         raw_h2::RST_STREAM if frame.stream == stream => Some(H2Outcome::Reset),
         raw_h2::GOAWAY => Some(H2Outcome::GoAway),
@@ -585,6 +591,45 @@ fn h2_requests_with_forbidden_header_bytes_or_duplicates_are_refused() {
 }
 
 #[test]
+fn h2_streams_over_the_concurrency_limit_are_refused() {
+    const LIMIT: u32 = 8;
+    let setup = Setup::start_with(&["--h2-max-concurrent-streams", "8"]);
+    let mut connection = h2_connect(&setup);
+    assert_eq!(
+        connection.server_settings.setting(raw_h2::SETTINGS_MAX_CONCURRENT_STREAMS),
+        Some(LIMIT),
+        "the limit is advertised"
+    );
+    // LIMIT requests the upstream holds open, then one more.
+    for index in 0..=LIMIT {
+        connection.get(1 + 2 * index, &format!("{HOLD_PREFIX}{index}")).expect("sending a request");
+    }
+    let over = 1 + 2 * LIMIT;
+    let refused = connection.read_until(EVENT_TIMEOUT, |frame| {
+        (frame.kind == raw_h2::RST_STREAM && frame.stream == over).then(|| frame.error_code())
+    });
+    assert!(
+        matches!(refused, Ok(Some(raw_h2::REFUSED_STREAM))),
+        "stream {over} over the limit: {refused:?}; log:\n{}",
+        setup.gateway.log_tail()
+    );
+    // The held ones complete once the upstream answers.
+    let held = poll(EVENT_TIMEOUT, || (setup.upstream.requests().len() >= LIMIT as usize).then_some(()));
+    assert!(held.is_some(), "only {} held requests reached the upstream", setup.upstream.requests().len());
+    setup.upstream.release();
+    // Responses come in any order: collect them all.
+    let mut statuses = std::collections::BTreeMap::new();
+    let all = connection.read_until(EVENT_TIMEOUT, |frame| {
+        if frame.kind == raw_h2::HEADERS && frame.stream < over {
+            statuses.insert(frame.stream, frame.status());
+        }
+        (statuses.len() == LIMIT as usize).then_some(())
+    });
+    assert!(all.is_ok(), "responses to the held streams: {statuses:?} ({all:?})");
+    assert!(statuses.values().all(|status| *status == Some(200)), "held streams: {statuses:?}");
+}
+
+#[test]
 fn an_h2_header_list_over_the_limit_is_refused() {
     let setup = Setup::start();
     let mut connection = h2_connect(&setup);
@@ -621,26 +666,31 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Writes `frames` from a thread until they are all sent or the server
-/// stops reading; returns how many bytes went out.
+/// Open file descriptors of `pid`.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|dir| dir.count()).unwrap_or(0)
+}
+
+/// Writes `frames` from a thread, in 64 KiB writes, until they are all
+/// sent or the server stops reading; returns how many bytes went out.
 fn flood(stream: TcpStream, frames: impl Iterator<Item = Vec<u8>> + Send + 'static) -> thread::JoinHandle<usize> {
     thread::spawn(move || {
         let mut stream = stream;
         let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
         let mut sent = 0;
-        let mut batch = Vec::new();
+        let mut pending = Vec::new();
         for frame in frames {
-            batch.extend_from_slice(&frame);
-            if batch.len() >= 64 * 1024 {
-                if stream.write_all(&batch).is_err() {
+            pending.extend_from_slice(&frame);
+            if pending.len() >= 64 * 1024 {
+                if stream.write_all(&pending).is_err() {
                     return sent;
                 }
-                sent += batch.len();
-                batch.clear();
+                sent += pending.len();
+                pending.clear();
             }
         }
-        if stream.write_all(&batch).is_ok() {
-            sent += batch.len();
+        if stream.write_all(&pending).is_ok() {
+            sent += pending.len();
         }
         sent
     })
@@ -657,23 +707,30 @@ fn an_h2_rapid_reset_flood_ends_in_goaway_while_others_are_served() {
     let setup = Setup::start();
     let mut connection = h2_connect(&setup);
     let writer = connection.try_clone_stream().expect("cloning the socket");
-    let frames = (0..PAIRS).flat_map(|index| {
+    let frames = (0..PAIRS).map(|index| {
         let stream = 1 + 2 * index;
         let block = raw_h2::header_block(&raw_h2::request_fields("GET", "/app/reset", &[]));
-        [
-            raw_h2::frame_bytes(raw_h2::HEADERS, raw_h2::END_HEADERS | raw_h2::END_STREAM, stream, &block),
-            raw_h2::frame_bytes(raw_h2::RST_STREAM, 0, stream, &raw_h2::CANCEL.to_be_bytes()),
-        ]
+        let mut pair = raw_h2::frame_bytes(raw_h2::HEADERS, raw_h2::END_HEADERS | raw_h2::END_STREAM, stream, &block);
+        pair.extend(raw_h2::frame_bytes(raw_h2::RST_STREAM, 0, stream, &raw_h2::CANCEL.to_be_bytes()));
+        pair
     });
+    // In one burst the resets arrive before their streams are accepted,
+    // which h2's pending-accept limit catches deterministically. (Paced so
+    // that each stream is accepted before its reset, the same flood ended in
+    // GOAWAY here too, but only because the accept loop lagged behind: not
+    // something a test can rely on.)
     let started = Instant::now();
     let flooding = flood(writer, frames);
     let end = wait_for_goaway(&mut connection);
     let elapsed = started.elapsed();
-    assert!(matches!(end, Ok(_) | Err(ReadEnd::Closed)), "no GOAWAY or close after a rapid reset flood: {end:?}");
     let sent = flooding.join().unwrap_or(0);
-    assert_h2_served(&setup, EVENT_TIMEOUT);
     let forwarded = setup.upstream.requests().len();
     eprintln!("rapid reset: {end:?} after {elapsed:?}, {sent} bytes sent, {forwarded} requests reached the upstream");
+    assert!(
+        matches!(end, Ok(Some(raw_h2::ENHANCE_YOUR_CALM)) | Err(ReadEnd::Closed)),
+        "no GOAWAY or close after a rapid reset flood: {end:?}"
+    );
+    assert_h2_served(&setup, EVENT_TIMEOUT);
     assert!(forwarded < 1000, "{forwarded} reset requests reached the upstream");
 }
 
@@ -700,4 +757,99 @@ fn an_h2_continuation_flood_ends_in_goaway_with_bounded_memory() {
     eprintln!("continuation flood: {end:?}, {sent} bytes sent, RSS {before} KiB -> {after} KiB");
     assert!(after < before + 64 * 1024, "RSS grew from {before} KiB to {after} KiB");
     setup.assert_upstream_never_saw("x-injected", "a CONTINUATION flood");
+}
+
+// ----------------------------------------------------------- slow clients --
+
+/// Whether the server closed `stream` (EOF or reset) within `bound`,
+/// ignoring any response bytes before the close.
+fn closed_within(stream: &mut TcpStream, bound: Duration) -> bool {
+    let deadline = Instant::now() + bound;
+    let mut chunk = [0u8; 4096];
+    while Instant::now() < deadline {
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+        match stream.read(&mut chunk) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// Sends `bytes` one at a time, `interval` apart, until the server closes
+/// or `bound` passes; returns whether it closed and when.
+fn trickle(stream: &mut TcpStream, bytes: &[u8], interval: Duration, bound: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    for byte in bytes.iter().cycle() {
+        if started.elapsed() > bound {
+            return None;
+        }
+        if stream.write_all(&[*byte]).is_err() || closed_within(stream, interval) {
+            return Some(started.elapsed());
+        }
+    }
+    None
+}
+
+const SLOW_FLAGS: [&str; 4] = ["--request-header-timeout", "2s", "--request-body-timeout", "2s"];
+
+#[test]
+fn slow_headers_are_cut_off_without_leaking_descriptors() {
+    let setup = Setup::start_with(&SLOW_FLAGS);
+    let baseline = open_fds(setup.pid());
+    let mut clients: Vec<thread::JoinHandle<Option<Duration>>> = Vec::new();
+    for index in 0..4 {
+        let http = setup.http;
+        clients.push(thread::spawn(move || {
+            let mut stream = TcpStream::connect(http).ok()?;
+            let head = format!("GET /app/slow-{index} HTTP/1.1\r\nHost: localhost\r\nX-Slow: {}\r\n", "s".repeat(100));
+            trickle(&mut stream, head.as_bytes(), Duration::from_millis(500), Duration::from_secs(20))
+        }));
+    }
+    // A client that connects and sends nothing at all.
+    let mut silent = TcpStream::connect(setup.http).expect("connecting");
+    assert!(closed_within(&mut silent, Duration::from_secs(20)), "a silent connection was kept open");
+    for client in clients {
+        let cut = client.join().ok().flatten();
+        assert!(cut.is_some_and(|after| after < Duration::from_secs(10)), "a slow head was not cut off: {cut:?}");
+    }
+    setup.assert_serving();
+    let settled = poll(EVENT_TIMEOUT, || (open_fds(setup.pid()) <= baseline).then_some(()));
+    assert!(settled.is_some(), "descriptors: {} at the start, {} now", baseline, open_fds(setup.pid()));
+    setup.assert_upstream_never_saw("/app/slow", "slow heads");
+}
+
+#[test]
+fn slow_bodies_are_cut_off_without_leaking_descriptors() {
+    let setup = Setup::start_with(&SLOW_FLAGS);
+    let baseline = open_fds(setup.pid());
+    let mut clients: Vec<thread::JoinHandle<Option<Duration>>> = Vec::new();
+    for index in 0..4 {
+        let http = setup.http;
+        clients.push(thread::spawn(move || {
+            let mut stream = TcpStream::connect(http).ok()?;
+            let head =
+                format!("POST /app/upload-{index} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n");
+            stream.write_all(head.as_bytes()).ok()?;
+            trickle(&mut stream, b"body", Duration::from_millis(500), Duration::from_secs(20))
+        }));
+    }
+    for client in clients {
+        let cut = client.join().ok().flatten();
+        assert!(cut.is_some_and(|after| after < Duration::from_secs(10)), "a slow body was not cut off: {cut:?}");
+    }
+    // A normal upload of the same size still goes through.
+    let body = "b".repeat(100_000);
+    let upload = setup.exchange(
+        format!(
+            "POST /app/upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(upload.status, 200, "a normal upload: {}", upload.head);
+    let settled = poll(EVENT_TIMEOUT, || (open_fds(setup.pid()) <= baseline + 1).then_some(()));
+    assert!(settled.is_some(), "descriptors: {} at the start, {} now", baseline, open_fds(setup.pid()));
 }
