@@ -76,6 +76,25 @@ pub struct Args {
     #[arg(long = "idle-timeout", env = "PORTICO_IDLE_TIMEOUT", default_value_t = 60)]
     pub idle_timeout_secs: u64,
 
+    /// Time a client has to send a request head, from its first byte (from
+    /// the connection's accept for its first request).
+    #[arg(long, env = "PORTICO_REQUEST_HEADER_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub request_header_timeout: std::time::Duration,
+
+    /// Time a client has to send a request body, before the extension
+    /// --request-body-min-rate earns it.
+    #[arg(long, env = "PORTICO_REQUEST_BODY_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub request_body_timeout: std::time::Duration,
+
+    /// Every this many body bytes extend the body timeout by one second (0:
+    /// no extension), so large uploads pass and trickles do not.
+    #[arg(long, env = "PORTICO_REQUEST_BODY_MIN_RATE", default_value_t = 500)]
+    pub request_body_min_rate: u64,
+
+    /// HTTP/2 streams one client connection may have open at once.
+    #[arg(long, env = "PORTICO_H2_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
+    pub h2_max_concurrent_streams: u32,
+
     /// Bytes of the read buffer each client connection keeps (0: read
     /// straight from the socket, so idle connections hold no buffer).
     #[arg(long, env = "PORTICO_DOWNSTREAM_READ_BUFFER", default_value_t = 0)]

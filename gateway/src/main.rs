@@ -15,6 +15,7 @@ mod logging;
 mod mesh;
 mod metrics;
 mod proxy;
+mod read_timeouts;
 mod server;
 mod state;
 mod status;

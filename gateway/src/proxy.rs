@@ -106,6 +106,12 @@ impl ProxyHttp for GatewayProxy {
             return Ok(true);
         }
         let snapshot = self.state.load();
+        // HTTP/1.x and HTTP/2 alike (strict_http::check_request).
+        if let Err(error) = strict_http::check_request(session.req_header(), snapshot.normalization) {
+            tracing::debug!(%error, "request refused");
+            self.respond(session, ctx, LocalResponse::text(error.status(), error.body(), "DPE"), true).await?;
+            return Ok(true);
+        }
         match decide(&snapshot, session.req_header(), self.port, self.scheme) {
             Decision::Respond(response) => {
                 // Bytes of an unread request body must never be parsed as the

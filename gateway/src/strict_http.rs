@@ -1,13 +1,23 @@
-//! Strict HTTP/1.1 request-head checks, done on the raw bytes the client
-//! sent before anything routes on them.
+//! Strict HTTP request checks, done before anything routes on a request.
 //!
-//! Pingora's parser is lenient in places that have caused request smuggling
-//! elsewhere (it drops Content-Length when Transfer-Encoding is present, and
-//! accepts identical duplicate lengths). A front door must refuse framing
-//! ambiguity outright: each case here is answered 400 and the connection is
-//! closed, so no byte after the ambiguity is ever read as a request.
+//! [`check_head`] reads the raw HTTP/1.x head the client sent. Pingora's
+//! parser is lenient in places that have caused request smuggling elsewhere
+//! (it drops Content-Length when Transfer-Encoding is present, accepts
+//! identical duplicate lengths, and silently cuts a `#fragment` off the
+//! target). A front door must refuse framing ambiguity outright: each case
+//! here is answered 4xx and the connection is closed, so no byte after the
+//! ambiguity is ever read as a request.
+//!
+//! [`check_request`] reads the parsed request, HTTP/1.x or HTTP/2 alike
+//! (an HTTP/2 request is forwarded as HTTP/1.1, so what HTTP/1.1 forbids must
+//! be refused for it too): security headers given twice, header bytes that
+//! would split an HTTP/1.1 header, and encoded slashes that the gateway and
+//! the notebook would read differently.
 
-/// Why a request head was refused.
+use pingora_http::RequestHeader;
+use portico_routing::PathNormalization;
+
+/// Why a request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum HeadError {
     #[error("request headers larger than the limit")]
@@ -34,6 +44,14 @@ pub enum HeadError {
     DuplicateHost,
     #[error("invalid request line")]
     BadRequestLine,
+    #[error("raw '#' in the request target")]
+    Fragment,
+    #[error("HTTP/1.0 request body without Content-Length")]
+    LengthRequired,
+    #[error("security header {0} given more than once")]
+    DuplicateSecurityHeader(&'static str),
+    #[error("encoded slash or backslash in the path")]
+    EscapedSlash,
 }
 
 impl HeadError {
@@ -41,9 +59,67 @@ impl HeadError {
     pub fn status(self) -> u16 {
         match self {
             HeadError::TooLarge => 431,
+            HeadError::LengthRequired => 411,
             _ => 400,
         }
     }
+
+    /// The body the client gets.
+    pub fn body(self) -> &'static str {
+        match self {
+            HeadError::TooLarge => "request headers too large\n",
+            HeadError::LengthRequired => "length required\n",
+            _ => "bad request\n",
+        }
+    }
+}
+
+/// Headers that decide who the caller is: a second copy would let the
+/// gateway check one while the notebook (or a policy) reads the other.
+const SINGLETON_SECURITY_HEADERS: [&str; 4] =
+    ["authorization", "proxy-authorization", "kubeflow-userid", "kubeflow-groups"];
+
+/// Checks a parsed request (HTTP/1.x or HTTP/2) before it is routed.
+/// `normalization` is the path normalization in force: only
+/// `DECODE_AND_MERGE_SLASHES` gives `%2F` and `%5C` one meaning.
+pub fn check_request(request: &RequestHeader, normalization: PathNormalization) -> Result<(), HeadError> {
+    for name in SINGLETON_SECURITY_HEADERS {
+        if request.headers.get_all(name).iter().nth(1).is_some() {
+            return Err(HeadError::DuplicateSecurityHeader(name));
+        }
+    }
+    for (name, value) in &request.headers {
+        // Some backends (CGI, WSGI) map `-` and `_` to the same variable:
+        // `kubeflow_userid` would arrive as the identity header the gateway
+        // never checked.
+        if name.as_str().contains('_') {
+            return Err(HeadError::Underscore);
+        }
+        // HTTP/2 carries these bytes fine; written into an HTTP/1.1 request
+        // upstream they would end the header and start another.
+        if value.as_bytes().iter().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+            return Err(HeadError::BadValue);
+        }
+    }
+    if normalization != PathNormalization::DecodeAndMergeSlashes && has_escaped_slash(request.raw_path()) {
+        return Err(HeadError::EscapedSlash);
+    }
+    Ok(())
+}
+
+/// Whether the path (not the query) holds `%2F` or `%5C`, in either case.
+///
+/// Routing keeps them encoded, as Envoy does by default, but many backends
+/// decode them: `/app/private%2Fx` would be routed as one segment under
+/// `/app/` and served as `/app/private/x`, past whatever guards
+/// `/app/private/` (Envoy's `path_with_escaped_slashes_action:
+/// REJECT_REQUEST`).
+fn has_escaped_slash(target: &[u8]) -> bool {
+    let path = target.split(|b| *b == b'?').next().unwrap_or_default();
+    path.windows(3).any(|w| {
+        w[0] == b'%'
+            && (w[1] == b'2' && w[2].eq_ignore_ascii_case(&b'f') || w[1] == b'5' && w[2].eq_ignore_ascii_case(&b'c'))
+    })
 }
 
 /// Checks a raw HTTP/1.x request head (request line and headers, up to and
@@ -54,8 +130,15 @@ pub fn check_head(raw: &[u8], max_len: usize) -> Result<(), HeadError> {
     }
     let mut lines = split_lines(raw)?;
     let request_line = lines.next().ok_or(HeadError::BadRequestLine)?;
-    if request_line.iter().any(|b| *b < 0x20 || *b == 0x7f) || request_line.split(|b| *b == b' ').count() != 3 {
+    let parts: Vec<&[u8]> = request_line.split(|b| *b == b' ').collect();
+    let [method, target, version] = parts.as_slice() else { return Err(HeadError::BadRequestLine) };
+    if request_line.iter().any(|b| *b < 0x20 || *b == 0x7f) {
         return Err(HeadError::BadRequestLine);
+    }
+    // Pingora cuts a fragment off silently; servers disagree on whether a
+    // raw `#` ends the path, and clients never send one.
+    if target.contains(&b'#') {
+        return Err(HeadError::Fragment);
     }
     let mut content_lengths = 0;
     let mut transfer_encoding = false;
@@ -101,6 +184,16 @@ pub fn check_head(raw: &[u8], max_len: usize) -> Result<(), HeadError> {
     }
     if hosts > 1 {
         return Err(HeadError::DuplicateHost);
+    }
+    // An HTTP/1.0 client sending a body without a length means it to end at
+    // the close, which a request cannot do: the body would be read as the
+    // next request. Refuse instead of guessing (RFC 9112 §6.3, 411).
+    if *version == b"HTTP/1.0"
+        && content_lengths == 0
+        && !transfer_encoding
+        && [&b"POST"[..], b"PUT", b"PATCH"].contains(method)
+    {
+        return Err(HeadError::LengthRequired);
     }
     Ok(())
 }
@@ -159,6 +252,57 @@ mod tests {
         assert_eq!(check("GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n"), Err(HeadError::BadValue));
         assert_eq!(check("GET / HTTP/1.1\r\nBad Name: a\r\n\r\n"), Err(HeadError::BadName));
         assert_eq!(check("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), Err(HeadError::DuplicateHost));
+    }
+
+    #[test]
+    fn refuses_fragments_and_http10_bodies_without_length() {
+        assert_eq!(check("GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n"), Err(HeadError::Fragment));
+        assert_eq!(check("POST /a HTTP/1.0\r\nHost: a\r\n\r\n").map_err(HeadError::status), Err(411));
+        assert_eq!(check("POST /a HTTP/1.0\r\nHost: a\r\nContent-Length: 0\r\n\r\n"), Ok(()));
+        assert_eq!(check("GET /a HTTP/1.0\r\nHost: a\r\n\r\n"), Ok(()));
+        assert_eq!(check("POST /a HTTP/1.1\r\nHost: a\r\n\r\n"), Ok(()));
+    }
+
+    fn request(path: &str, headers: &[(&str, &str)]) -> RequestHeader {
+        let mut request = RequestHeader::build("GET", path.as_bytes(), None).unwrap();
+        for (name, value) in headers {
+            request.append_header(name.to_string(), http::HeaderValue::from_bytes(value.as_bytes()).unwrap()).unwrap();
+        }
+        request
+    }
+
+    fn check_parsed(path: &str, headers: &[(&str, &str)]) -> Result<(), HeadError> {
+        check_request(&request(path, headers), PathNormalization::MergeSlashes)
+    }
+
+    #[test]
+    fn refuses_security_headers_given_twice() {
+        assert_eq!(check_parsed("/", &[("authorization", "Bearer a")]), Ok(()));
+        for name in SINGLETON_SECURITY_HEADERS {
+            assert_eq!(check_parsed("/", &[(name, "a"), (name, "b")]), Err(HeadError::DuplicateSecurityHeader(name)));
+        }
+        // Cookies legitimately come as several fields over HTTP/2.
+        assert_eq!(check_parsed("/", &[("cookie", "a=1"), ("cookie", "b=2")]), Ok(()));
+    }
+
+    #[test]
+    fn refuses_underscores_in_parsed_names() {
+        assert_eq!(check_parsed("/", &[("kubeflow_userid", "a")]), Err(HeadError::Underscore));
+        assert_eq!(check_parsed("/", &[("x-ok", "a\tb")]), Ok(()));
+    }
+
+    #[test]
+    fn refuses_encoded_slashes_unless_they_are_decoded() {
+        for path in ["/a%2Fb", "/a%2fb", "/a%5Cb", "/a%5cb"] {
+            assert_eq!(check_parsed(path, &[]), Err(HeadError::EscapedSlash), "{path}");
+            assert_eq!(
+                check_request(&request(path, &[]), PathNormalization::DecodeAndMergeSlashes),
+                Ok(()),
+                "{path} decoded"
+            );
+        }
+        assert_eq!(check_parsed("/a%252Fb", &[]), Ok(()));
+        assert_eq!(check_parsed("/a?next=%2Fb", &[]), Ok(()));
     }
 
     #[test]

@@ -105,6 +105,11 @@ impl Gateway {
         self.process.log()
     }
 
+    /// The gateway's process id (for `/proc/<pid>/fd` and `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
+
     /// Whether the process is still running (it must survive bad config).
     pub fn is_running(&mut self) -> bool {
         self.process.exited().is_none()

@@ -12,7 +12,9 @@
 //! * [`ConfigDir`] and [`fixtures`]: the YAML the gateway reads;
 //! * [`kernel`]: a Jupyter kernel client over the channels websocket;
 //! * [`raw_http`]: exact bytes over TCP, for framing and smuggling cases no
-//!   well-behaved client would send;
+//!   well-behaved client would send; [`raw_h2`]: the same for HTTP/2 frames;
+//! * [`RecordingUpstream`]: a backend that keeps every byte it received, to
+//!   show that nothing of a refused request reached it;
 //! * [`kube_plane`], [`TestNamespace`] and [`Controller`]: the real
 //!   kube-apiserver + etcd of `tests/kube` (started once per test process),
 //!   a namespace per test, and the `portico-controller` binary against it;
@@ -40,7 +42,9 @@ pub mod notebooks;
 pub mod porticoctl;
 pub mod ports;
 pub mod process;
+pub mod raw_h2;
 pub mod raw_http;
+pub mod recording_upstream;
 pub mod test_namespace;
 pub mod wait;
 
@@ -53,6 +57,7 @@ pub use jupyter::Jupyter;
 pub use kernel::{KernelSocket, channels_url, create_kernel, execute};
 pub use kube_plane::{KubePlane, plane};
 pub use ports::{free_port, host_address};
+pub use recording_upstream::RecordingUpstream;
 pub use test_namespace::TestNamespace;
 
 use std::time::Duration;

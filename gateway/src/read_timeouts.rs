@@ -1,0 +1,440 @@
+//! Request header and body read timeouts: slow clients (slowloris) are cut
+//! off instead of holding connections and descriptors forever.
+//!
+//! Pingora bounds each single read (60 s, or the keep-alive timeout) but not
+//! a whole request head or body, so a client sending one byte every few
+//! seconds keeps a connection open indefinitely. This module adds Apache
+//! `mod_reqtimeout` semantics for HTTP/1.x:
+//!
+//! * a request head must be complete within `header` of its first byte (of
+//!   the accept, for a connection's first request: a client that connects
+//!   and sends nothing is cut off too);
+//! * a request body gets `body`, plus one second for every `body_min_rate`
+//!   bytes received, so uploads of any size pass at a modest rate while a
+//!   trickle is cut off.
+//!
+//! Three pieces, none of them in the proxy logic:
+//!
+//! * [`TimedApp`] wraps the proxy service: it wraps each accepted stream in
+//!   a [`TimedStream`] and makes the connection's [`ReadClock`] visible to
+//!   the connection's task (Pingora processes HTTP/1.x requests on it).
+//! * [`RequestPhases`], a Pingora HTTP module, tells the clock when a head
+//!   has been parsed, when the body ended and when the request is over.
+//! * [`TimedStream`] fails a read that is pending past the current deadline.
+//!
+//! HTTP/2 connections are left alone here (h2's own limits and Pingora's
+//! `h2_idle_timeout` apply): streams are multiplexed, so no single read
+//! belongs to one request.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header;
+use pingora_core::apps::ServerApp;
+use pingora_core::modules::http::{HttpModule, HttpModuleBuilder, Module};
+use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::protocols::tls::{SslDigest, TlsRef};
+use pingora_core::protocols::{
+    ALPN, GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream, TimingDigest,
+    UniqueID, UniqueIDType,
+};
+use pingora_core::server::ShutdownWatch;
+use pingora_http::RequestHeader;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// The HTTP/2 connection preface (what Pingora peeks at for h2c).
+const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
+
+/// How long a client may take to send a request head and body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadTimeouts {
+    pub header: Duration,
+    pub body: Duration,
+    /// Bytes per second that earn a body one more second (0: no extension).
+    pub body_min_rate: u64,
+}
+
+/// Where a connection is in its current request.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Phase {
+    /// Reading a request head, which must be complete by `deadline`.
+    Head { deadline: Instant },
+    /// Between keep-alive requests: Pingora's keep-alive timeout applies,
+    /// and the next byte starts a head.
+    Idle,
+    /// Reading a body that started at `started`.
+    Body { started: Instant, received: u64 },
+    /// Waiting for the response, upgraded, or HTTP/2: no limit here.
+    Unlimited,
+}
+
+/// The read deadline of one connection, shared by its stream and the
+/// modules of its requests.
+pub struct ReadClock {
+    timeouts: ReadTimeouts,
+    phase: Mutex<Phase>,
+}
+
+impl fmt::Debug for ReadClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadClock").field("phase", &*self.phase()).finish()
+    }
+}
+
+impl ReadClock {
+    /// A new connection: its first head is due `header` after the accept.
+    fn new(timeouts: ReadTimeouts, now: Instant) -> Self {
+        Self { timeouts, phase: Mutex::new(Phase::Head { deadline: now + timeouts.header }) }
+    }
+
+    fn phase(&self) -> MutexGuard<'_, Phase> {
+        // The phase is plain data: a panic elsewhere cannot leave it torn.
+        self.phase.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// When a pending read must give up, if at all.
+    fn deadline(&self) -> Option<Instant> {
+        match *self.phase() {
+            Phase::Head { deadline } => Some(deadline),
+            Phase::Body { started, received } => {
+                let rate = self.timeouts.body_min_rate;
+                let earned =
+                    if rate == 0 { Duration::ZERO } else { Duration::from_secs_f64(received as f64 / rate as f64) };
+                Some(started + self.timeouts.body + earned)
+            }
+            Phase::Idle | Phase::Unlimited => None,
+        }
+    }
+
+    /// `count` bytes arrived.
+    fn on_read(&self, count: usize, now: Instant) {
+        let mut phase = self.phase();
+        match &mut *phase {
+            Phase::Idle if count > 0 => *phase = Phase::Head { deadline: now + self.timeouts.header },
+            Phase::Body { received, .. } => *received = received.saturating_add(count as u64),
+            _ => {}
+        }
+    }
+
+    /// The head was parsed; a body follows or not.
+    fn head_done(&self, body_follows: bool, now: Instant) {
+        *self.phase() = if body_follows { Phase::Body { started: now, received: 0 } } else { Phase::Unlimited };
+    }
+
+    /// The body ended: what follows is the wait for the response.
+    fn body_done(&self) {
+        *self.phase() = Phase::Unlimited;
+    }
+
+    /// The request is over; the connection may wait for the next one.
+    fn request_done(&self) {
+        *self.phase() = Phase::Idle;
+    }
+}
+
+tokio::task_local! {
+    /// The clock of the connection whose task this is (HTTP/1.x only).
+    static CLOCK: Arc<ReadClock>;
+}
+
+/// Wraps a server app (the proxy) so that its connections are timed.
+pub struct TimedApp<A> {
+    inner: Arc<A>,
+    timeouts: ReadTimeouts,
+}
+
+impl<A> TimedApp<A> {
+    pub fn new(inner: A, timeouts: ReadTimeouts) -> Self {
+        Self { inner: Arc::new(inner), timeouts }
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for TimedApp<A> {
+    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        let clock = Arc::new(ReadClock::new(self.timeouts, Instant::now()));
+        if stream.selected_alpn_proto() == Some(ALPN::H2) {
+            clock.body_done();
+        }
+        let timed = TimedStream {
+            inner: stream,
+            clock: Arc::clone(&clock),
+            timer: Box::pin(tokio::time::sleep(self.timeouts.header)),
+            h2: false,
+        };
+        CLOCK.scope(clock, self.inner.process_new(Box::new(timed), shutdown)).await
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await;
+    }
+}
+
+/// Builds a [`RequestPhase`] per request.
+pub struct RequestPhases;
+
+impl HttpModuleBuilder for RequestPhases {
+    fn init(&self) -> Module {
+        Box::new(RequestPhase { clock: CLOCK.try_with(Arc::clone).ok() })
+    }
+}
+
+/// Reports one request's progress to its connection's clock (none for
+/// HTTP/2 streams, which run on tasks of their own).
+pub struct RequestPhase {
+    clock: Option<Arc<ReadClock>>,
+}
+
+#[async_trait]
+impl HttpModule for RequestPhase {
+    async fn request_header_filter(&mut self, request: &mut RequestHeader) -> pingora_error::Result<()> {
+        if let Some(clock) = &self.clock {
+            clock.head_done(announces_body(request) && !request.headers.contains_key(header::UPGRADE), Instant::now());
+        }
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &mut self,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+    ) -> pingora_error::Result<()> {
+        if end_of_stream && let Some(clock) = &self.clock {
+            clock.body_done();
+        }
+        Ok(())
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
+impl Drop for RequestPhase {
+    fn drop(&mut self) {
+        if let Some(clock) = &self.clock {
+            clock.request_done();
+        }
+    }
+}
+
+fn announces_body(request: &RequestHeader) -> bool {
+    let length = request
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    length.is_some_and(|length| length > 0) || request.headers.contains_key(header::TRANSFER_ENCODING)
+}
+
+/// A client stream whose reads fail once pending past the clock's deadline.
+pub struct TimedStream {
+    inner: Stream,
+    clock: Arc<ReadClock>,
+    timer: Pin<Box<Sleep>>,
+    /// Set once the client spoke HTTP/2: the clock no longer applies.
+    h2: bool,
+}
+
+impl fmt::Debug for TimedStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TimedStream").field("inner", &self.inner).field("clock", &self.clock).finish()
+    }
+}
+
+fn too_slow() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "client sent the request too slowly")
+}
+
+impl AsyncRead for TimedStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                this.clock.on_read(buf.filled().len() - before, Instant::now());
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => {
+                let Some(deadline) = this.clock.deadline().filter(|_| !this.h2) else { return Poll::Pending };
+                if this.timer.deadline() != deadline {
+                    this.timer.as_mut().reset(deadline);
+                }
+                match this.timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(too_slow())),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+            ready => ready,
+        }
+    }
+}
+
+impl AsyncWrite for TimedStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for TimedStream {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await;
+    }
+}
+
+impl UniqueID for TimedStream {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for TimedStream {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for TimedStream {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for TimedStream {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest);
+    }
+}
+
+impl GetSocketDigest for TimedStream {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest);
+    }
+}
+
+#[async_trait]
+impl Peek for TimedStream {
+    /// Pingora peeks for the h2c preface before reading anything: bounded
+    /// by the head deadline too (a silent client would wait here forever).
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        let peek = self.inner.try_peek(buf);
+        let peeked = match self.clock.deadline() {
+            Some(deadline) => tokio::time::timeout_at(deadline, peek).await.map_err(|_| too_slow())??,
+            None => peek.await?,
+        };
+        if peeked && buf.starts_with(H2_PREFACE_START) {
+            self.h2 = true;
+            self.clock.body_done();
+        }
+        Ok(peeked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMEOUTS: ReadTimeouts =
+        ReadTimeouts { header: Duration::from_secs(10), body: Duration::from_secs(20), body_min_rate: 500 };
+
+    #[tokio::test]
+    async fn a_first_head_is_due_from_the_accept() {
+        let now = Instant::now();
+        let clock = ReadClock::new(TIMEOUTS, now);
+        assert_eq!(clock.deadline(), Some(now + TIMEOUTS.header));
+        clock.on_read(10, now + Duration::from_secs(3));
+        assert_eq!(clock.deadline(), Some(now + TIMEOUTS.header), "bytes do not extend a head");
+    }
+
+    #[tokio::test]
+    async fn a_body_earns_time_with_every_byte() {
+        let now = Instant::now();
+        let clock = ReadClock::new(TIMEOUTS, now);
+        clock.head_done(true, now);
+        assert_eq!(clock.deadline(), Some(now + TIMEOUTS.body));
+        clock.on_read(5_000, now);
+        assert_eq!(clock.deadline(), Some(now + TIMEOUTS.body + Duration::from_secs(10)));
+        clock.body_done();
+        assert_eq!(clock.deadline(), None, "waiting for the response is not the client's time");
+    }
+
+    #[tokio::test]
+    async fn keep_alive_waits_are_untimed_until_the_next_byte() {
+        let now = Instant::now();
+        let clock = ReadClock::new(TIMEOUTS, now);
+        clock.head_done(false, now);
+        assert_eq!(clock.deadline(), None);
+        clock.request_done();
+        assert_eq!(clock.deadline(), None);
+        let later = now + Duration::from_secs(30);
+        clock.on_read(1, later);
+        assert_eq!(clock.deadline(), Some(later + TIMEOUTS.header));
+    }
+
+    #[test]
+    fn only_declared_bodies_are_timed_as_bodies() {
+        let mut request = RequestHeader::build("POST", b"/", None).unwrap();
+        assert!(!announces_body(&request));
+        request.insert_header("content-length", "0").unwrap();
+        assert!(!announces_body(&request));
+        request.insert_header("content-length", "3").unwrap();
+        assert!(announces_body(&request));
+    }
+}
