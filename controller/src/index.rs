@@ -13,13 +13,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 use portico_api::istio::{AuthorizationPolicy, Gateway, MeshConfig, RequestAuthentication, VirtualService};
-use portico_routing::resources::MESH_NAMESPACE_LABEL;
+use portico_routing::resources::{INJECTED_POD_LABEL, INJECTED_POD_VALUE, MESH_NAMESPACE_LABEL};
 use portico_routing::{GatewayIdentity, NotebookSettings, Resources, translate};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
@@ -56,6 +57,9 @@ pub struct IndexStores {
     pub endpoint_slices: Store<EndpointSlice>,
     /// Namespaces labelled for the mesh (their pods get mutual TLS).
     pub meshed_namespaces: Store<Namespace>,
+    /// Pods carrying the sidecar (metadata only): the others in a meshed
+    /// namespace are reached without mutual TLS.
+    pub injected_pods: Store<PartialObjectMeta<Pod>>,
     pub request_authentications: Store<RequestAuthentication>,
     pub authorization_policies: Store<AuthorizationPolicy>,
     /// The `--mesh-config` ConfigMap, when one is named.
@@ -70,6 +74,7 @@ impl IndexStores {
             && self.services.wait_until_ready().await.is_ok()
             && self.endpoint_slices.wait_until_ready().await.is_ok()
             && self.meshed_namespaces.wait_until_ready().await.is_ok()
+            && self.injected_pods.wait_until_ready().await.is_ok()
             // Policies gate the first snapshot too: publishing routes
             // before the policies that protect them would open the door.
             && self.request_authentications.wait_until_ready().await.is_ok()
@@ -95,6 +100,13 @@ impl IndexStores {
             services: owned(&self.services),
             endpoint_slices: owned(&self.endpoint_slices),
             meshed_namespaces: self.meshed_namespaces.state().iter().filter_map(|n| n.metadata.name.clone()).collect(),
+            injected_pods: Some(
+                self.injected_pods
+                    .state()
+                    .iter()
+                    .filter_map(|pod| Some((pod.metadata.namespace.clone()?, pod.metadata.name.clone()?)))
+                    .collect(),
+            ),
             request_authentications: owned(&self.request_authentications),
             authorization_policies: owned(&self.authorization_policies),
             mesh_config: self.mesh_config.as_ref().and_then(|store| mesh_config(&store.state())),
@@ -147,6 +159,14 @@ pub fn spawn(client: &Client, settings: IndexSettings, metrics: Metrics, tasks: 
         namespaces_writer,
         Some(changed.clone()),
     ));
+    let (injected_pods, injected_pods_writer) = reflector::store();
+    // Metadata only: an Api of PartialObjectMeta makes metadata requests.
+    tasks.spawn(reflect(
+        scoped_api::<PartialObjectMeta<Pod>>(client, namespace),
+        watcher::Config::default().labels(&format!("{INJECTED_POD_LABEL}={INJECTED_POD_VALUE}")),
+        injected_pods_writer,
+        Some(changed.clone()),
+    ));
     let (request_authentications, request_authentications_writer) = reflector::store();
     tasks.spawn(reflect(
         scoped_api::<RequestAuthentication>(client, namespace),
@@ -177,6 +197,7 @@ pub fn spawn(client: &Client, settings: IndexSettings, metrics: Metrics, tasks: 
         services,
         endpoint_slices,
         meshed_namespaces,
+        injected_pods,
         request_authentications,
         authorization_policies,
         mesh_config,

@@ -48,7 +48,7 @@ impl Resolver {
                 return Err(ResolveError::NoEndpoints(name));
             }
             let endpoint = &cluster.endpoints[self.next() % cluster.endpoints.len()];
-            return Ok((SocketAddr::new(endpoint.address, endpoint.port), cluster.mesh_tls));
+            return Ok((SocketAddr::new(endpoint.address, endpoint.port), cluster.mesh_tls && !endpoint.plain));
         }
         if let Some(address) = self.overrides.get(&name) {
             return Ok((*address, false));

@@ -16,6 +16,11 @@ use crate::table::PathNormalizationMode;
 /// from the gateway to the namespace's pods.
 pub const MESH_NAMESPACE_LABEL: &str = "portico-injection";
 
+/// Label the injector puts on pods that carry the sidecar (Istio's).
+pub const INJECTED_POD_LABEL: &str = "security.istio.io/tlsMode";
+/// Its value on injected pods.
+pub const INJECTED_POD_VALUE: &str = "istio";
+
 /// Objects that routing depends on, as read from a folder or a cluster.
 #[derive(Clone, Debug, Default)]
 pub struct Resources {
@@ -31,6 +36,10 @@ pub struct Resources {
     /// Namespaces labelled [`MESH_NAMESPACE_LABEL`]`=enabled`: their pods
     /// carry the sidecar, so the gateway reaches them with mutual TLS.
     pub meshed_namespaces: std::collections::BTreeSet<String>,
+    /// Pods carrying the sidecar (label [`INJECTED_POD_LABEL`]), as
+    /// (namespace, name); `None` where pods cannot be seen (folder mode):
+    /// then every endpoint of a meshed namespace is taken to be meshed.
+    pub injected_pods: Option<std::collections::BTreeSet<(String, String)>>,
     pub request_authentications: Vec<RequestAuthentication>,
     pub authorization_policies: Vec<AuthorizationPolicy>,
     /// `mesh` of ConfigMap `istio-system/istio` (CUSTOM policies' providers).
@@ -71,6 +80,7 @@ impl Resources {
             endpoint_slices,
             secrets,
             meshed_namespaces,
+            injected_pods,
             request_authentications,
             authorization_policies,
             mesh_config,
@@ -84,6 +94,9 @@ impl Resources {
         self.endpoint_slices.extend(endpoint_slices);
         self.secrets.extend(secrets);
         self.meshed_namespaces.extend(meshed_namespaces);
+        if let Some(pods) = injected_pods {
+            self.injected_pods.get_or_insert_with(Default::default).extend(pods);
+        }
         self.request_authentications.extend(request_authentications);
         self.authorization_policies.extend(authorization_policies);
         if mesh_config.is_some() {

@@ -473,6 +473,10 @@ pub struct Cluster {
 pub struct Endpoint {
     pub address: IpAddr,
     pub port: u16,
+    /// In a meshed cluster, a pod known to run without the sidecar (opted
+    /// out, or created before its namespace joined the mesh): plain TCP.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub plain: bool,
 }
 
 impl RouteTable {

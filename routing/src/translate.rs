@@ -95,8 +95,13 @@ struct BoundVirtualService {
 pub fn translate(resources: &Resources, identity: &GatewayIdentity) -> (RouteTable, Vec<Diagnostic>) {
     let mut diagnostics = Vec::new();
     let domain = resources.settings.cluster_domain.as_str();
-    let services =
-        ServiceIndex::new(&resources.services, &resources.endpoint_slices, &resources.meshed_namespaces, domain);
+    let services = ServiceIndex::new(
+        &resources.services,
+        &resources.endpoint_slices,
+        &resources.meshed_namespaces,
+        resources.injected_pods.as_ref(),
+        domain,
+    );
 
     let mut selected: Vec<&Gateway> = resources
         .gateways

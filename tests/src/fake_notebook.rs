@@ -21,10 +21,16 @@ pub struct FakeNotebook {
 }
 
 impl FakeNotebook {
-    /// Starts one on a free port and waits until it answers.
+    /// Starts one on a free loopback port and waits until it answers.
     pub fn start() -> FakeNotebook {
+        FakeNotebook::start_on(std::net::IpAddr::from([127, 0, 0, 1]))
+    }
+
+    /// Starts one on a free port of `ip` (an EndpointSlice may not name a
+    /// loopback address) and waits until it answers.
+    pub fn start_on(ip: std::net::IpAddr) -> FakeNotebook {
         let dir = tempfile::Builder::new().prefix("portico-fake-").tempdir().expect("creating a fake notebook dir");
-        let address = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let address = SocketAddr::new(ip, free_port());
         let mut command = Command::new(binary("portico-fake-notebook"));
         command.args(["--listen", &address.to_string(), "--threads", "1"]);
         let process = ChildProcess::spawn("portico-fake-notebook", command, &dir.path().join("fake.log"), Stop::Kill);

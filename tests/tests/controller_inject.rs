@@ -91,10 +91,13 @@ fn pods_in_labelled_namespaces_get_the_sidecar() {
     let args: Vec<&str> = sidecar["args"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
     assert!(args.windows(2).any(|w| w == ["--app-port", "8888"]), "{args:?}");
     assert_eq!(pod["metadata"]["annotations"]["sidecar.portico.dev/status"], "injected");
+    // Istio's marker, which the route index uses to choose mutual TLS per pod.
+    assert_eq!(pod["metadata"]["labels"]["security.istio.io/tlsMode"], "istio", "{pod:#}");
 
     plane.kubectl_stdin(&["apply", "-f", "-"], Some(&pod_yaml(ns, "opted-out", "sidecar.istio.io/inject: \"false\"")));
     let opted_out = get_json(plane, &["pod", "opted-out", "-n", ns]);
     assert_eq!(container_names(&opted_out, "containers"), vec!["notebook"]);
+    assert!(opted_out["metadata"]["labels"]["security.istio.io/tlsMode"].is_null(), "{opted_out:#}");
     plane.kubectl_stdin(&["apply", "-f", "-"], Some(&pod_yaml(other, "nb-0", "app: nb")));
     let elsewhere = get_json(plane, &["pod", "nb-0", "-n", other]);
     assert_eq!(container_names(&elsewhere, "containers"), vec!["notebook"]);

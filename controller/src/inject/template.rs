@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 
 /// Pod label that opts a pod out (Istio's).
 pub const INJECT_LABEL: &str = "sidecar.istio.io/inject";
+pub use portico_routing::resources::{INJECTED_POD_LABEL, INJECTED_POD_VALUE};
 /// Annotation set on injected pods.
 pub const STATUS_ANNOTATION: &str = "sidecar.portico.dev/status";
 /// The sidecar's uid: iptables exempts its own traffic by it (Istio's 1337).
@@ -52,6 +53,16 @@ pub fn patch(pod: &Pod, settings: &InjectionSettings) -> Option<Value> {
     if metadata.annotations.is_none() {
         operations.push(json!({"op": "add", "path": "/metadata/annotations", "value": {}}));
     }
+    // Istio's marker of a pod with a sidecar: the route index reaches such
+    // pods with mutual TLS and the other pods of the namespace without.
+    if metadata.labels.is_none() {
+        operations.push(json!({"op": "add", "path": "/metadata/labels", "value": {}}));
+    }
+    operations.push(json!({
+        "op": "add",
+        "path": format!("/metadata/labels/{}", INJECTED_POD_LABEL.replace('/', "~1")),
+        "value": INJECTED_POD_VALUE,
+    }));
     operations.push(json!({
         "op": "add",
         "path": format!("/metadata/annotations/{}", STATUS_ANNOTATION.replace('/', "~1")),

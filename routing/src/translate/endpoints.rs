@@ -18,6 +18,7 @@ pub(super) struct ServiceIndex<'a> {
     by_host: BTreeMap<String, &'a Service>,
     slices: &'a [EndpointSlice],
     meshed: &'a std::collections::BTreeSet<String>,
+    injected_pods: Option<&'a std::collections::BTreeSet<(String, String)>>,
 }
 
 impl<'a> ServiceIndex<'a> {
@@ -25,6 +26,7 @@ impl<'a> ServiceIndex<'a> {
         services: &'a [Service],
         slices: &'a [EndpointSlice],
         meshed: &'a std::collections::BTreeSet<String>,
+        injected_pods: Option<&'a std::collections::BTreeSet<(String, String)>>,
         cluster_domain: &str,
     ) -> Self {
         let by_host = services
@@ -35,7 +37,7 @@ impl<'a> ServiceIndex<'a> {
                 Some((format!("{name}.{namespace}.svc.{cluster_domain}"), service))
             })
             .collect();
-        Self { by_host, slices, meshed }
+        Self { by_host, slices, meshed, injected_pods }
     }
 
     /// The port of a Service that has exactly one.
@@ -47,6 +49,23 @@ impl<'a> ServiceIndex<'a> {
         }
     }
 
+    /// Whether the endpoint's pod is known and carries no sidecar. Unknown
+    /// (no pod list, or no Pod `targetRef`) counts as meshed, the
+    /// namespace's default.
+    fn known_without_sidecar(
+        &self,
+        namespace: &str,
+        target: Option<&portico_api::k8s_openapi::api::core::v1::ObjectReference>,
+    ) -> bool {
+        let (Some(pods), Some(target)) = (self.injected_pods, target) else { return false };
+        if target.kind.as_deref() != Some("Pod") {
+            return false;
+        }
+        let Some(name) = target.name.clone() else { return false };
+        let pod_namespace = target.namespace.clone().unwrap_or_else(|| namespace.to_string());
+        !pods.contains(&(pod_namespace, name))
+    }
+
     /// The cluster for `host:port`, when `host` is a known Service with
     /// EndpointSlices. `None` lets the gateway fall back to its `--resolve`
     /// overrides and DNS.
@@ -55,6 +74,7 @@ impl<'a> ServiceIndex<'a> {
         let namespace = service.metadata.namespace.as_deref().unwrap_or("default");
         let name = service.metadata.name.as_deref()?;
         let service_port = service.spec.as_ref()?.ports.as_ref()?.iter().find(|p| i32::from(port) == p.port)?;
+        let mesh_tls = self.meshed.contains(namespace);
         let mut endpoints = Vec::new();
         let mut any_slice = false;
         for slice in self.slices.iter().filter(|slice| {
@@ -79,18 +99,18 @@ impl<'a> ServiceIndex<'a> {
                 if endpoint.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
                     continue;
                 }
+                let plain = mesh_tls && self.known_without_sidecar(namespace, endpoint.target_ref.as_ref());
                 endpoints.extend(
-                    endpoint
-                        .addresses
-                        .iter()
-                        .filter_map(|a| a.parse::<IpAddr>().ok())
-                        .map(|address| Endpoint { address, port: target }),
+                    endpoint.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()).map(|address| Endpoint {
+                        address,
+                        port: target,
+                        plain,
+                    }),
                 );
             }
         }
         endpoints.sort_by_key(|e| (e.address, e.port));
-        endpoints.dedup();
-        let mesh_tls = self.meshed.contains(namespace);
+        endpoints.dedup_by_key(|e| (e.address, e.port));
         any_slice.then(|| (cluster_name(host, port), Cluster { endpoints, mesh_tls }))
     }
 }

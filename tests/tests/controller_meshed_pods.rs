@@ -1,0 +1,86 @@
+//! In a meshed namespace, mutual TLS is per pod, as in Istio: the injector
+//! marks the pods it gives a sidecar (`security.istio.io/tlsMode: istio`),
+//! the controller's index sees those marks, and the gateway reaches a pod
+//! without one (opted out with `sidecar.istio.io/inject: "false"`, or older
+//! than the namespace's label) over plain TCP instead of failing its
+//! handshake with a 503.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use portico_e2e::notebooks::{apply, notebook_yaml};
+use portico_e2e::raw_http;
+use portico_e2e::wait::poll;
+use portico_e2e::{Controller, FakeNotebook, Gateway, TestNamespace, free_port, host_address};
+
+const SETTLE: Duration = Duration::from_secs(30);
+
+fn pod_yaml(ns: &str, name: &str, labels: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, labels: {{{labels}}}}}\n\
+         spec:\n  containers: [{{name: notebook, image: jupyter, ports: [{{containerPort: 8888}}]}}]\n"
+    )
+}
+
+/// The EndpointSlice the endpoints controller would write for notebook
+/// `name`: one ready address, the pod as its target.
+fn endpoint_slice_yaml(ns: &str, name: &str, pod: &str, address: SocketAddr) -> String {
+    format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-pods\n  namespace: {ns}\n  \
+         labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\n\
+         ports: [{{name: http-{name}, port: {port}, protocol: TCP}}]\n\
+         endpoints: [{{addresses: [\"{ip}\"], conditions: {{ready: true}}, targetRef: {{kind: Pod, name: {pod}, namespace: {ns}}}}}]\n",
+        port = address.port(),
+        ip = address.ip(),
+    )
+}
+
+#[test]
+fn pods_without_a_sidecar_in_a_meshed_namespace_are_reached_without_mutual_tls() {
+    let namespace = TestNamespace::create("meshpods");
+    let ns = namespace.name();
+    let plane = namespace.plane();
+    let controller = Controller::start_with_env(ns, &[], &[("ISTIO_GATEWAY", &format!("{ns}/kubeflow-gateway"))]);
+    // Pods first: an injection webhook installed by another test would
+    // otherwise see them once the namespace is labelled.
+    apply(plane, &pod_yaml(ns, "plain-0", "sidecar.istio.io/inject: \"false\""));
+    apply(plane, &pod_yaml(ns, "meshed-0", "security.istio.io/tlsMode: istio"));
+    plane.kubectl_ok(&["label", "namespace", ns, "portico-injection=enabled"]);
+    apply(
+        plane,
+        &format!(
+            "apiVersion: networking.istio.io/v1beta1\nkind: Gateway\nmetadata: {{name: kubeflow-gateway, namespace: {ns}}}\n\
+             spec:\n  selector: {{istio: ingressgateway}}\n  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: [\"*\"]}}]\n"
+        ),
+    );
+    let fake = FakeNotebook::start_on(host_address());
+    for (notebook, pod) in [("plain", "plain-0"), ("meshed", "meshed-0")] {
+        apply(plane, &notebook_yaml(ns, notebook, &[]));
+        apply(plane, &endpoint_slice_yaml(ns, notebook, pod, fake.address()));
+    }
+    // No --ca-address: this gateway has no mesh certificate at all.
+    let port = free_port();
+    let args: Vec<String> =
+        ["--node-name", "gw", "--bind", &format!("80=127.0.0.1:{port}")].iter().map(|a| a.to_string()).collect();
+    let gateway = Gateway::start_discovery(&controller.discovery_url(), &args);
+    let status = |notebook: &str| {
+        raw_http::get(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            "nb.example.com",
+            &format!("/notebook/{ns}/{notebook}/api/status"),
+        )
+        .map_or(0, |r| r.status)
+    };
+    let mut last = (0, 0);
+    let settled = poll(SETTLE, || {
+        last = (status("plain"), status("meshed"));
+        (last == (200, 503)).then_some(())
+    });
+    assert!(
+        settled.is_some(),
+        "(plain, meshed) answered {last:?}, wanted (200, 503): the pod without a sidecar over plain TCP, the \
+         meshed pod refused for want of a mesh certificate\ncontroller:\n{}\ngateway:\n{}",
+        controller.log_tail(),
+        gateway.log_tail()
+    );
+}
