@@ -20,7 +20,9 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 use portico_api::istio::{AuthorizationPolicy, Gateway, MeshConfig, RequestAuthentication, VirtualService};
-use portico_routing::resources::{INJECTED_POD_LABEL, INJECTED_POD_VALUE, MESH_NAMESPACE_LABEL};
+use portico_routing::resources::{
+    INJECTED_POD_LABEL, INJECTED_POD_VALUE, MESH_NAMESPACE_LABEL, SERVICE_ACCOUNT_ANNOTATION,
+};
 use portico_routing::{GatewayIdentity, NotebookSettings, Resources, translate};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
@@ -104,7 +106,19 @@ impl IndexStores {
                 self.injected_pods
                     .state()
                     .iter()
-                    .filter_map(|pod| Some((pod.metadata.namespace.clone()?, pod.metadata.name.clone()?)))
+                    .filter_map(|pod| {
+                        let key = (pod.metadata.namespace.clone()?, pod.metadata.name.clone()?);
+                        // Pods injected before the annotation existed (or by
+                        // another injector) run as the namespace's default.
+                        let service_account = pod
+                            .metadata
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| a.get(SERVICE_ACCOUNT_ANNOTATION))
+                            .cloned()
+                            .unwrap_or_else(|| "default".to_string());
+                        Some((key, service_account))
+                    })
                     .collect(),
             ),
             request_authentications: owned(&self.request_authentications),

@@ -51,6 +51,33 @@ pub struct GatewayProxy {
     pub guard: Arc<Guard>,
 }
 
+/// The identity a meshed endpoint must present.
+#[derive(Debug)]
+enum ExpectedPeer {
+    /// The pod's SPIFFE ID.
+    Exactly(String),
+    /// Any workload of a namespace: the `spiffe://td/ns/<ns>/sa/` prefix.
+    InNamespace(String),
+}
+
+impl ExpectedPeer {
+    fn admits(&self, identity: &str) -> bool {
+        match self {
+            ExpectedPeer::Exactly(id) => identity == id,
+            ExpectedPeer::InNamespace(prefix) => identity.starts_with(prefix.as_str()),
+        }
+    }
+}
+
+impl std::fmt::Display for ExpectedPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExpectedPeer::Exactly(id) => f.write_str(id),
+            ExpectedPeer::InNamespace(prefix) => write!(f, "{prefix}*"),
+        }
+    }
+}
+
 /// Per-request state.
 pub struct RequestContext {
     started: Instant,
@@ -60,8 +87,8 @@ pub struct RequestContext {
     flags: &'static str,
     connect_attempts: u32,
     upgraded: bool,
-    /// For a meshed endpoint: the SPIFFE ID prefix its certificate must carry.
-    mesh_expected: Option<String>,
+    /// For a meshed endpoint: the SPIFFE ID its certificate must carry.
+    mesh_expected: Option<ExpectedPeer>,
     /// Added to the client's response (external authorization's allow headers).
     response_headers: ResponseHeaders,
 }
@@ -145,7 +172,7 @@ impl ProxyHttp for GatewayProxy {
         let destination = forward
             .destination()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "route has no destination"))?;
-        let (address, meshed) = self
+        let target = self
             .resolver
             .resolve(forward.snapshot.matcher.table(), &destination.host, destination.port)
             .await
@@ -153,8 +180,9 @@ impl ProxyHttp for GatewayProxy {
                 ctx.flags = "UH";
                 Error::explain(ErrorType::HTTPStatus(503), error.to_string())
             })?;
+        let address = target.address;
         ctx.upstream = Some(address);
-        let mut peer = if meshed {
+        let mut peer = if let Some(mesh_peer) = target.mesh {
             // The pod's sidecar accepts mutual TLS only: without a mesh
             // certificate there is no point in trying.
             let tls = self.mesh.as_ref().and_then(|mesh| mesh.current()).ok_or_else(|| {
@@ -165,14 +193,17 @@ impl ProxyHttp for GatewayProxy {
                 )
             })?;
             // Workload certificates name SPIFFE IDs, not hosts: verify the
-            // chain against the mesh root, not the name.
-            // `<service>.<namespace>.svc...`: only a workload of that
-            // namespace may answer (checked once connected).
-            ctx.mesh_expected = destination
-                .host
-                .split('.')
-                .nth(1)
-                .map(|namespace| format!("spiffe://{}/ns/{namespace}/sa/", self.settings.trust_domain));
+            // chain against the mesh root, not the name, and check the
+            // identity once connected: the pod's own service account when
+            // the index knows it, else any workload of the destination's
+            // namespace (`<service>.<namespace>.svc...`).
+            ctx.mesh_expected = destination.host.split('.').nth(1).map(|namespace| {
+                let prefix = format!("spiffe://{}/ns/{namespace}/sa/", self.settings.trust_domain);
+                match mesh_peer.service_account {
+                    Some(service_account) => ExpectedPeer::Exactly(format!("{prefix}{service_account}")),
+                    None => ExpectedPeer::InNamespace(prefix),
+                }
+            });
             let mut peer = HttpPeer::new(address, true, destination.host.clone());
             peer.options.verify_hostname = false;
             peer.options.ca = Some(tls.roots.clone());
@@ -209,15 +240,15 @@ impl ProxyHttp for GatewayProxy {
         digest: Option<&pingora_core::protocols::Digest>,
         ctx: &mut RequestContext,
     ) -> Result<()> {
-        let Some(expected) = ctx.mesh_expected.as_deref() else { return Ok(()) };
+        let Some(expected) = ctx.mesh_expected.as_ref() else { return Ok(()) };
         let identity = digest.and_then(|d| d.ssl_digest.as_ref()).and_then(|tls| tls.organization.clone());
         match identity {
-            Some(identity) if identity.starts_with(expected) => Ok(()),
+            Some(identity) if expected.admits(&identity) => Ok(()),
             other => {
                 ctx.flags = "UF";
                 Err(Error::explain(
                     ErrorType::HTTPStatus(503),
-                    format!("the meshed endpoint presented {other:?}, not a workload of {expected}*"),
+                    format!("the meshed endpoint presented {other:?}, expected {expected}"),
                 ))
             }
         }

@@ -23,6 +23,22 @@ pub enum ResolveError {
 }
 
 /// Resolves destinations; cheap to share across threads.
+/// Where to connect for a destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub address: SocketAddr,
+    /// Set for a pod with a sidecar: connect with mutual TLS.
+    pub mesh: Option<MeshPeer>,
+}
+
+/// What a meshed endpoint must prove.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeshPeer {
+    /// The pod's service account, when known; otherwise any of the
+    /// destination's namespace will do.
+    pub service_account: Option<String>,
+}
+
 pub struct Resolver {
     overrides: HashMap<String, SocketAddr>,
     dns_cache: Mutex<HashMap<String, (Instant, Vec<SocketAddr>)>>,
@@ -41,20 +57,23 @@ impl Resolver {
 
     /// One address for `host:port`, spreading requests over endpoints, and
     /// whether it is a meshed pod (reached with mutual TLS).
-    pub async fn resolve(&self, table: &RouteTable, host: &str, port: u16) -> Result<(SocketAddr, bool), ResolveError> {
+    pub async fn resolve(&self, table: &RouteTable, host: &str, port: u16) -> Result<Target, ResolveError> {
         let name = cluster_name(host, port);
         if let Some(cluster) = table.clusters.get(&name) {
             if cluster.endpoints.is_empty() {
                 return Err(ResolveError::NoEndpoints(name));
             }
             let endpoint = &cluster.endpoints[self.next() % cluster.endpoints.len()];
-            return Ok((SocketAddr::new(endpoint.address, endpoint.port), cluster.mesh_tls && !endpoint.plain));
+            let address = SocketAddr::new(endpoint.address, endpoint.port);
+            let mesh = (cluster.mesh_tls && !endpoint.plain)
+                .then(|| MeshPeer { service_account: endpoint.service_account.clone() });
+            return Ok(Target { address, mesh });
         }
         if let Some(address) = self.overrides.get(&name) {
-            return Ok((*address, false));
+            return Ok(Target { address: *address, mesh: None });
         }
         let addresses = self.lookup(host, port).await?;
-        Ok((addresses[self.next() % addresses.len()], false))
+        Ok(Target { address: addresses[self.next() % addresses.len()], mesh: None })
     }
 
     fn next(&self) -> usize {
@@ -148,7 +167,7 @@ mod tests {
         let resolver = Resolver::new([("nb.ns.svc.cluster.local:80".to_string(), "127.0.0.1:8888".parse().unwrap())]);
         let table = RouteTable::default();
         let address = resolver.resolve(&table, "nb.ns.svc.cluster.local", 80).await.unwrap();
-        assert_eq!(address, ("127.0.0.1:8888".parse().unwrap(), false));
+        assert_eq!(address, Target { address: "127.0.0.1:8888".parse().unwrap(), mesh: None });
         let mut table = RouteTable::default();
         table.clusters.insert("nb.ns.svc.cluster.local:80".into(), Default::default());
         assert!(matches!(

@@ -16,6 +16,14 @@ use crate::table::PathNormalizationMode;
 /// from the gateway to the namespace's pods.
 pub const MESH_NAMESPACE_LABEL: &str = "portico-injection";
 
+/// Injected pods: (namespace, name) -> service account.
+pub type InjectedPods = std::collections::BTreeMap<(String, String), String>;
+
+/// Annotation the injector records a pod's service account in, so that the
+/// route index (which watches pod metadata only) knows the identity the
+/// pod's sidecar will present.
+pub const SERVICE_ACCOUNT_ANNOTATION: &str = "sidecar.portico.dev/service-account";
+
 /// Label the injector puts on pods that carry the sidecar (Istio's).
 pub const INJECTED_POD_LABEL: &str = "security.istio.io/tlsMode";
 /// Its value on injected pods.
@@ -36,10 +44,10 @@ pub struct Resources {
     /// Namespaces labelled [`MESH_NAMESPACE_LABEL`]`=enabled`: their pods
     /// carry the sidecar, so the gateway reaches them with mutual TLS.
     pub meshed_namespaces: std::collections::BTreeSet<String>,
-    /// Pods carrying the sidecar (label [`INJECTED_POD_LABEL`]), as
-    /// (namespace, name); `None` where pods cannot be seen (folder mode):
-    /// then every endpoint of a meshed namespace is taken to be meshed.
-    pub injected_pods: Option<std::collections::BTreeSet<(String, String)>>,
+    /// Pods carrying the sidecar (label [`INJECTED_POD_LABEL`]): (namespace,
+    /// name) -> service account. `None` where pods cannot be seen (folder
+    /// mode): then every endpoint of a meshed namespace is taken to be meshed.
+    pub injected_pods: Option<InjectedPods>,
     pub request_authentications: Vec<RequestAuthentication>,
     pub authorization_policies: Vec<AuthorizationPolicy>,
     /// `mesh` of ConfigMap `istio-system/istio` (CUSTOM policies' providers).

@@ -477,6 +477,10 @@ pub struct Endpoint {
     /// out, or created before its namespace joined the mesh): plain TCP.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub plain: bool,
+    /// A meshed pod's service account, when known: its certificate must
+    /// name exactly `spiffe://<trust domain>/ns/<namespace>/sa/<this>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
 }
 
 impl RouteTable {

@@ -57,6 +57,13 @@ impl TestNamespace {
     pub fn plane(&self) -> &'static KubePlane {
         self.plane
     }
+
+    /// A token of service account `name` (created if missing) for the mesh
+    /// CA (audience `portico-ca`), as a projected volume would hold it.
+    pub fn mesh_token(&self, name: &str) -> String {
+        let _ = self.plane.kubectl().args(["create", "serviceaccount", name, "-n", &self.name]).output();
+        self.plane.kubectl_ok(&["create", "token", name, "-n", &self.name, "--audience", "portico-ca"])
+    }
 }
 
 impl Drop for TestNamespace {

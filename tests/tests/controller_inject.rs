@@ -93,6 +93,8 @@ fn pods_in_labelled_namespaces_get_the_sidecar() {
     assert_eq!(pod["metadata"]["annotations"]["sidecar.portico.dev/status"], "injected");
     // Istio's marker, which the route index uses to choose mutual TLS per pod.
     assert_eq!(pod["metadata"]["labels"]["security.istio.io/tlsMode"], "istio", "{pod:#}");
+    // The identity its sidecar will hold, which the gateway pins.
+    assert_eq!(pod["metadata"]["annotations"]["sidecar.portico.dev/service-account"], "default", "{pod:#}");
 
     plane.kubectl_stdin(&["apply", "-f", "-"], Some(&pod_yaml(ns, "opted-out", "sidecar.istio.io/inject: \"false\"")));
     let opted_out = get_json(plane, &["pod", "opted-out", "-n", ns]);

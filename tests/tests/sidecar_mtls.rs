@@ -27,9 +27,7 @@ fn root_of(namespace: &TestNamespace) -> String {
 }
 
 fn token(namespace: &TestNamespace, service_account: &str) -> String {
-    let plane = namespace.plane();
-    let _ = plane.kubectl().args(["create", "serviceaccount", service_account, "-n", namespace.name()]).output();
-    plane.kubectl_ok(&["create", "token", service_account, "-n", namespace.name(), "--audience", "portico-ca"])
+    namespace.mesh_token(service_account)
 }
 
 /// A certificate for `service_account` from the CA, with its key.

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 /// Pod label that opts a pod out (Istio's).
 pub const INJECT_LABEL: &str = "sidecar.istio.io/inject";
-pub use portico_routing::resources::{INJECTED_POD_LABEL, INJECTED_POD_VALUE};
+pub use portico_routing::resources::{INJECTED_POD_LABEL, INJECTED_POD_VALUE, SERVICE_ACCOUNT_ANNOTATION};
 /// Annotation set on injected pods.
 pub const STATUS_ANNOTATION: &str = "sidecar.portico.dev/status";
 /// The sidecar's uid: iptables exempts its own traffic by it (Istio's 1337).
@@ -67,6 +67,14 @@ pub fn patch(pod: &Pod, settings: &InjectionSettings) -> Option<Value> {
         "op": "add",
         "path": format!("/metadata/annotations/{}", STATUS_ANNOTATION.replace('/', "~1")),
         "value": "injected",
+    }));
+    // The identity the sidecar will hold, for the gateway to pin. The
+    // ServiceAccount admission plugin has set it by now ("default" if not).
+    let service_account = spec.service_account_name.clone().unwrap_or_else(|| "default".to_string());
+    operations.push(json!({
+        "op": "add",
+        "path": format!("/metadata/annotations/{}", SERVICE_ACCOUNT_ANNOTATION.replace('/', "~1")),
+        "value": service_account,
     }));
     Some(Value::Array(operations))
 }

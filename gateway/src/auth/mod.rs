@@ -142,7 +142,7 @@ impl Guard {
                 tracing::warn!(provider = %name, %error, "external authorization provider not resolvable");
                 LocalResponse::text(provider.status_on_error, "external authorization unavailable\n", "UAEX")
             })?;
-            match ext_authz::check(&self.client, provider, address.0, request, scheme).await {
+            match ext_authz::check(&self.client, provider, address.address, request, scheme).await {
                 ext_authz::Check::Allow { upstream, downstream } => {
                     for (name, value) in upstream {
                         request.insert_header(name, value).map_err(|_| internal())?;

@@ -18,7 +18,7 @@ pub(super) struct ServiceIndex<'a> {
     by_host: BTreeMap<String, &'a Service>,
     slices: &'a [EndpointSlice],
     meshed: &'a std::collections::BTreeSet<String>,
-    injected_pods: Option<&'a std::collections::BTreeSet<(String, String)>>,
+    injected_pods: Option<&'a crate::resources::InjectedPods>,
 }
 
 impl<'a> ServiceIndex<'a> {
@@ -26,7 +26,7 @@ impl<'a> ServiceIndex<'a> {
         services: &'a [Service],
         slices: &'a [EndpointSlice],
         meshed: &'a std::collections::BTreeSet<String>,
-        injected_pods: Option<&'a std::collections::BTreeSet<(String, String)>>,
+        injected_pods: Option<&'a crate::resources::InjectedPods>,
         cluster_domain: &str,
     ) -> Self {
         let by_host = services
@@ -49,21 +49,24 @@ impl<'a> ServiceIndex<'a> {
         }
     }
 
-    /// Whether the endpoint's pod is known and carries no sidecar. Unknown
-    /// (no pod list, or no Pod `targetRef`) counts as meshed, the
-    /// namespace's default.
-    fn known_without_sidecar(
+    /// For an endpoint of a meshed namespace: whether its pod is known to
+    /// carry no sidecar (`plain`), else the pod's service account when
+    /// known. An unknown pod (no pod list, or no Pod `targetRef`) counts as
+    /// meshed with any service account of the namespace.
+    fn sidecar_of(
         &self,
         namespace: &str,
         target: Option<&portico_api::k8s_openapi::api::core::v1::ObjectReference>,
-    ) -> bool {
-        let (Some(pods), Some(target)) = (self.injected_pods, target) else { return false };
-        if target.kind.as_deref() != Some("Pod") {
-            return false;
-        }
-        let Some(name) = target.name.clone() else { return false };
+    ) -> (bool, Option<String>) {
+        let (Some(pods), Some(target)) = (self.injected_pods, target) else { return (false, None) };
+        let Some(name) = target.name.clone().filter(|_| target.kind.as_deref() == Some("Pod")) else {
+            return (false, None);
+        };
         let pod_namespace = target.namespace.clone().unwrap_or_else(|| namespace.to_string());
-        !pods.contains(&(pod_namespace, name))
+        match pods.get(&(pod_namespace, name)) {
+            Some(service_account) => (false, Some(service_account.clone())),
+            None => (true, None),
+        }
     }
 
     /// The cluster for `host:port`, when `host` is a known Service with
@@ -99,14 +102,13 @@ impl<'a> ServiceIndex<'a> {
                 if endpoint.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
                     continue;
                 }
-                let plain = mesh_tls && self.known_without_sidecar(namespace, endpoint.target_ref.as_ref());
-                endpoints.extend(
-                    endpoint.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()).map(|address| Endpoint {
-                        address,
-                        port: target,
-                        plain,
-                    }),
-                );
+                let (plain, service_account) = match mesh_tls {
+                    true => self.sidecar_of(namespace, endpoint.target_ref.as_ref()),
+                    false => (false, None),
+                };
+                endpoints.extend(endpoint.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()).map(|address| {
+                    Endpoint { address, port: target, plain, service_account: service_account.clone() }
+                }));
             }
         }
         endpoints.sort_by_key(|e| (e.address, e.port));
