@@ -33,6 +33,12 @@ pub struct RunArgs {
     #[arg(long, env = "PORTICO_INBOUND", default_value = "0.0.0.0:15006")]
     pub inbound: SocketAddr,
 
+    /// Where outbound connections redirected by `init --capture-outbound`
+    /// arrive (Istio's 0.0.0.0:15001); they are passed through to their
+    /// original destination. Unset: no outbound listener.
+    #[arg(long, env = "PORTICO_OUTBOUND")]
+    pub outbound: Option<SocketAddr>,
+
     /// SPIFFE IDs allowed to connect (default: the gateway's,
     /// spiffe://<trust domain>/ns/portico-system/sa/portico-gateway).
     #[arg(long = "allow", env = "PORTICO_ALLOW", value_delimiter = ',')]

@@ -54,6 +54,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics,
     });
     serve_endpoints(&state).await?;
+    if let Some(outbound) = args.outbound {
+        let listener = TcpListener::bind(outbound).await.with_context(|| format!("binding {outbound}"))?;
+        let current = state.clone();
+        let identity: crate::outbound::Identity = Arc::new(move || {
+            current.current.load().as_ref().map_or_else(|| "unknown".to_string(), |l| l.issued.identity.clone())
+        });
+        tokio::spawn(crate::outbound::run(listener, state.metrics.clone(), identity));
+        tracing::info!(%outbound, "passing redirected outbound connections through");
+    }
     let listener = TcpListener::bind(args.inbound).await.with_context(|| format!("binding {}", args.inbound))?;
     tracing::info!(inbound = %args.inbound, app_port = args.app_port, allowed = ?state.allowed, "portico-sidecar started");
     tokio::spawn(renew(state.clone()));
@@ -122,7 +131,7 @@ async fn handle(state: &State, stream: TcpStream) -> Result<(), Refusal> {
     };
     let mut app = TcpStream::connect(("127.0.0.1", port)).await.map_err(|error| Refusal::App { port, error })?;
     let _ = app.set_nodelay(true);
-    let label = [principal.as_str()];
+    let label = ["destination", principal.as_str()];
     state.metrics.opened.with_label_values(&label).inc();
     state.metrics.active.inc();
     let copied = tokio::io::copy_bidirectional(&mut tls, &mut app).await;

@@ -11,6 +11,7 @@ mod endpoints;
 mod inbound;
 mod init;
 mod metrics;
+mod outbound;
 
 use clap::Parser;
 

@@ -1,11 +1,12 @@
-//! Istio's TCP metric names, for the inbound hop.
+//! Istio's TCP metric names, for the inbound hop (`reporter="destination"`)
+//! and the outbound passthrough (`reporter="source"`).
 
 use prometheus::{Encoder, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    /// `istio_tcp_connections_opened_total{source_principal}`.
+    /// `istio_tcp_connections_opened_total{reporter, source_principal}`.
     pub opened: IntCounterVec,
     pub closed: IntCounterVec,
     /// Bytes from the peer to the app, and back.
@@ -21,13 +22,14 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
-        let by_principal = |name: &str, help: &str| IntCounterVec::new(Opts::new(name, help), &["source_principal"]);
-        let opened = by_principal("istio_tcp_connections_opened_total", "Inbound connections accepted.")?;
-        let closed = by_principal("istio_tcp_connections_closed_total", "Inbound connections closed.")?;
-        let received = by_principal("istio_tcp_received_bytes_total", "Bytes received from peers.")?;
-        let sent = by_principal("istio_tcp_sent_bytes_total", "Bytes sent to peers.")?;
+        let by_principal =
+            |name: &str, help: &str| IntCounterVec::new(Opts::new(name, help), &["reporter", "source_principal"]);
+        let opened = by_principal("istio_tcp_connections_opened_total", "Connections opened.")?;
+        let closed = by_principal("istio_tcp_connections_closed_total", "Connections closed.")?;
+        let received = by_principal("istio_tcp_received_bytes_total", "Bytes received from the connections' peers.")?;
+        let sent = by_principal("istio_tcp_sent_bytes_total", "Bytes sent to the connections' peers.")?;
         let denied = IntCounterVec::new(
-            Opts::new("portico_sidecar_connections_denied_total", "Inbound connections refused, by reason."),
+            Opts::new("portico_sidecar_connections_denied_total", "Connections refused, by reason."),
             &["reason"],
         )?;
         let active = IntGauge::new("portico_sidecar_active_connections", "Inbound connections open now.")?;

@@ -218,7 +218,7 @@ async fn only_the_gateway_identity_reaches_the_notebook() {
     let text = raw_http::get_url(&format!("http://{}/stats/prometheus", local(metrics))).expect("metrics").text();
     assert!(
         text.contains(&format!(
-            "istio_tcp_connections_opened_total{{source_principal=\"spiffe://cluster.local/ns/{ns}/sa/gateway\"}} 1"
+            "istio_tcp_connections_opened_total{{reporter=\"destination\",source_principal=\"spiffe://cluster.local/ns/{ns}/sa/gateway\"}} 1"
         )),
         "{text}"
     );
@@ -236,11 +236,13 @@ struct PodNetwork {
 }
 
 impl PodNetwork {
-    fn create() -> PodNetwork {
+    /// A pod network; `tag` (0-9) tells apart the pods of one test process.
+    fn create(tag: u32) -> PodNetwork {
         let id = std::process::id();
-        let (name, host_link, pod_link) = (format!("pt-pod-{id}"), format!("vh{id}"), format!("vp{id}"));
+        let (name, host_link, pod_link) =
+            (format!("pt-pod-{id}-{tag}"), format!("vh{id}{tag}"), format!("vp{id}{tag}"));
         let subnet = 10 + id % 240;
-        let (host_ip, pod_ip) = (format!("10.251.{subnet}.2"), format!("10.251.{subnet}.1"));
+        let (host_ip, pod_ip) = (format!("10.{}.{subnet}.2", 241 + tag), format!("10.{}.{subnet}.1", 241 + tag));
         let ip = |args: &[&str]| {
             let output = Command::new("ip").args(args).output().expect("running ip (Debian: iproute2)");
             assert!(output.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&output.stderr));
@@ -281,7 +283,7 @@ async fn iptables_capture_sends_pod_traffic_through_the_sidecar() {
     let controller = Controller::start_with_env(ns, &[], &[("ISTIO_GATEWAY", &istio_gateway)]);
     let root = root_of(&namespace);
     let dir = tempfile::tempdir().expect("a temp dir");
-    let pod = PodNetwork::create();
+    let pod = PodNetwork::create(0);
 
     // The notebook listens on all of the pod's addresses, like Kubeflow's images.
     let mut notebook = pod.command(&binary("portico-fake-notebook"));
@@ -389,5 +391,91 @@ async fn iptables_capture_sends_pod_traffic_through_the_sidecar() {
     let metrics =
         raw_http::get_url(&format!("http://{}/stats/prometheus", pod_port(15090))).expect("sidecar metrics").text();
     assert!(metrics.contains(&format!("source_principal=\"spiffe://cluster.local/ns/{ns}/sa/gateway\"")), "{metrics}");
+    sidecar.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_capture_passes_the_pods_connections_through_the_sidecar() {
+    let namespace = TestNamespace::create("sidecar-out");
+    let ns = namespace.name();
+    let controller = Controller::start(ns, &[]);
+    let root = root_of(&namespace);
+    let dir = tempfile::tempdir().expect("a temp dir");
+    // The sidecar runs as uid 1337 and must read its files.
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let pod = PodNetwork::create(1);
+
+    // Something outside the pod: answers one line per connection.
+    let outside = std::net::TcpListener::bind((pod.host_ip.as_str(), 0)).expect("binding outside the pod");
+    let outside_addr = outside.local_addr().expect("an address");
+    std::thread::spawn(move || {
+        for mut stream in outside.incoming().flatten() {
+            use std::io::Write as _;
+            let _ = stream.write_all(b"hello from outside\n");
+        }
+    });
+
+    let mut notebook = pod.command(&binary("portico-fake-notebook"));
+    notebook.args(["--listen", "0.0.0.0:8888", "--threads", "1"]);
+    let _notebook = ChildProcess::spawn("fake-notebook", notebook, &dir.path().join("notebook.log"), Stop::Kill);
+    let mut init = pod.command(&binary("portico-sidecar"));
+    init.args(["init", "--capture-outbound", "--proxy-uid", "1337"]);
+    for _ in 0..2 {
+        let output = init.output().expect("running portico-sidecar init");
+        assert!(output.status.success(), "init: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let rules = Command::new("ip").args(["netns", "exec", &pod.name, "iptables-save", "-t", "nat"]).output();
+    let rules = String::from_utf8_lossy(&rules.expect("iptables-save").stdout).into_owned();
+    assert_eq!(
+        rules.matches("-A OUTPUT -p tcp -j ISTIO_OUTPUT").count(),
+        1,
+        "running init twice is harmless:\n{rules}"
+    );
+
+    // The sidecar as the injector runs it: uid and gid 1337, so its own
+    // connections (to the CA here) are exempt from the capture.
+    let mut sidecar = Command::new("ip");
+    sidecar.args(["netns", "exec", &pod.name, "setpriv", "--reuid=1337", "--regid=1337", "--clear-groups"]);
+    sidecar.arg(binary("portico-sidecar"));
+    sidecar.args(["run", "--app-port", "8888", "--outbound", "0.0.0.0:15001"]);
+    sidecar.args(["--ca-address", &format!("https://{}:{}", pod.host_ip, controller.secure_discovery_addr().port())]);
+    sidecar.args(["--ca-name", "localhost", "--ca-root", &write(dir.path(), "root.pem", &root)]);
+    sidecar.args(["--token-file", &write(dir.path(), "token", &token(&namespace, "notebook"))]);
+    clear_settings_env(&mut sidecar);
+    let mut sidecar = ChildProcess::spawn("portico-sidecar", sidecar, &dir.path().join("sidecar.log"), Stop::Kill);
+    let pod_port = |port: u16| SocketAddr::new(pod.pod_ip.parse().expect("an IP"), port);
+    let ready = poll(Duration::from_secs(30), || {
+        raw_http::get_url(&format!("http://{}/healthz/ready", pod_port(15021))).ok().filter(|r| r.status == 200)
+    });
+    assert!(
+        ready.is_some(),
+        "the sidecar never got ready (its CA connection must not be captured); log:\n{}",
+        sidecar.log_tail(40)
+    );
+
+    // The notebook (any uid but 1337) reaches the outside world, through the sidecar.
+    let client = Command::new("ip")
+        .args(["netns", "exec", &pod.name, "bash", "-c"])
+        .arg(format!("exec 3<>/dev/tcp/{}/{}; head -n1 <&3", outside_addr.ip(), outside_addr.port()))
+        .output()
+        .expect("running the client in the pod");
+    assert_eq!(
+        String::from_utf8_lossy(&client.stdout).trim(),
+        "hello from outside",
+        "client stderr: {}\nsidecar log:\n{}",
+        String::from_utf8_lossy(&client.stderr),
+        sidecar.log_tail(20)
+    );
+    let opened = poll(Duration::from_secs(10), || {
+        let metrics = raw_http::get_url(&format!("http://{}/stats/prometheus", pod_port(15090))).ok()?.text();
+        metrics
+            .lines()
+            .find(|l| l.starts_with("istio_tcp_connections_closed_total{reporter=\"source\""))
+            .map(str::to_string)
+    });
+    let line = opened.unwrap_or_else(|| panic!("no outbound connection counted; log:\n{}", sidecar.log_tail(20)));
+    // Exactly the notebook's connection: the sidecar's own (to the CA) went direct.
+    assert!(line.ends_with(" 1"), "{line}");
+    assert!(line.contains(&format!("source_principal=\"spiffe://cluster.local/ns/{ns}/sa/notebook\"")), "{line}");
     sidecar.stop();
 }

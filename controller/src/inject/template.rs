@@ -83,7 +83,7 @@ fn init_container(settings: &InjectionSettings) -> Value {
     json!({
         "name": "portico-init",
         "image": settings.image,
-        "args": ["init", "--proxy-uid", PROXY_UID.to_string()],
+        "args": ["init", "--proxy-uid", PROXY_UID.to_string(), "--capture-outbound"],
         "securityContext": {
             "runAsUser": 0, "runAsNonRoot": false, "allowPrivilegeEscalation": false,
             "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
@@ -99,6 +99,7 @@ fn sidecar_container(settings: &InjectionSettings, app_port: i32) -> Value {
         "args": [
             "run",
             "--app-port", app_port.to_string(),
+            "--outbound", "0.0.0.0:15001",
             "--ca-address", settings.ca_address,
             "--trust-domain", settings.trust_domain,
             "--allow", settings.allow.join(","),
