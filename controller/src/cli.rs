@@ -123,6 +123,11 @@ pub struct Args {
     #[arg(long, env = "PORTICO_TOKEN_AUDIENCE", default_value = "portico-ca")]
     pub token_audience: String,
 
+    /// Lifetime of the controller's own serving certificate (15012, 15017);
+    /// renewed at half of it while the controller runs.
+    #[arg(long, env = "PORTICO_SERVING_CERT_TTL", default_value = "720h", value_parser = parse_duration)]
+    pub serving_cert_ttl: Duration,
+
     /// Lifetime of workload certificates, and the most a caller may ask for.
     #[arg(long, env = "PORTICO_WORKLOAD_CERT_TTL", default_value = "24h", value_parser = parse_duration)]
     pub workload_cert_ttl: Duration,

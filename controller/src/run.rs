@@ -30,6 +30,7 @@ use tokio::task::JoinSet;
 use crate::admin::{self, AdminState};
 use crate::ca;
 use crate::ca::service::{CertificateServer, Lifetimes};
+use crate::ca::serving::ServingCertificate;
 use crate::cli::Args;
 use crate::context::{AppliedCache, Backoff, Context};
 use crate::discovery::encode::{EncodedSnapshot, encode_loop};
@@ -98,12 +99,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .await
                 .context("loading the mesh CA")?,
         );
-        // The serving certificate is re-issued at every start; a year is
-        // far longer than any controller process lives.
-        let (cert, key) = authority
-            .serving_certificate(&args.serving_names(), Duration::from_secs(365 * 24 * 3600))
+        let serving = ServingCertificate::issue(&authority, args.serving_names(), args.serving_cert_ttl)
             .context("issuing the controller's serving certificate")?;
-        let webhook_tls = inject_tls(&cert, &key).context("the webhook's TLS settings")?;
+        tasks.spawn(serving.clone().renew(authority.clone()));
+        let webhook_tls = serving.server_config(&[b"http/1.1"]).context("the webhook's TLS settings")?;
         let webhook_listener = TcpListener::bind(args.webhook)
             .await
             .with_context(|| format!("binding the injection webhook listener {}", args.webhook))?;
@@ -128,7 +127,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let secure_listener = TcpListener::bind(args.secure_discovery)
             .await
             .with_context(|| format!("binding the secure discovery listener {}", args.secure_discovery))?;
-        let secure = Secure { certificates, cert_pem: cert, key_pem: key };
+        let tls = serving.server_config(&[b"h2"]).context("the secure listener's TLS settings")?;
+        let secure = Secure { certificates, tls };
         tasks.spawn(discovery::serve(secure_listener, discovery.clone(), Some(secure), shutdown.clone()));
     }
     tasks.spawn(discovery::serve(discovery_listener, discovery, None, shutdown.clone()));
@@ -163,18 +163,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     tasks.shutdown().await;
     Ok(())
-}
-
-/// TLS for the webhook listener: the controller's serving certificate.
-fn inject_tls(cert_pem: &str, key_pem: &str) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    let certs = rustls_pemfile::certs(&mut cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
-    let key =
-        rustls_pemfile::private_key(&mut key_pem.as_bytes())?.context("no private key in the serving certificate")?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    Ok(Arc::new(config))
 }
 
 /// Starts the reconciler whenever this replica leads and stops it when it no

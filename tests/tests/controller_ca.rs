@@ -103,3 +103,43 @@ async fn workload_certificates_for_service_account_tokens() {
     let again = ca.create_certificate(request(csr(vec![]), token)).await.expect("a certificate").into_inner();
     assert_eq!(again.cert_chain[1], root);
 }
+
+/// The leaf certificate the secure listener presents now.
+async fn serving_certificate(controller: &Controller, root: &str) -> Vec<u8> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut root.as_bytes()) {
+        roots.add(cert.expect("PEM")).expect("a root");
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(controller.secure_discovery_addr()).await.expect("connecting");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("a name");
+    let tls = connector.connect(name, tcp).await.expect("a handshake that verifies against the root");
+    tls.get_ref().1.peer_certificates().expect("a certificate")[0].to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_serving_certificate_is_renewed_without_dropping_connections() {
+    let namespace = TestNamespace::create("ca-renew");
+    let controller = Controller::start(namespace.name(), &["--serving-cert-ttl", "4s"]);
+    let root = root_of(&namespace);
+    let token = namespace.mesh_token("renewal");
+    // A connection made before the renewal...
+    let mut early = client(&controller, &root).await;
+    early.create_certificate(request(csr(vec![]), &token)).await.expect("a certificate before the renewal");
+    let first = serving_certificate(&controller, &root).await;
+    // ...the certificate is renewed at half its 4 s...
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let second = serving_certificate(&controller, &root).await;
+    assert_ne!(first, second, "the serving certificate was not renewed; log:\n{}", controller.log_tail());
+    // ...and the early connection still serves.
+    early
+        .create_certificate(request(csr(vec![]), &token))
+        .await
+        .expect("a certificate after the renewal, same connection");
+}

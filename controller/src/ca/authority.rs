@@ -29,6 +29,8 @@ pub enum CaError {
     BadRoot(rcgen::Error),
     #[error("signing failed: {0}")]
     Signing(rcgen::Error),
+    #[error("{0}")]
+    Certificate(String),
 }
 
 /// A loaded CA.

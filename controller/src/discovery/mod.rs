@@ -83,10 +83,13 @@ impl RouteDiscovery for DiscoveryService {
 
 /// The TLS side of a listener (15012): the controller's serving
 /// certificate, and the certificate service served next to discovery.
+/// Bound on a client's TLS handshake on the secure listener.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub struct Secure {
     pub certificates: crate::ca::service::CertificateServer,
-    pub cert_pem: String,
-    pub key_pem: String,
+    /// Presents the current serving certificate (renewed in place).
+    pub tls: std::sync::Arc<rustls::ServerConfig>,
 }
 
 /// Serves discovery on `listener` (plaintext, or TLS with the certificate
@@ -95,30 +98,78 @@ pub async fn serve(
     listener: TcpListener,
     service: DiscoveryService,
     secure: Option<Secure>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     use portico_api::ca::certificate_service_server::CertificateServiceServer;
-    use tonic::transport::{Identity, ServerTlsConfig};
 
     let address = listener.local_addr().map_or_else(|_| "?".to_string(), |a: SocketAddr| a.to_string());
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let mut builder = tonic::transport::Server::builder();
-    let mut certificates = None;
-    if let Some(secure) = secure {
-        let tls = ServerTlsConfig::new().identity(Identity::from_pem(secure.cert_pem, secure.key_pem));
-        builder = match builder.tls_config(tls) {
-            Ok(builder) => builder,
-            Err(error) => {
-                tracing::error!(%error, %address, "the secure listener's TLS settings are invalid");
+    let Some(secure) = secure else {
+        tracing::info!(%address, "serving discovery (gRPC)");
+        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        serve_on(incoming, service, None, shutdown, &address).await;
+        return;
+    };
+    tracing::info!(%address, "serving discovery and certificates (gRPC over TLS)");
+    // TLS is done here rather than by tonic so that every handshake gets
+    // the current serving certificate (tonic's TLS settings are fixed).
+    let incoming = tls_incoming(listener, secure.tls);
+    let certificates = Some(CertificateServiceServer::new(secure.certificates));
+    serve_on(incoming, service, certificates, shutdown, &address).await;
+}
+
+/// Accepted connections after their TLS handshake; handshakes run
+/// concurrently, bounded by [`HANDSHAKE_TIMEOUT`].
+fn tls_incoming(
+    listener: TcpListener,
+    tls: std::sync::Arc<rustls::ServerConfig>,
+) -> tokio_stream::wrappers::ReceiverStream<
+    Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
+> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(64);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    tokio::spawn(async move {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "accepting a secure discovery connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let (acceptor, handshaken) = (acceptor.clone(), sender.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = handshaken.send(Ok(tls)).await;
+                    }
+                    Ok(Err(error)) => tracing::debug!(%error, "TLS handshake on the secure listener failed"),
+                    Err(_) => tracing::debug!("TLS handshake on the secure listener timed out"),
+                }
+            });
+            if sender.is_closed() {
                 return;
             }
-        };
-        certificates = Some(CertificateServiceServer::new(secure.certificates));
-        tracing::info!(%address, "serving discovery and certificates (gRPC over TLS)");
-    } else {
-        tracing::info!(%address, "serving discovery (gRPC)");
-    }
-    let result = builder
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(receiver)
+}
+
+async fn serve_on<I, IO, IE>(
+    incoming: I,
+    service: DiscoveryService,
+    certificates: Option<
+        portico_api::ca::certificate_service_server::CertificateServiceServer<crate::ca::service::CertificateServer>,
+    >,
+    mut shutdown: watch::Receiver<bool>,
+    address: &str,
+) where
+    I: tokio_stream::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let result = tonic::transport::Server::builder()
         // Notice a gateway that vanished without closing its stream.
         .http2_keepalive_interval(Some(Duration::from_secs(15)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
