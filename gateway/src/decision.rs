@@ -71,6 +71,14 @@ impl LocalResponse {
 
 pub enum Decision {
     Forward(Box<Forward>),
+    /// A route (or an `httpsRedirect` server) answers here: a redirect or a
+    /// direct response. Authorization still applies, on `host` and `path`.
+    Local {
+        response: LocalResponse,
+        host: String,
+        path: String,
+    },
+    /// Refused or unrouted: answered before any policy could apply.
     Respond(LocalResponse),
 }
 
@@ -105,9 +113,14 @@ pub fn decide(snapshot: &Arc<Snapshot>, request: &RequestHeader, port: u16, sche
     };
     let table = snapshot.matcher.table();
     let vhost = &table.listeners[listener].virtual_hosts[virtual_host];
+    let local = |response: LocalResponse| Decision::Local {
+        response,
+        host: host.clone().into_owned(),
+        path: target.path.clone(),
+    };
     if vhost.https_redirect {
         let location = https_location(authority, &target.path_and_query());
-        return Decision::Respond(redirect(301, location));
+        return local(redirect(301, location));
     }
     let Some((route_index, match_index)) = selected else {
         return Decision::Respond(LocalResponse::text(404, "no route\n", "NR"));
@@ -133,9 +146,9 @@ pub fn decide(snapshot: &Arc<Snapshot>, request: &RequestHeader, port: u16, sche
                     query: target.query.as_deref(),
                 },
             );
-            Decision::Respond(redirect(redirect_action.status, location))
+            local(redirect(redirect_action.status, location))
         }
-        RouteAction::DirectResponse(direct) => Decision::Respond(LocalResponse {
+        RouteAction::DirectResponse(direct) => local(LocalResponse {
             status: direct.status,
             headers: vec![(header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string())],
             body: Bytes::from(direct.body.clone()),

@@ -15,7 +15,7 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::auth::{Guard, ResponseHeaders};
+use crate::auth::{Guard, ResponseHeaders, Routed};
 use crate::decision::{Decision, Forward, LocalResponse, decide};
 use crate::headers;
 use crate::mesh::MeshIdentity;
@@ -147,10 +147,23 @@ impl ProxyHttp for GatewayProxy {
                 self.respond(session, ctx, response, close).await?;
                 Ok(true)
             }
+            Decision::Local { response, host, path } => {
+                // Redirects and direct responses are authorized like any
+                // route (Istio's policies run before its router).
+                let client = session.client_addr().and_then(PingoraAddr::as_inet).map(|a| a.ip());
+                let routed = Routed { snapshot: &snapshot, host: &host, path: &path, destination_namespace: None };
+                let request = session.req_header_mut();
+                let admitted = self.guard.admit(request, &routed, &self.resolver, client, self.port, self.scheme).await;
+                let response = admitted.map_or_else(|refusal| refusal, |_| response);
+                let close = response.status >= 400 || headers::has_body(session.req_header());
+                self.respond(session, ctx, response, close).await?;
+                Ok(true)
+            }
             Decision::Forward(forward) => {
                 let client = session.client_addr().and_then(PingoraAddr::as_inet).map(|a| a.ip());
                 let request = session.req_header_mut();
-                match self.guard.admit(request, &forward, &self.resolver, client, self.port, self.scheme).await {
+                let routed = Routed::forward(&forward);
+                match self.guard.admit(request, &routed, &self.resolver, client, self.port, self.scheme).await {
                     Ok(response_headers) => {
                         ctx.response_headers = response_headers;
                         ctx.forward = Some(forward);

@@ -405,3 +405,30 @@ fn kubeflow_identity_headers_are_removed_even_without_a_request_authentication()
     let seen = upstream.requests().pop().expect("the notebook was reached");
     assert!(seen.header("kubeflow-userid").is_none() && seen.header("kubeflow-groups").is_none(), "{seen:?}");
 }
+
+#[test]
+fn redirects_and_direct_responses_are_behind_the_same_policies() {
+    let key = IssuerKey::generate("key-1");
+    let jwks = jwks_endpoint(Arc::new(Mutex::new(vec![key.jwk.clone()])));
+    let upstream = HttpStub::echo();
+    let local_routes = r#"apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: local-answers, namespace: kubeflow}
+spec:
+  hosts: ["*"]
+  gateways: [kubeflow/kubeflow-gateway]
+  http:
+  - match: [{uri: {prefix: /internal/config}}]
+    directResponse: {status: 200, body: {string: "internal settings\n"}}
+  - match: [{uri: {exact: /old-dashboard}}]
+    redirect: {uri: /new-dashboard}
+"#
+    .to_string();
+    let door = FrontDoor::start(jwks.address(), upstream.address(), &[("local.yaml", local_routes)], &[]);
+    assert_eq!(door.get("/internal/config", &[]).status, 401, "a direct response needs a token too");
+    assert_eq!(door.get("/old-dashboard", &[]).status, 401, "so does a redirect");
+    let bearer = format!("Bearer {}", key.token(OWNER, json!({})));
+    let allowed = door.get("/internal/config", &[("Authorization", &bearer)]);
+    assert_eq!((allowed.status, allowed.text().as_str()), (200, "internal settings\n"));
+    assert_eq!(door.get("/old-dashboard", &[("Authorization", &bearer)]).status, 301);
+}

@@ -25,6 +25,7 @@ use portico_routing::request::HeaderSource;
 use portico_routing::security::{Attributes, PolicySet, SecurityTable};
 
 use crate::decision::{Forward, LocalResponse};
+use crate::state::Snapshot;
 use crate::upstream::Resolver;
 
 pub use jwt::JwtVerifier;
@@ -62,6 +63,28 @@ pub struct Guard {
 /// Headers to add to the client's response once the request is allowed.
 pub type ResponseHeaders = Vec<(HeaderName, HeaderValue)>;
 
+/// Where routing sent a request: what the policies decide on.
+pub struct Routed<'a> {
+    pub snapshot: &'a Snapshot,
+    /// Host without port, lower-case.
+    pub host: &'a str,
+    /// The normalized path routing matched.
+    pub path: &'a str,
+    /// The chosen destination's namespace, for forwarded requests.
+    pub destination_namespace: Option<&'a str>,
+}
+
+impl<'a> Routed<'a> {
+    pub fn forward(forward: &'a Forward) -> Self {
+        Routed {
+            snapshot: &forward.snapshot,
+            host: &forward.host,
+            path: &forward.path,
+            destination_namespace: forward.destination().and_then(|d| d.host.split('.').nth(1)),
+        }
+    }
+}
+
 impl Guard {
     pub fn new(settings: AuthSettings) -> Self {
         // No redirects: a provider's 302 is the client's answer, and a JWKS
@@ -75,17 +98,17 @@ impl Guard {
     }
 
     /// Checks `request` (and rewrites its identity headers) for the route
-    /// decided in `forward`. `Err` is the client's answer.
+    /// decided in `routed`. `Err` is the client's answer.
     pub async fn admit(
         &self,
         request: &mut RequestHeader,
-        forward: &Forward,
+        routed: &Routed<'_>,
         resolver: &Resolver,
         client_ip: Option<std::net::IpAddr>,
         port: u16,
         scheme: &str,
     ) -> Result<ResponseHeaders, LocalResponse> {
-        let table = forward.snapshot.matcher.table();
+        let table = routed.snapshot.matcher.table();
         let security = &table.security;
         for name in
             security.identity_headers().into_iter().chain(self.settings.identity_headers.iter().map(String::as_str))
@@ -109,7 +132,7 @@ impl Guard {
         let mut response_headers = Vec::new();
         if !security.is_empty() {
             response_headers =
-                self.check_policies(request, forward, security, resolver, client_ip, port, scheme).await?;
+                self.check_policies(request, routed, security, resolver, client_ip, port, scheme).await?;
         }
         browser::strip_cookies(request, &self.settings.session_cookies);
         Ok(response_headers)
@@ -119,18 +142,18 @@ impl Guard {
     async fn check_policies(
         &self,
         request: &mut RequestHeader,
-        forward: &Forward,
+        routed: &Routed<'_>,
         security: &SecurityTable,
         resolver: &Resolver,
         client_ip: Option<std::net::IpAddr>,
         port: u16,
         scheme: &str,
     ) -> Result<ResponseHeaders, LocalResponse> {
-        let table = forward.snapshot.matcher.table();
+        let table = routed.snapshot.matcher.table();
         let mut response_headers = Vec::new();
         // CUSTOM: decided on the request as the client sent it.
         let provider = {
-            let attributes = attributes(request, forward, None, None, None, client_ip, port);
+            let attributes = attributes(request, routed, None, None, None, client_ip, port);
             security.gateway.custom_provider(&attributes).map(str::to_string)
         };
         if let Some(name) = provider {
@@ -189,12 +212,12 @@ impl Guard {
         let principal = verified.as_ref().map(|v| v.principal.as_str());
         let claims = verified.as_ref().map(|v| &v.claims);
         // The gateway's own policies: the peer is the remote client.
-        let gateway = attributes(request, forward, None, principal, claims, client_ip, port);
+        let gateway = attributes(request, routed, None, principal, claims, client_ip, port);
         check(&security.gateway, &gateway, request, &self.settings, credentials)?;
         // The destination namespace's: the peer is this gateway.
-        if let Some(policies) = destination_namespace(forward).and_then(|ns| security.namespaces.get(ns)) {
+        if let Some(policies) = routed.destination_namespace.and_then(|ns| security.namespaces.get(ns)) {
             let at_destination =
-                attributes(request, forward, Some(&self.settings.principal), principal, claims, client_ip, port);
+                attributes(request, routed, Some(&self.settings.principal), principal, claims, client_ip, port);
             check(policies, &at_destination, request, &self.settings, credentials)?;
         }
         Ok(response_headers)
@@ -203,7 +226,7 @@ impl Guard {
 
 fn attributes<'a>(
     request: &'a RequestHeader,
-    forward: &'a Forward,
+    routed: &'a Routed<'a>,
     principal: Option<&'a str>,
     request_principal: Option<&'a str>,
     claims: Option<&'a serde_json::Value>,
@@ -214,10 +237,10 @@ fn attributes<'a>(
         principal,
         request_principal,
         claims,
-        host: &forward.host,
+        host: routed.host,
         port,
         method: request.method.as_str(),
-        path: &forward.path,
+        path: routed.path,
         headers: &request.headers as &dyn HeaderSource,
         client_ip,
         sni: None,
@@ -274,11 +297,6 @@ fn internal() -> LocalResponse {
 
 fn owned(headers: Vec<(HeaderName, HeaderValue)>) -> Vec<(HeaderName, String)> {
     headers.into_iter().filter_map(|(n, v)| v.to_str().ok().map(|v| (n, v.to_string()))).collect()
-}
-
-/// `<service>.<namespace>.svc...` of the chosen destination.
-fn destination_namespace(forward: &Forward) -> Option<&str> {
-    forward.destination().and_then(|d| d.host.split('.').nth(1))
 }
 
 /// Percent-encodes everything but unreserved characters and `/`.
