@@ -35,6 +35,24 @@ fn endpoint_slice_yaml(ns: &str, name: &str, pod: &str, address: SocketAddr) -> 
     )
 }
 
+/// Kubeflow's Gateway, in the test namespace.
+fn apply_kubeflow_gateway(plane: &portico_e2e::KubePlane, ns: &str) {
+    apply(
+        plane,
+        &format!(
+            "apiVersion: networking.istio.io/v1beta1\nkind: Gateway\nmetadata: {{name: kubeflow-gateway, namespace: {ns}}}\n\
+             spec:\n  selector: {{istio: ingressgateway}}\n  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: [\"*\"]}}]\n"
+        ),
+    );
+}
+
+/// Status of the notebook's `api/status` through the gateway on `port`, 0
+/// when nothing answers.
+fn notebook_status(port: u16, ns: &str, notebook: &str) -> u16 {
+    let gateway = SocketAddr::from(([127, 0, 0, 1], port));
+    raw_http::get(gateway, "nb.example.com", &format!("/notebook/{ns}/{notebook}/api/status")).map_or(0, |r| r.status)
+}
+
 #[test]
 fn pods_without_a_sidecar_in_a_meshed_namespace_are_reached_without_mutual_tls() {
     let namespace = TestNamespace::create("meshpods");
@@ -46,13 +64,7 @@ fn pods_without_a_sidecar_in_a_meshed_namespace_are_reached_without_mutual_tls()
     apply(plane, &pod_yaml(ns, "plain-0", "sidecar.istio.io/inject: \"false\"", ""));
     apply(plane, &pod_yaml(ns, "meshed-0", "security.istio.io/tlsMode: istio", ""));
     plane.kubectl_ok(&["label", "namespace", ns, "portico-injection=enabled"]);
-    apply(
-        plane,
-        &format!(
-            "apiVersion: networking.istio.io/v1beta1\nkind: Gateway\nmetadata: {{name: kubeflow-gateway, namespace: {ns}}}\n\
-             spec:\n  selector: {{istio: ingressgateway}}\n  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: [\"*\"]}}]\n"
-        ),
-    );
+    apply_kubeflow_gateway(plane, ns);
     let fake = FakeNotebook::start_on(host_address());
     for (notebook, pod) in [("plain", "plain-0"), ("meshed", "meshed-0")] {
         apply(plane, &notebook_yaml(ns, notebook, &[]));
@@ -63,14 +75,7 @@ fn pods_without_a_sidecar_in_a_meshed_namespace_are_reached_without_mutual_tls()
     let args: Vec<String> =
         ["--node-name", "gw", "--bind", &format!("80=127.0.0.1:{port}")].iter().map(|a| a.to_string()).collect();
     let gateway = Gateway::start_discovery(&controller.discovery_url(), &args);
-    let status = |notebook: &str| {
-        raw_http::get(
-            SocketAddr::from(([127, 0, 0, 1], port)),
-            "nb.example.com",
-            &format!("/notebook/{ns}/{notebook}/api/status"),
-        )
-        .map_or(0, |r| r.status)
-    };
+    let status = |notebook: &str| notebook_status(port, ns, notebook);
     let mut last = (0, 0);
     let settled = poll(SETTLE, || {
         last = (status("plain"), status("meshed"));
@@ -132,13 +137,7 @@ fn a_meshed_pod_must_present_its_own_service_account() {
     apply(plane, &pod_yaml(ns, "right-0", injected, &account("notebook")));
     apply(plane, &pod_yaml(ns, "wrong-0", injected, &account("someone-else")));
     plane.kubectl_ok(&["label", "namespace", ns, "portico-injection=enabled"]);
-    apply(
-        plane,
-        &format!(
-            "apiVersion: networking.istio.io/v1beta1\nkind: Gateway\nmetadata: {{name: kubeflow-gateway, namespace: {ns}}}\n\
-             spec:\n  selector: {{istio: ingressgateway}}\n  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: [\"*\"]}}]\n"
-        ),
-    );
+    apply_kubeflow_gateway(plane, ns);
     for (notebook, pod) in [("right", "right-0"), ("wrong", "wrong-0")] {
         apply(plane, &notebook_yaml(ns, notebook, &[]));
         apply(plane, &endpoint_slice_yaml(ns, notebook, pod, inbound));
@@ -162,14 +161,7 @@ fn a_meshed_pod_must_present_its_own_service_account() {
     .map(|a| a.to_string())
     .collect();
     let gateway = Gateway::start_discovery(&controller.discovery_url(), &args);
-    let status = |notebook: &str| {
-        raw_http::get(
-            SocketAddr::from(([127, 0, 0, 1], port)),
-            "nb.example.com",
-            &format!("/notebook/{ns}/{notebook}/api/status"),
-        )
-        .map_or(0, |r| r.status)
-    };
+    let status = |notebook: &str| notebook_status(port, ns, notebook);
     let mut last = (0, 0);
     let settled = poll(SETTLE, || {
         last = (status("right"), status("wrong"));

@@ -1,5 +1,6 @@
-//! Kubeflow's own policies (as its manifests install them), compiled for
-//! the ingress gateway and evaluated on the requests a user would send.
+//! Kubeflow's own policies (examples/kubeflow-auth, as Kubeflow's manifests
+//! install them), compiled for the ingress gateway and evaluated on the
+//! requests a user would send.
 
 use std::collections::BTreeMap;
 
@@ -8,64 +9,8 @@ use crate::diagnostic::Diagnostic;
 use crate::resources::Resources;
 use crate::translate::GatewayIdentity;
 
-const KUBEFLOW: &str = r#"
-apiVersion: security.istio.io/v1
-kind: RequestAuthentication
-metadata: {name: dex-jwt, namespace: istio-system}
-spec:
-  selector: {matchLabels: {istio: ingressgateway}}
-  jwtRules:
-  - issuer: http://dex.auth.svc.cluster.local:5556/dex
-    jwksUri: http://dex.auth.svc.cluster.local:5556/dex/keys
-    forwardOriginalToken: true
-    outputClaimToHeaders:
-    - {header: kubeflow-userid, claim: email}
-    - {header: kubeflow-groups, claim: groups}
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: istio-ingressgateway-require-jwt, namespace: istio-system}
-spec:
-  action: DENY
-  selector: {matchLabels: {istio: ingressgateway}}
-  rules:
-  - from: [{source: {notRequestPrincipals: ["*"]}}]
-    to: [{operation: {notPaths: ["/dex/*", "/oauth2/*"]}}]
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: istio-ingressgateway-oauth2-proxy, namespace: istio-system}
-spec:
-  action: CUSTOM
-  provider: {name: oauth2-proxy}
-  selector: {matchLabels: {istio: ingressgateway}}
-  rules:
-  - to: [{operation: {notPaths: ["/dex/*", "/oauth2/*"]}}]
----
-apiVersion: security.istio.io/v1beta1
-kind: AuthorizationPolicy
-metadata: {name: ns-owner-access-istio, namespace: kubeflow-user-example-com}
-spec:
-  rules:
-  - from: [{source: {principals: ["cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"]}}]
-    when: [{key: "request.headers[kubeflow-userid]", values: ["user@example.com"]}]
-  - when: [{key: source.namespace, values: [kubeflow-user-example-com]}]
-  - to: [{operation: {paths: ["/healthz", "/metrics", "/wait-for-drain"]}}]
----
-apiVersion: v1
-kind: ConfigMap
-metadata: {name: istio, namespace: istio-system}
-data:
-  mesh: |
-    extensionProviders:
-    - name: oauth2-proxy
-      envoyExtAuthzHttp:
-        service: oauth2-proxy.oauth2-proxy.svc.cluster.local
-        port: 80
-        includeRequestHeadersInCheck: [authorization, cookie]
-        headersToUpstreamOnAllow: [authorization, path, x-auth-request-email, x-auth-request-groups]
-        headersToDownstreamOnDeny: [content-type, set-cookie]
-"#;
+/// Kubeflow's objects, as the example folder carries them.
+const KUBEFLOW: &str = include_str!("../../../examples/kubeflow-auth/policies.yaml");
 
 const GATEWAY: &str = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account";
 
