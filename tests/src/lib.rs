@@ -39,6 +39,7 @@ pub mod kernel;
 pub mod kube_plane;
 pub mod kube_wait;
 pub mod notebooks;
+pub mod oauth2_proxy;
 pub mod porticoctl;
 pub mod ports;
 pub mod process;

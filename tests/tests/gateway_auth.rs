@@ -1,7 +1,8 @@
 //! The front door as Kubeflow deploys it: Dex-issued JWTs checked by a
 //! RequestAuthentication, `kubeflow-userid` from the token's email, a DENY
 //! policy for requests without a token, the profile's
-//! `ns-owner-access-istio` policy, oauth2-proxy as a CUSTOM provider, and
+//! `ns-owner-access-istio` policy, a real oauth2-proxy as the CUSTOM
+//! provider, and
 //! the browser rules (websocket Origin, session cookie) in front of a real
 //! Jupyter Server that has no token, no password and `allow_origin='*'`.
 //!
@@ -20,6 +21,7 @@ use portico_e2e::gateway::Gateway;
 use portico_e2e::http_stub::{HttpStub, StubResponse};
 use portico_e2e::jupyter::Jupyter;
 use portico_e2e::jwt_issuer::{ISSUER, IssuerKey};
+use portico_e2e::oauth2_proxy::{CLIENT_ID, COOKIE_NAME, OAuth2Proxy};
 use portico_e2e::raw_http::{self, RawResponse};
 use portico_e2e::{free_port, kernel};
 use serde_json::json;
@@ -253,23 +255,6 @@ fn a_rotated_issuer_key_is_picked_up_without_a_restart() {
     assert_eq!(jwks.requests().len(), 2, "one fetch at first use, one for the unknown key");
 }
 
-/// oauth2-proxy's contract as Kubeflow configures it: a valid session
-/// cookie gets 200 and the ID token in `Authorization`; anything else a
-/// redirect to the login with a CSRF cookie.
-fn oauth2_proxy(token: String) -> HttpStub {
-    HttpStub::start(move |request| {
-        let cookies = request.header_values("cookie").join("; ");
-        if cookies.contains("oauth2_proxy_kubeflow=valid-session") {
-            StubResponse::new(200, "").with_header("authorization", &format!("Bearer {token}"))
-        } else {
-            StubResponse::new(302, "")
-                .with_header("location", &format!("https://kubeflow.example.com/oauth2/start?rd={}", request.target))
-                .with_header("set-cookie", "_oauth2_proxy_csrf=x; Path=/; HttpOnly")
-                .with_header("x-internal-detail", "not for clients")
-        }
-    })
-}
-
 fn mesh_config_with_oauth2_proxy() -> String {
     r#"apiVersion: v1
 kind: ConfigMap
@@ -298,33 +283,83 @@ spec:
     .to_string()
 }
 
+/// Every `Set-Cookie` of a response, as `name=value` (attributes dropped).
+fn set_cookies(response: &RawResponse) -> Vec<String> {
+    response
+        .head
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(name, _)| name.trim().eq_ignore_ascii_case("set-cookie"))
+        .map(|(_, value)| value.trim().split(';').next().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Kubeflow's VirtualService for oauth2-proxy's own pages.
+fn oauth2_proxy_route() -> String {
+    r#"apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: oauth2-proxy, namespace: oauth2-proxy}
+spec:
+  hosts: ["*"]
+  gateways: [kubeflow/kubeflow-gateway]
+  http:
+  - match: [{uri: {prefix: /oauth2/}}]
+    route: [{destination: {host: oauth2-proxy.oauth2-proxy.svc.cluster.local, port: {number: 80}}}]
+"#
+    .to_string()
+}
+
 #[test]
-fn oauth2_proxy_turns_the_session_cookie_into_a_verified_identity() {
-    let key = IssuerKey::generate("key-1");
+fn a_kubeflow_login_through_a_real_oauth2_proxy_reaches_the_notebook_as_the_user() {
+    // RS256, as Dex signs: oauth2-proxy without discovery accepts only that.
+    let key = IssuerKey::rsa_fixture("dex-key");
     let jwks = jwks_endpoint(Arc::new(Mutex::new(vec![key.jwk.clone()])));
     let upstream = HttpStub::echo();
-    let proxy = oauth2_proxy(key.token(OWNER, json!({})));
-    let files = [("oauth2-proxy.yaml", mesh_config_with_oauth2_proxy())];
+    // The identity provider's token endpoint: any code is the owner's.
+    let id_token = key.token(OWNER, json!({ "aud": CLIENT_ID, "email_verified": true }));
+    let idp = HttpStub::start(move |_| {
+        let body =
+            json!({ "access_token": "opaque", "token_type": "Bearer", "expires_in": 3600, "id_token": id_token });
+        StubResponse::new(200, body.to_string()).with_header("content-type", "application/json")
+    });
+    let proxy = OAuth2Proxy::start(
+        ISSUER,
+        &format!("http://{}/dex/token", idp.address()),
+        &format!("http://{}/dex/keys", jwks.address()),
+        "http://kubeflow.example.com/oauth2/callback",
+    );
+    let files = [("oauth2-proxy.yaml", mesh_config_with_oauth2_proxy()), ("oauth2-route.yaml", oauth2_proxy_route())];
     let resolve = format!("oauth2-proxy.oauth2-proxy.svc.cluster.local:80={}", proxy.address());
     let door = FrontDoor::start(jwks.address(), upstream.address(), &files, &["--resolve", &resolve]);
+    let context = || format!("gateway:\n{}\noauth2-proxy:\n{}", door.gateway.log_tail(), proxy.log_tail());
 
-    // Signed in: the browser sends only its session cookie.
-    let response = door.get(&nb_path("api/status"), &[("Cookie", "oauth2_proxy_kubeflow=valid-session; _xsrf=1")]);
-    assert_eq!(response.status, 200, "{}\n{}", response.head, door.gateway.log_tail());
-    let check = proxy.requests().pop().expect("oauth2-proxy was asked");
-    assert_eq!(check.target, nb_path("api/status"));
-    assert!(check.header("cookie").is_some_and(|c| c.contains("oauth2_proxy_kubeflow=valid-session")), "{check:?}");
+    // 1. A page without a session: oauth2-proxy sends the browser to the
+    //    identity provider, with its CSRF cookie.
+    let page = door.get(&nb_path("lab"), &[("Accept", "text/html")]);
+    assert_eq!(page.status, 302, "{}\n{}", page.head, context());
+    let location = page.header("location").unwrap_or_default().to_string();
+    assert!(location.starts_with("https://idp.example/auth?"), "{location}");
+    let state = location.split(['?', '&']).find_map(|p| p.strip_prefix("state=")).expect("a state").to_string();
+    let csrf = set_cookies(&page).into_iter().next().expect("a CSRF cookie");
+    assert!(upstream.requests().is_empty());
+
+    // 2. The provider sends the browser back with a code: oauth2-proxy
+    //    redeems it and sets the session cookie.
+    let callback = door.get(&format!("/oauth2/callback?code=a-code&state={state}"), &[("Cookie", &csrf)]);
+    assert_eq!(callback.status, 302, "{}\n{}", callback.head, context());
+    let session = set_cookies(&callback)
+        .into_iter()
+        .find(|c| c.starts_with(&format!("{COOKIE_NAME}=")) && c.len() > COOKIE_NAME.len() + 1)
+        .unwrap_or_else(|| panic!("no session cookie in\n{}\n{}", callback.head, context()));
+
+    // 3. From now on the browser sends only its cookies: oauth2-proxy turns
+    //    the session into the ID token, the gateway verifies it and sets the
+    //    identity; the notebook never sees the session.
+    let response = door.get(&nb_path("api/status"), &[("Cookie", &format!("{session}; _xsrf=1"))]);
+    assert_eq!(response.status, 200, "{}\n{}", response.head, context());
     let seen = upstream.requests().pop().expect("the notebook was reached");
-    assert_eq!(seen.header_values("kubeflow-userid"), vec![OWNER], "identity from the token oauth2-proxy issued");
+    assert_eq!(seen.header_values("kubeflow-userid"), vec![OWNER]);
     assert_eq!(seen.header_values("cookie"), vec!["_xsrf=1"], "the session cookie is not forwarded");
-
-    // Not signed in: oauth2-proxy's redirect, with only the allowed headers.
-    let denied = door.get(&nb_path("lab"), &[("Accept", "text/html")]);
-    assert_eq!(denied.status, 302, "{}", denied.head);
-    assert!(denied.header("location").is_some_and(|l| l.contains("/oauth2/start?rd=")), "{}", denied.head);
-    assert!(denied.header("set-cookie").is_some_and(|c| c.starts_with("_oauth2_proxy_csrf=")), "{}", denied.head);
-    assert!(denied.header("x-internal-detail").is_none(), "{}", denied.head);
-    assert_eq!(upstream.requests().len(), 1, "the denied request did not reach the notebook");
 }
 
 #[test]
