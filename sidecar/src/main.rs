@@ -23,7 +23,13 @@ fn main() -> anyhow::Result<()> {
     };
     let format = run.log_format;
     init_logging(format);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(run.threads).enable_all().build()?;
+    // One thread (the default) is a current-thread runtime: no work-stealing
+    // and no cross-thread wake-ups on the hop's path.
+    let runtime = if run.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(run.threads).enable_all().build()?
+    };
     runtime.block_on(inbound::run(run))
 }
 
