@@ -25,12 +25,6 @@ mod upstream;
 
 use clap::Parser;
 
-/// mimalloc instead of glibc's allocator: Pingora allocates and frees per
-/// request, and glibc's malloc/free took ~12% of the keep-alive benchmark's
-/// CPU (bench/RESULTS.md has the before and after).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> anyhow::Result<()> {
     let args = cli::Args::parse();
     logging::init(args.log_format);
