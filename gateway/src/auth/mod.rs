@@ -115,9 +115,6 @@ impl Guard {
         {
             request.remove_header(name);
         }
-        if request.headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
-            return Err(LocalResponse::text(400, "more than one Authorization header\n", "DPE"));
-        }
         let upgrade = request.headers.contains_key(header::UPGRADE);
         if upgrade
             && !browser::websocket_origin_allowed(
