@@ -147,8 +147,7 @@ async fn handle(state: &State, stream: TcpStream) -> Result<(), Refusal> {
 /// The port a connection was sent to before iptables redirected it here
 /// (`SO_ORIGINAL_DST`); `None` for a direct connection to the inbound port.
 fn original_port(stream: &TcpStream) -> Option<u16> {
-    let original = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::OriginalDst).ok()?;
-    let port = u16::from_be(original.sin_port);
+    let port = crate::outbound::original_destination(stream)?.port();
     let local = stream.local_addr().ok()?.port();
     (port != local).then_some(port)
 }

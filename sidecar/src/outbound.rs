@@ -69,8 +69,9 @@ async fn pass_through(
     Ok(())
 }
 
-/// Where the connection was going before iptables redirected it here.
-fn original_destination(stream: &TcpStream) -> Option<SocketAddr> {
+/// Where the connection was going before iptables redirected it here
+/// (`SO_ORIGINAL_DST`); the inbound hop uses it for the port.
+pub fn original_destination(stream: &TcpStream) -> Option<SocketAddr> {
     let original = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::OriginalDst).ok()?;
     let ip = std::net::Ipv4Addr::from(u32::from_be(original.sin_addr.s_addr));
     Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(original.sin_port))))
