@@ -40,6 +40,12 @@ impl Forward {
         &self.snapshot.matcher.table().listeners[self.listener].virtual_hosts[self.virtual_host].routes[self.route]
     }
 
+    /// The chosen destination's namespace (`<service>.<namespace>.svc...`):
+    /// whose policies apply, and whose workloads may answer over the mesh.
+    pub fn destination_namespace(&self) -> Option<&str> {
+        self.destination().and_then(|d| d.host.split('.').nth(1))
+    }
+
     /// The chosen destination (always present: only forward actions make a `Forward`).
     pub fn destination(&self) -> Option<&WeightedDestination> {
         match &self.route().action {

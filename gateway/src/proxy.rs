@@ -210,7 +210,7 @@ impl ProxyHttp for GatewayProxy {
             // identity once connected: the pod's own service account when
             // the index knows it, else any workload of the destination's
             // namespace (`<service>.<namespace>.svc...`).
-            ctx.mesh_expected = destination.host.split('.').nth(1).map(|namespace| {
+            ctx.mesh_expected = forward.destination_namespace().map(|namespace| {
                 let prefix = format!("spiffe://{}/ns/{namespace}/sa/", self.settings.trust_domain);
                 match mesh_peer.service_account {
                     Some(service_account) => ExpectedPeer::Exactly(format!("{prefix}{service_account}")),

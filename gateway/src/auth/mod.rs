@@ -80,7 +80,7 @@ impl<'a> Routed<'a> {
             snapshot: &forward.snapshot,
             host: &forward.host,
             path: &forward.path,
-            destination_namespace: forward.destination().and_then(|d| d.host.split('.').nth(1)),
+            destination_namespace: forward.destination_namespace(),
         }
     }
 }
