@@ -1,0 +1,51 @@
+//! A minimal Pingora reverse proxy: the benchmarks' reference for what
+//! Pingora itself costs, so that Portico's own overhead can be told apart
+//! from the framework's (`bench/run` runs it next to nginx and HAProxy).
+//!
+//! Every request goes to one upstream over pooled keep-alive connections,
+//! with Pingora's defaults and nothing else: no routing, no metrics, no
+//! logging, no header rewriting.
+//!
+//!     pingora_minimal <listen address> <upstream address> <threads>
+
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+
+use async_trait::async_trait;
+use pingora_core::prelude::HttpPeer;
+use pingora_core::server::Server;
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_error::Result;
+use pingora_proxy::{ProxyHttp, Session};
+
+struct Minimal {
+    upstream: SocketAddr,
+}
+
+#[async_trait]
+impl ProxyHttp for Minimal {
+    type CTX = ();
+
+    fn new_ctx(&self) {}
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let usage = "usage: pingora_minimal <listen address> <upstream address> <threads>";
+    let listen = args.next().ok_or(usage)?;
+    let upstream: SocketAddr = args.next().ok_or(usage)?.parse()?;
+    let threads: usize = args.next().ok_or(usage)?.parse()?;
+
+    let conf = ServerConf { threads, upstream_keepalive_pool_size: 1024, ..ServerConf::default() };
+    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
+    server.bootstrap();
+    let mut proxy = pingora_proxy::http_proxy_service(&server.configuration, Minimal { upstream });
+    proxy.add_tcp(&listen);
+    server.add_service(proxy);
+    server.run_forever()
+}
