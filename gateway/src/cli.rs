@@ -100,6 +100,12 @@ pub struct Args {
     #[arg(long, env = "PORTICO_DOWNSTREAM_READ_BUFFER", default_value_t = 0)]
     pub downstream_read_buffer: usize,
 
+    /// Splice HTTP/1.1 upgrades (websockets) to plain endpoints on a task
+    /// of their own, holding no buffer while idle; false leaves them in
+    /// Pingora's proxy loop (about 64 KiB per open websocket).
+    #[arg(long, env = "PORTICO_SPLICE_UPGRADES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub splice_upgrades: bool,
+
     /// Seconds to wait between SIGTERM and closing listeners (load balancers
     /// notice the readiness change in that time).
     #[arg(long, env = "PORTICO_DRAIN_DELAY", default_value_t = 5)]

@@ -21,6 +21,7 @@ mod state;
 mod status;
 mod strict_http;
 mod tls;
+mod tunnel;
 mod upstream;
 
 use clap::Parser;

@@ -23,7 +23,11 @@ use crate::metrics::{Metrics, RequestRecord};
 use crate::state::RouteState;
 use crate::status::{self, Outcome};
 use crate::strict_http;
+use crate::tunnel;
 use crate::upstream::Resolver;
+
+/// How long an endpoint may take to answer an upgrade request.
+const UPGRADE_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Settings shared by every listener's proxy.
 pub struct ProxySettings {
@@ -35,6 +39,8 @@ pub struct ProxySettings {
     pub workload_namespace: String,
     /// SPIFFE trust domain of meshed endpoints.
     pub trust_domain: String,
+    /// Splice HTTP/1.1 upgrades outside Pingora ([`tunnel`]).
+    pub splice_upgrades: bool,
 }
 
 /// The data plane of one Gateway port.
@@ -167,6 +173,9 @@ impl ProxyHttp for GatewayProxy {
                     Ok(response_headers) => {
                         ctx.response_headers = response_headers;
                         ctx.forward = Some(forward);
+                        if self.splices(session) {
+                            return self.splice_upgrade(session, ctx).await;
+                        }
                         Ok(false)
                     }
                     Err(response) => {
@@ -363,6 +372,95 @@ impl ProxyHttp for GatewayProxy {
 }
 
 impl GatewayProxy {
+    /// HTTP/1.1 upgrades without a body are spliced by [`tunnel`] instead of
+    /// Pingora's proxy loop (an idle websocket then holds no buffer).
+    fn splices(&self, session: &Session) -> bool {
+        session.is_upgrade_req()
+            && !session.as_downstream().is_http2()
+            && !headers::has_body(session.req_header())
+            && self.settings.splice_upgrades
+    }
+
+    /// The handshake with the endpoint, then the splice on a task of its
+    /// own. Meshed endpoints are left to Pingora (`Ok(false)`): their mutual
+    /// TLS is its connector's.
+    async fn splice_upgrade(&self, session: &mut Session, ctx: &mut RequestContext) -> Result<bool> {
+        let Some(forward) = ctx.forward.as_ref() else { return Ok(false) };
+        let Some(destination) = forward.destination() else { return Ok(false) };
+        let target =
+            match self.resolver.resolve(forward.snapshot.matcher.table(), &destination.host, destination.port).await {
+                Ok(target) => target,
+                Err(error) => {
+                    tracing::debug!(%error, "no endpoint for an upgrade");
+                    self.respond(session, ctx, LocalResponse::text(503, "no healthy upstream\n", "UH"), true).await?;
+                    return Ok(true);
+                }
+            };
+        if target.mesh.is_some() {
+            return Ok(false);
+        }
+        ctx.upstream = Some(target.address);
+        let client = session.client_addr().and_then(PingoraAddr::as_inet).map(|a| a.ip());
+        let mut request = session.req_header().clone();
+        headers::prepare_upstream_request(&mut request, forward, client, self.scheme)?;
+        let handshake = match tunnel::handshake(
+            target.address,
+            &request,
+            status::CONNECT_TIMEOUT,
+            UPGRADE_RESPONSE_TIMEOUT,
+        )
+        .await
+        {
+            Ok(handshake) => handshake,
+            Err(error) => {
+                tracing::debug!(%error, upstream = %target.address, "upgrade handshake failed");
+                let (status, flags) = error.status();
+                let body = match status {
+                    503 => "upstream connect error\n",
+                    504 => "upstream request timeout\n",
+                    _ => "upstream connection error\n",
+                };
+                self.respond(session, ctx, LocalResponse::text(status, body, flags), true).await?;
+                return Ok(true);
+            }
+        };
+        let tunnel::Handshake { upstream, mut response, leftover } = handshake;
+        headers::prepare_response(&mut response, forward)?;
+        for (name, value) in ctx.response_headers.drain(..) {
+            response.append_header(name, value)?;
+        }
+        ctx.status = response.status.as_u16();
+        session.set_keepalive(None);
+        crate::read_timeouts::tunnel_started();
+        if response.status != http::StatusCode::SWITCHING_PROTOCOLS {
+            // Relayed raw and closed: whatever the client sent after its
+            // request is never read, let alone forwarded.
+            let mut client = tunnel::detach(session).await?;
+            if let Err(error) =
+                tunnel::relay_refusal(&mut client, upstream, &response, &leftover, UPGRADE_RESPONSE_TIMEOUT).await
+            {
+                tracing::debug!(%error, "relaying a refused upgrade");
+                ctx.flags = "DC";
+            }
+            return Ok(true);
+        }
+        if let Err(error) = session.write_response_header(Box::new(response), false).await {
+            tracing::debug!(%error, "client gone before its 101");
+            ctx.flags = "DC";
+            return Ok(true);
+        }
+        // Bytes the client sent right behind its request are already in
+        // Pingora's buffer; they belong to the new protocol. Polled once:
+        // nothing buffered means nothing to wait for.
+        let early = match tokio::time::timeout(Duration::ZERO, session.downstream_session.read_request_body()).await {
+            Ok(Ok(Some(bytes))) => bytes.to_vec(),
+            _ => Vec::new(),
+        };
+        let client = tunnel::detach(session).await?;
+        tokio::spawn(tunnel::splice(client, upstream, early, leftover, self.metrics.active_websockets.clone()));
+        Ok(true)
+    }
+
     async fn respond(
         &self,
         session: &mut Session,

@@ -74,6 +74,9 @@ enum Phase {
     Body { started: Instant, received: u64 },
     /// Waiting for the response, upgraded, or HTTP/2: no limit here.
     Unlimited,
+    /// Spliced by [`crate::tunnel`] for the rest of the connection's life:
+    /// never limited again, whatever the request's modules report.
+    Tunnel,
 }
 
 /// The read deadline of one connection, shared by its stream and the
@@ -110,7 +113,7 @@ impl ReadClock {
                     if rate == 0 { Duration::ZERO } else { Duration::from_secs_f64(received as f64 / rate as f64) };
                 Some(started + self.timeouts.body + earned)
             }
-            Phase::Idle | Phase::Unlimited => None,
+            Phase::Idle | Phase::Unlimited | Phase::Tunnel => None,
         }
     }
 
@@ -126,18 +129,31 @@ impl ReadClock {
 
     /// The head was parsed; a body follows or not.
     fn head_done(&self, body_follows: bool, now: Instant) {
-        *self.phase() = if body_follows { Phase::Body { started: now, received: 0 } } else { Phase::Unlimited };
+        self.set(if body_follows { Phase::Body { started: now, received: 0 } } else { Phase::Unlimited });
     }
 
     /// The body ended: what follows is the wait for the response.
     fn body_done(&self) {
-        *self.phase() = Phase::Unlimited;
+        self.set(Phase::Unlimited);
     }
 
     /// The request is over; the connection may wait for the next one.
     fn request_done(&self) {
-        *self.phase() = Phase::Idle;
+        self.set(Phase::Idle);
     }
+
+    fn set(&self, next: Phase) {
+        let mut phase = self.phase();
+        if *phase != Phase::Tunnel {
+            *phase = next;
+        }
+    }
+}
+
+/// The current connection (this task's) is spliced from now on: its reads
+/// are never limited again.
+pub fn tunnel_started() {
+    let _ = CLOCK.try_with(|clock| *clock.phase() = Phase::Tunnel);
 }
 
 tokio::task_local! {

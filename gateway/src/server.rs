@@ -155,6 +155,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         workload: identity_name(),
         workload_namespace: args.namespace.clone(),
         trust_domain: args.trust_domain.clone(),
+        splice_upgrades: args.splice_upgrades,
     });
     let guard = Arc::new(Guard::new(args.auth_settings()));
     let mesh = args.ca_address.as_ref().map(|address| {

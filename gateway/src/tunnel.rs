@@ -1,0 +1,466 @@
+//! Upgraded connections (notebook kernel and terminal websockets) spliced
+//! outside Pingora's proxy loop, holding no buffer while idle.
+//!
+//! A notebook gateway holds thousands of websockets that are idle nearly
+//! all the time. Pingora proxies an upgraded connection inside the request's
+//! task with a 64 KiB body buffer per direction plus the whole proxy state
+//! machine (~12 KiB): about 64 KiB resident per idle websocket, where
+//! HAProxy needs about 5. So once routing and authorization have admitted an
+//! HTTP/1.1 upgrade request, the gateway performs the handshake itself:
+//!
+//! 1. connect to the endpoint and send the rewritten request head;
+//! 2. read the response head; a `101` goes to the client with the route's
+//!    response header operations, anything else is relayed and the
+//!    connection closed;
+//! 3. take the client stream out of Pingora's session (a stand-in session
+//!    carrying the same request is left for logging and Pingora's clean-up),
+//!    and splice the two streams on a task of their own.
+//!
+//! The splice reads into one scratch buffer per worker thread and writes
+//! straight through; only bytes the receiver cannot take yet are copied
+//! into a per-connection buffer, freed once written. An idle websocket costs
+//! its two sockets and a task of a few hundred bytes.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::http::v1::server::HttpSession as SessionV1;
+use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::protocols::tls::{SslDigest, TlsRef};
+use pingora_core::protocols::{
+    ALPN, GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream, TimingDigest,
+    UniqueID, UniqueIDType,
+};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::Session;
+use prometheus::IntGauge;
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+/// The largest upstream response head accepted.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Headers in an upstream response head.
+const MAX_RESPONSE_HEADERS: usize = 128;
+/// Bytes read at once by a splice (one buffer per worker thread).
+const SCRATCH_SIZE: usize = 16 * 1024;
+
+thread_local! {
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_SIZE].into_boxed_slice());
+}
+
+/// Why a handshake with the endpoint failed (before anything reached the client).
+#[derive(Debug, Error)]
+pub enum HandshakeError {
+    #[error("connecting to {address}: {source}")]
+    Connect { address: std::net::SocketAddr, source: io::Error },
+    #[error("connecting to {0}: timed out")]
+    ConnectTimeout(std::net::SocketAddr),
+    #[error("sending the upgrade request: {0}")]
+    Write(io::Error),
+    #[error("reading the upgrade response: {0}")]
+    Read(io::Error),
+    #[error("no upgrade response within {0:?}")]
+    Timeout(Duration),
+    #[error("the endpoint closed the connection before a response head")]
+    Closed,
+    #[error("malformed upgrade response: {0}")]
+    Malformed(String),
+}
+
+impl HandshakeError {
+    /// Status and Envoy-style response flag for the client.
+    pub fn status(&self) -> (u16, &'static str) {
+        match self {
+            HandshakeError::Connect { .. } | HandshakeError::ConnectTimeout(_) => (503, "UF"),
+            HandshakeError::Timeout(_) => (504, "UT"),
+            _ => (502, "UC"),
+        }
+    }
+}
+
+/// The endpoint's answer to an upgrade request.
+pub struct Handshake {
+    pub upstream: TcpStream,
+    pub response: ResponseHeader,
+    /// Bytes the endpoint sent after its response head.
+    pub leftover: Vec<u8>,
+}
+
+/// Connects to `address` and exchanges the upgrade request and response heads.
+pub async fn handshake(
+    address: std::net::SocketAddr,
+    request: &RequestHeader,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+) -> Result<Handshake, HandshakeError> {
+    let mut upstream = tokio::time::timeout(connect_timeout, TcpStream::connect(address))
+        .await
+        .map_err(|_| HandshakeError::ConnectTimeout(address))?
+        .map_err(|source| HandshakeError::Connect { address, source })?;
+    // Websocket frames are small and latency-bound.
+    let _ = upstream.set_nodelay(true);
+    upstream.write_all(&request_head(request)).await.map_err(HandshakeError::Write)?;
+    let (response, leftover) = tokio::time::timeout(response_timeout, read_response_head(&mut upstream))
+        .await
+        .map_err(|_| HandshakeError::Timeout(response_timeout))??;
+    Ok(Handshake { upstream, response, leftover })
+}
+
+async fn read_response_head(upstream: &mut TcpStream) -> Result<(ResponseHeader, Vec<u8>), HandshakeError> {
+    let mut buffer = Vec::with_capacity(1024);
+    loop {
+        if buffer.len() >= MAX_RESPONSE_HEAD {
+            return Err(HandshakeError::Malformed(format!("response head over {MAX_RESPONSE_HEAD} bytes")));
+        }
+        let read = upstream.read_buf(&mut buffer).await.map_err(HandshakeError::Read)?;
+        if read == 0 {
+            return Err(HandshakeError::Closed);
+        }
+        let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+        let mut parsed = httparse::Response::new(&mut headers);
+        match parsed.parse(&buffer) {
+            Ok(httparse::Status::Partial) => continue,
+            Ok(httparse::Status::Complete(length)) => {
+                let response = response_header(&parsed)?;
+                let leftover = buffer.split_off(length);
+                return Ok((response, leftover));
+            }
+            Err(error) => return Err(HandshakeError::Malformed(error.to_string())),
+        }
+    }
+}
+
+fn response_header(parsed: &httparse::Response<'_, '_>) -> Result<ResponseHeader, HandshakeError> {
+    let malformed = |e: pingora_error::BError| HandshakeError::Malformed(e.to_string());
+    let code = parsed.code.ok_or_else(|| HandshakeError::Malformed("no status".to_string()))?;
+    let mut response = ResponseHeader::build(code, Some(parsed.headers.len())).map_err(malformed)?;
+    for header in parsed.headers.iter() {
+        let value = http::HeaderValue::from_bytes(header.value)
+            .map_err(|e| HandshakeError::Malformed(format!("header {}: {e}", header.name)))?;
+        response.append_header(header.name.to_string(), value).map_err(malformed)?;
+    }
+    Ok(response)
+}
+
+/// `METHOD path HTTP/1.1` and the headers, as sent upstream.
+pub fn request_head(request: &RequestHeader) -> Vec<u8> {
+    let mut head = Vec::with_capacity(512);
+    head.extend_from_slice(request.method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(request.raw_path());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    write_headers(&mut head, &request.headers);
+    head
+}
+
+/// `HTTP/1.1 code reason` and the headers, as sent to the client.
+pub fn response_head(response: &ResponseHeader) -> Vec<u8> {
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(response.status.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(response.status.canonical_reason().unwrap_or("Unknown").as_bytes());
+    head.extend_from_slice(b"\r\n");
+    write_headers(&mut head, &response.headers);
+    head
+}
+
+fn write_headers(head: &mut Vec<u8>, headers: &http::HeaderMap) {
+    for (name, value) in headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+}
+
+/// Takes the client stream out of `session`. What stays behind is a closed
+/// stand-in session carrying the same request head, so the request's
+/// logging and Pingora's clean-up after it see the request they expect.
+pub async fn detach(session: &mut Session) -> pingora_error::Result<Stream> {
+    let head = request_head(session.req_header());
+    let mut stand_in = ServerSession::H1(SessionV1::new(Box::new(StandIn { head: Some(head) })));
+    stand_in.read_request().await?;
+    stand_in.set_keepalive(None);
+    let original = std::mem::replace(&mut *session.downstream_session, stand_in);
+    match original {
+        ServerSession::H1(http1) => Ok(http1.into_inner()),
+        _ => Err(pingora_error::Error::explain(pingora_error::ErrorType::InternalError, "only HTTP/1.x is upgraded")),
+    }
+}
+
+/// Relays a non-101 answer's body: `Content-Length` bytes, or everything
+/// until the endpoint closes (the client connection closes after it).
+pub async fn relay_refusal(
+    client: &mut Stream,
+    mut upstream: TcpStream,
+    response: &ResponseHeader,
+    leftover: &[u8],
+    limit: Duration,
+) -> io::Result<()> {
+    client.write_all(&response_head(response)).await?;
+    let length = response
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let first = match length {
+        Some(length) => &leftover[..leftover.len().min(length as usize)],
+        None => leftover,
+    };
+    client.write_all(first).await?;
+    let remaining = length.map_or(u64::MAX, |length| length.saturating_sub(first.len() as u64));
+    let mut body = (&mut upstream).take(remaining);
+    let copy = tokio::io::copy(&mut body, client);
+    // A body the endpoint never finishes does not hold the connection.
+    let _ = tokio::time::timeout(limit, copy).await;
+    client.flush().await?;
+    AsyncWriteExt::shutdown(client).await
+}
+
+/// Copies both ways until both directions ended, starting with bytes each
+/// side sent along with its head; returns the bytes sent (client to
+/// endpoint, endpoint to client). `websockets` counts it while open.
+pub async fn splice(
+    mut client: Stream,
+    mut upstream: TcpStream,
+    early_from_client: Vec<u8>,
+    early_from_upstream: Vec<u8>,
+    websockets: IntGauge,
+) -> (u64, u64) {
+    websockets.inc();
+    let mut up = Pump { pending: early_from_client, ..Pump::default() };
+    let mut down = Pump { pending: early_from_upstream, ..Pump::default() };
+    let result = poll_fn(|cx| {
+        let up_done = up.poll(cx, &mut client, &mut upstream)?;
+        let down_done = down.poll(cx, &mut upstream, &mut client)?;
+        if up_done.is_ready() && down_done.is_ready() { Poll::Ready(Ok::<(), io::Error>(())) } else { Poll::Pending }
+    })
+    .await;
+    if let Err(error) = result {
+        tracing::debug!(%error, "upgraded connection ended");
+    }
+    websockets.dec();
+    (up.bytes, down.bytes)
+}
+
+/// One direction of a splice.
+#[derive(Default)]
+struct Pump {
+    /// Bytes read but not yet taken by the receiver (empty, and unallocated, when idle).
+    pending: Vec<u8>,
+    written: usize,
+    flush: bool,
+    eof: bool,
+    done: bool,
+    bytes: u64,
+}
+
+impl Pump {
+    /// Ready once the sender closed and everything it sent was delivered.
+    fn poll<R, W>(&mut self, cx: &mut Context<'_>, from: &mut R, to: &mut W) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + Unpin + ?Sized,
+        W: AsyncWrite + Unpin + ?Sized,
+    {
+        if self.done {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            while self.written < self.pending.len() {
+                let written = ready!(Pin::new(&mut *to).poll_write(cx, &self.pending[self.written..]))?;
+                if written == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.written += written;
+                self.flush = true;
+            }
+            if !self.pending.is_empty() {
+                // Free it: an idle connection holds no buffer.
+                self.pending = Vec::new();
+                self.written = 0;
+            }
+            if self.flush {
+                ready!(Pin::new(&mut *to).poll_flush(cx))?;
+                self.flush = false;
+            }
+            if self.eof {
+                ready!(Pin::new(&mut *to).poll_shutdown(cx))?;
+                self.done = true;
+                return Poll::Ready(Ok(()));
+            }
+            ready!(self.poll_read_through(cx, from, to))?;
+        }
+    }
+
+    /// Reads into the thread's scratch buffer and writes what it can
+    /// straight on; the rest becomes `pending`.
+    fn poll_read_through<R, W>(&mut self, cx: &mut Context<'_>, from: &mut R, to: &mut W) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + Unpin + ?Sized,
+        W: AsyncWrite + Unpin + ?Sized,
+    {
+        SCRATCH.with_borrow_mut(|scratch| {
+            let mut buffer = ReadBuf::new(scratch);
+            ready!(Pin::new(&mut *from).poll_read(cx, &mut buffer))?;
+            let data = buffer.filled();
+            if data.is_empty() {
+                self.eof = true;
+                return Poll::Ready(Ok(()));
+            }
+            self.bytes += data.len() as u64;
+            let written = match Pin::new(&mut *to).poll_write(cx, data) {
+                Poll::Ready(Ok(written)) => written,
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => 0,
+            };
+            self.flush |= written > 0;
+            if written < data.len() {
+                self.pending = data[written..].to_vec();
+                self.written = 0;
+            }
+            Poll::Ready(Ok(()))
+        })
+    }
+}
+
+/// The stream of a detached session's stand-in: yields the request head
+/// once, then end of stream; writes go nowhere.
+struct StandIn {
+    head: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for StandIn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StandIn")
+    }
+}
+
+impl AsyncRead for StandIn {
+    fn poll_read(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(head) = this.head.as_mut() {
+            let count = head.len().min(buf.remaining());
+            buf.put_slice(&head[..count]);
+            head.drain(..count);
+            if head.is_empty() {
+                this.head = None;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for StandIn {
+    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[async_trait]
+impl Shutdown for StandIn {
+    async fn shutdown(&mut self) {}
+}
+
+impl UniqueID for StandIn {
+    fn id(&self) -> UniqueIDType {
+        -1
+    }
+}
+
+impl Ssl for StandIn {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        None
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        None
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        None
+    }
+}
+
+impl GetTimingDigest for StandIn {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        Vec::new()
+    }
+}
+
+impl GetProxyDigest for StandIn {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        None
+    }
+}
+
+impl GetSocketDigest for StandIn {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        None
+    }
+
+    fn set_socket_digest(&mut self, _digest: SocketDigest) {}
+}
+
+impl Peek for StandIn {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_head_is_http11_with_every_header() {
+        let mut request = RequestHeader::build("GET", b"/api/kernels/k/channels?session_id=s", None).unwrap();
+        request.append_header("host", "nb.example").unwrap();
+        request.append_header("upgrade", "websocket").unwrap();
+        request.append_header("connection", "Upgrade").unwrap();
+        request.append_header("cookie", "a=1").unwrap();
+        request.append_header("cookie", "b=2").unwrap();
+        let head = String::from_utf8(request_head(&request)).unwrap();
+        assert!(head.starts_with("GET /api/kernels/k/channels?session_id=s HTTP/1.1\r\n"), "{head}");
+        assert!(head.contains("cookie: a=1\r\ncookie: b=2\r\n"), "{head}");
+        assert!(head.ends_with("\r\n\r\n"));
+    }
+
+    #[tokio::test]
+    async fn pump_delivers_everything_then_closes() {
+        let (mut client, mut proxy_side) = tokio::io::duplex(64);
+        let (mut upstream_side, mut server) = tokio::io::duplex(64);
+        let sender = tokio::spawn(async move {
+            // More than the duplex holds, so writes block and bytes go pending.
+            client.write_all(&vec![7u8; 100_000]).await.unwrap();
+            AsyncWriteExt::shutdown(&mut client).await.unwrap();
+        });
+        let receiver = tokio::spawn(async move {
+            let mut received = Vec::new();
+            server.read_to_end(&mut received).await.unwrap();
+            received
+        });
+        let mut pump = Pump::default();
+        poll_fn(|cx| pump.poll(cx, &mut proxy_side, &mut upstream_side)).await.unwrap();
+        drop(upstream_side);
+        sender.await.unwrap();
+        let received = receiver.await.unwrap();
+        assert_eq!(received.len(), 100_000);
+        assert_eq!(pump.bytes, 100_000);
+        assert!(pump.pending.capacity() == 0, "no buffer is held once everything was delivered");
+    }
+}
