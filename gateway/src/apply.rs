@@ -55,14 +55,19 @@ impl ConfigSink {
                 self.state.set_diagnostics(diagnostics);
             }
             self.metrics.config_reloads.with_label_values(&["unchanged"]).inc();
+            // The translation that produced the same table left its garbage.
+            crate::heap::release_free_memory();
             return false;
         }
         let version = table.version.clone();
         let routes = table.route_count();
         self.metrics.routes.set(i64::try_from(routes).unwrap_or(i64::MAX));
         self.state.publish(Snapshot::new(table, diagnostics));
+        drop(current);
         self.metrics.config_reloads.with_label_values(&["applied"]).inc();
         tracing::info!(%version, routes, "route table applied");
+        // The translation's intermediates and the previous table are free now.
+        crate::heap::release_free_memory();
         true
     }
 

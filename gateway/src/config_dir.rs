@@ -31,8 +31,8 @@ pub struct FolderSource {
     settings: NotebookSettings,
     normalization: PathNormalizationMode,
     sink: OnceLock<Arc<ConfigSink>>,
-    /// Last objects each file parsed to without error.
-    last_good_files: Mutex<HashMap<PathBuf, Resources>>,
+    /// Last text of each file that parsed without error.
+    last_good_files: Mutex<HashMap<PathBuf, String>>,
     /// Last version of each object that translated without error.
     last_good_objects: Mutex<LastGood>,
     generation: Mutex<u64>,
@@ -124,11 +124,15 @@ impl FolderSource {
         for path in files {
             let source = path.display().to_string();
             let mut parsed = Resources::default();
-            let file_diagnostics = match std::fs::read_to_string(&path) {
-                Ok(text) => parsed.add_yaml(&text, &source),
-                Err(error) => {
-                    vec![Diagnostic::error(&ObjectRef::new("File", "", &source), "", format!("cannot read: {error}"))]
+            let (text, file_diagnostics) = match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    let diagnostics = parsed.add_yaml(&text, &source);
+                    (Some(text), diagnostics)
                 }
+                Err(error) => (
+                    None,
+                    vec![Diagnostic::error(&ObjectRef::new("File", "", &source), "", format!("cannot read: {error}"))],
+                ),
             };
             let failed = file_diagnostics.iter().any(Diagnostic::is_error);
             diagnostics.extend(file_diagnostics);
@@ -141,13 +145,19 @@ impl FolderSource {
                             "",
                             "keeping the objects of its last good version",
                         ));
-                        previous.clone()
+                        let mut objects = Resources::default();
+                        objects.add_yaml(previous, &source);
+                        objects
                     }
                     // Never read cleanly: apply what did parse.
                     None => parsed,
                 }
             } else {
-                last_good.insert(path.clone(), parsed.clone());
+                // Kept as text, parsed again only if the file breaks: the
+                // parsed objects of 10,000 notebooks are ten times the size.
+                if let Some(text) = text {
+                    last_good.insert(path.clone(), text);
+                }
                 parsed
             };
             Resources::merge(&mut resources, objects);

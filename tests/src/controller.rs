@@ -154,10 +154,7 @@ impl Controller {
     /// The value of the sample `series` (`name` or `name{labels}` exactly as
     /// exported), if present.
     pub fn metric(&self, series: &str) -> Option<f64> {
-        self.metrics_text().lines().find_map(|line| {
-            let (name, value) = line.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().ok()).flatten()
-        })
+        raw_http::prometheus_sample(&self.metrics_text(), series)
     }
 
     /// `GET /debug/snapshot`, parsed.

@@ -100,6 +100,13 @@ impl Gateway {
         format!("http://{}", self.metrics)
     }
 
+    /// The value of sample `series` on `/stats/prometheus`, if exported.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let url = format!("{}/stats/prometheus", self.metrics_url());
+        let response = raw_http::get_url(&url).unwrap_or_else(|error| panic!("GET {url}: {error}"));
+        raw_http::prometheus_sample(&response.text(), series)
+    }
+
     /// Everything the gateway has printed so far.
     pub fn log(&self) -> String {
         self.process.log()

@@ -109,6 +109,15 @@ pub fn get_when_listening(addr: SocketAddr, host: &str, path: &str, timeout: Dur
     }
 }
 
+/// The value of sample `series` (`name` or `name{labels}` exactly as
+/// exported) in a Prometheus text exposition, if present.
+pub fn prometheus_sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok()).flatten()
+    })
+}
+
 /// `GET url` for a plain `http://host:port/path` URL.
 pub fn get_url(url: &str) -> io::Result<RawResponse> {
     let rest = url

@@ -14,6 +14,7 @@ use portico_e2e::fixtures::{
     rewrite_virtual_service, tls_secret,
 };
 use portico_e2e::raw_http::{self, RawResponse};
+use portico_e2e::wait::poll;
 use portico_e2e::{ConfigDir, Gateway, Jupyter, KernelSocket, channels_url, create_kernel, execute, free_port};
 use serde_json::Value;
 
@@ -189,6 +190,10 @@ async fn a_kernel_websocket_through_the_gateway_survives_a_config_reload() {
     let mut socket = KernelSocket::connect(&channels_url(&base, &kernel)).await;
     assert_eq!(socket.execute("1+1").await, "2");
     assert_eq!(socket.execute("answer = 41").await, "");
+    // A 1 MB result (under Jupyter's iopub rate limit) crosses the splice
+    // in many reads.
+    assert_eq!(socket.execute("'x' * 1_000_000").await.len(), 1_000_002);
+    assert_eq!(deployment.gateway.metric("portico_active_websockets"), Some(1.0), "one websocket is open");
 
     assert_status(
         &deployment.get(&format!("{}api/status", other.prefix())),
@@ -207,6 +212,10 @@ async fn a_kernel_websocket_through_the_gateway_survives_a_config_reload() {
     assert_eq!(socket.execute("answer + 1").await, "42");
     assert_eq!(socket.execute("1+1").await, "2");
     socket.close().await;
+    let closed = poll(Duration::from_secs(10), || {
+        (deployment.gateway.metric("portico_active_websockets") == Some(0.0)).then_some(())
+    });
+    assert!(closed.is_some(), "the closed websocket is still counted as open");
 
     let status = deployment.get(&format!("{}api/status", other.prefix()));
     assert_status(&status, 200, "the new notebook after the reload", &deployment.gateway);
