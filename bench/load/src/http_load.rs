@@ -2,9 +2,11 @@
 //!
 //! Closed loop by default (each connection sends its next request when the
 //! previous answer is in). With `--rate`, every connection follows a fixed
-//! schedule and latency counts from the *intended* send time, so a server
-//! that stalls is charged for the requests that queued behind the stall
-//! (coordinated omission, as wrk2 corrects it).
+//! schedule. A request that is late because the previous answer was late
+//! counts from its *intended* send time, so a server that stalls is charged
+//! for the requests that queued behind the stall (coordinated omission, as
+//! wrk2 corrects it); one sent on time counts from its send, so the timer's
+//! millisecond resolution is not charged to the server.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -216,9 +218,18 @@ impl LoopCtx {
                     if at >= self.deadline {
                         break;
                     }
-                    tokio::time::sleep_until(at).await;
                     intended = Some(at + interval);
-                    at
+                    if Instant::now() < at {
+                        // Ahead of schedule: wait. The timer wakes up to a
+                        // millisecond late (tokio's resolution); that delay
+                        // is the client's, so the clock starts at the send.
+                        tokio::time::sleep_until(at).await;
+                        Instant::now()
+                    } else {
+                        // Behind schedule because the previous answer came
+                        // late: that wait is the server's and counts.
+                        at
+                    }
                 }
                 _ => Instant::now(),
             };
