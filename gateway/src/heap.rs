@@ -1,5 +1,13 @@
-//! Handing freed heap memory back to the system after a route table change.
+//! glibc heap settings: fewer arenas, and freed memory handed back to the
+//! system after a route table change.
 //!
+//! **Arenas.** glibc gives threads up to 8 x cores arenas; Pingora runs a
+//! runtime per service, so the gateway's threads spread their allocations
+//! over many half-empty heaps. Two arenas (`bench/RESULTS.md`, step 12):
+//! keep-alive 18-24k -> 21-27k rps in alternating runs, and 5.6 -> 4.9 KiB
+//! per idle spliced websocket.
+//!
+//! **Trimming.**
 //! Reading and translating a folder of 10,000 notebooks allocates and frees
 //! a few hundred MiB of intermediate objects. glibc keeps freed memory in
 //! its arenas and only returns the top of each heap, so the gateway's RSS
@@ -7,6 +15,20 @@
 //! 22 MiB in use after it; RSS 462 MiB with 10,000 notebook routes).
 //! `malloc_trim(0)` returns every whole free page of every arena
 //! (`madvise(MADV_DONTNEED)`), after each table a source delivers.
+
+/// Arenas glibc may create: one per data-plane worker of a 2-core pod.
+const ARENAS: i32 = 2;
+
+/// Caps glibc's arenas; call first thing in `main`, before any thread starts.
+#[allow(unsafe_code)]
+pub fn limit_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a glibc tunable; M_ARENA_MAX takes any
+    // positive count and is read when a thread first allocates.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, ARENAS);
+    }
+}
 
 /// Returns free heap pages to the system (glibc only; elsewhere a no-op).
 #[allow(unsafe_code)]

@@ -1,8 +1,8 @@
 //! `portico-gateway`: the data plane. Reads routes from a folder of YAML or
 //! streams them from the controller (`--discovery`), serves them on Pingora, and exposes admin,
 //! health and metrics endpoints on Istio's ports.
-// One unsafe call, glibc's malloc_trim (heap.rs): returning freed memory
-// after a route table change has no safe interface.
+// Two unsafe calls, glibc's mallopt and malloc_trim (heap.rs): its heap
+// settings have no safe interface.
 #![deny(unsafe_code)]
 
 mod admin;
@@ -30,6 +30,7 @@ mod upstream;
 use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
+    heap::limit_arenas();
     let args = cli::Args::parse();
     logging::init(args.log_format);
     server::run(args)
