@@ -23,6 +23,9 @@ pub struct MeshTls {
     pub client_cert: Arc<CertKey>,
     pub roots: Arc<CaType>,
     pub identity: String,
+    /// The same certificate and root for the connections the gateway makes
+    /// itself (spliced upgrades, [`crate::tunnel`]).
+    pub client_config: Arc<rustls::ClientConfig>,
 }
 
 /// The current mesh certificate, if any.
@@ -79,7 +82,13 @@ fn convert(issued: &Issued) -> Result<MeshTls, CertError> {
     if roots.is_empty() {
         return Err(CertError::Invalid("the mesh root holds no certificate".to_string()));
     }
-    Ok(MeshTls { client_cert, roots: Arc::from(roots.into_boxed_slice()), identity: issued.identity.clone() })
+    let client_config = Arc::new(portico_mesh::client::client_config(issued)?);
+    Ok(MeshTls {
+        client_cert,
+        roots: Arc::from(roots.into_boxed_slice()),
+        identity: issued.identity.clone(),
+        client_config,
+    })
 }
 
 /// Runs the renewal as a Pingora background service.

@@ -216,16 +216,8 @@ impl ProxyHttp for GatewayProxy {
             })?;
             // Workload certificates name SPIFFE IDs, not hosts: verify the
             // chain against the mesh root, not the name, and check the
-            // identity once connected: the pod's own service account when
-            // the index knows it, else any workload of the destination's
-            // namespace (`<service>.<namespace>.svc...`).
-            ctx.mesh_expected = forward.destination_namespace().map(|namespace| {
-                let prefix = format!("spiffe://{}/ns/{namespace}/sa/", self.settings.trust_domain);
-                match mesh_peer.service_account {
-                    Some(service_account) => ExpectedPeer::Exactly(format!("{prefix}{service_account}")),
-                    None => ExpectedPeer::InNamespace(prefix),
-                }
-            });
+            // identity once connected.
+            ctx.mesh_expected = self.expected_peer(forward, mesh_peer);
             let mut peer = HttpPeer::new(address, true, destination.host.clone());
             peer.options.verify_hostname = false;
             peer.options.ca = Some(tls.roots.clone());
@@ -381,9 +373,21 @@ impl GatewayProxy {
             && self.settings.splice_upgrades
     }
 
-    /// The handshake with the endpoint, then the splice on a task of its
-    /// own. Meshed endpoints are left to Pingora (`Ok(false)`): their mutual
-    /// TLS is its connector's.
+    /// The identity a meshed endpoint of `forward` must present: the pod's
+    /// own service account when the index knows it, else any workload of
+    /// the destination's namespace (`<service>.<namespace>.svc...`).
+    fn expected_peer(&self, forward: &Forward, mesh_peer: crate::upstream::MeshPeer) -> Option<ExpectedPeer> {
+        forward.destination_namespace().map(|namespace| {
+            let prefix = format!("spiffe://{}/ns/{namespace}/sa/", self.settings.trust_domain);
+            match mesh_peer.service_account {
+                Some(service_account) => ExpectedPeer::Exactly(format!("{prefix}{service_account}")),
+                None => ExpectedPeer::InNamespace(prefix),
+            }
+        })
+    }
+
+    /// The handshake with the endpoint (plain, or mutual TLS to a meshed
+    /// one), then the splice on a task of its own.
     async fn splice_upgrade(&self, session: &mut Session, ctx: &mut RequestContext) -> Result<bool> {
         let Some(forward) = ctx.forward.as_ref() else { return Ok(false) };
         let Some(destination) = forward.destination() else { return Ok(false) };
@@ -396,21 +400,29 @@ impl GatewayProxy {
                     return Ok(true);
                 }
             };
-        if target.mesh.is_some() {
-            return Ok(false);
-        }
         ctx.upstream = Some(target.address);
         let client = session.client_addr().and_then(PingoraAddr::as_inet).map(|a| a.ip());
         let mut request = session.req_header().clone();
         headers::prepare_upstream_request(&mut request, forward, client, self.scheme)?;
-        let handshake = match tunnel::handshake(
-            target.address,
-            &request,
-            status::CONNECT_TIMEOUT,
-            UPGRADE_RESPONSE_TIMEOUT,
-        )
-        .await
-        {
+        let connected = match target.mesh {
+            None => tunnel::Upstream::plain(target.address, status::CONNECT_TIMEOUT).await,
+            Some(mesh_peer) => {
+                let Some(tls) = self.mesh.as_ref().and_then(|mesh| mesh.current()) else {
+                    let response = LocalResponse::text(503, "upstream connect error\n", "UF");
+                    self.respond(session, ctx, response, true).await?;
+                    return Ok(true);
+                };
+                let expected = self.expected_peer(forward, mesh_peer);
+                let admits = |identity: &str| expected.as_ref().is_some_and(|e| e.admits(identity));
+                tunnel::Upstream::mesh(target.address, status::CONNECT_TIMEOUT, Arc::clone(&tls.client_config), admits)
+                    .await
+            }
+        };
+        let handshake = match connected {
+            Ok(upstream) => tunnel::handshake(upstream, &request, UPGRADE_RESPONSE_TIMEOUT).await,
+            Err(error) => Err(error),
+        };
+        let handshake = match handshake {
             Ok(handshake) => handshake,
             Err(error) => {
                 tracing::debug!(%error, upstream = %target.address, "upgrade handshake failed");

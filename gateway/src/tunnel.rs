@@ -8,7 +8,8 @@
 //! HAProxy needs about 5. So once routing and authorization have admitted an
 //! HTTP/1.1 upgrade request, the gateway performs the handshake itself:
 //!
-//! 1. connect to the endpoint and send the rewritten request head;
+//! 1. connect to the endpoint (mutual TLS with the gateway's workload
+//!    certificate when it is meshed) and send the rewritten request head;
 //! 2. read the response head; a `101` goes to the client with the route's
 //!    response header operations, anything else is relayed and the
 //!    connection closed;
@@ -25,6 +26,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::future::poll_fn;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -45,6 +47,10 @@ use prometheus::IntGauge;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::ServerName;
 
 /// The largest upstream response head accepted.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -61,9 +67,13 @@ thread_local! {
 #[derive(Debug, Error)]
 pub enum HandshakeError {
     #[error("connecting to {address}: {source}")]
-    Connect { address: std::net::SocketAddr, source: io::Error },
+    Connect { address: SocketAddr, source: io::Error },
     #[error("connecting to {0}: timed out")]
-    ConnectTimeout(std::net::SocketAddr),
+    ConnectTimeout(SocketAddr),
+    #[error("mutual TLS with the meshed endpoint: {0}")]
+    Tls(String),
+    #[error("the meshed endpoint presented {0:?}, not the destination's identity")]
+    Identity(Option<String>),
     #[error("sending the upgrade request: {0}")]
     Write(io::Error),
     #[error("reading the upgrade response: {0}")]
@@ -80,42 +90,117 @@ impl HandshakeError {
     /// Status and Envoy-style response flag for the client.
     pub fn status(&self) -> (u16, &'static str) {
         match self {
-            HandshakeError::Connect { .. } | HandshakeError::ConnectTimeout(_) => (503, "UF"),
+            HandshakeError::Connect { .. }
+            | HandshakeError::ConnectTimeout(_)
+            | HandshakeError::Tls(_)
+            | HandshakeError::Identity(_) => (503, "UF"),
             HandshakeError::Timeout(_) => (504, "UT"),
             _ => (502, "UC"),
         }
     }
 }
 
+/// The connection to the endpoint: plain, or mutual TLS to a meshed pod's
+/// sidecar.
+pub enum Upstream {
+    Plain(TcpStream),
+    Mesh(Box<TlsStream<TcpStream>>),
+}
+
+impl Upstream {
+    /// A TCP connection to `address`.
+    pub async fn plain(address: SocketAddr, timeout: Duration) -> Result<Self, HandshakeError> {
+        Ok(Upstream::Plain(connect(address, timeout).await?))
+    }
+
+    /// Mutual TLS to a meshed endpoint whose SPIFFE ID `admits` accepts.
+    pub async fn mesh(
+        address: SocketAddr,
+        timeout: Duration,
+        config: Arc<rustls::ClientConfig>,
+        admits: impl Fn(&str) -> bool,
+    ) -> Result<Self, HandshakeError> {
+        let tcp = connect(address, timeout).await?;
+        // Workload certificates name SPIFFE IDs, not hosts: the name only
+        // fills SNI; the verifier checks the chain, `admits` the identity.
+        let name = ServerName::try_from("mesh.portico.invalid").map_err(|e| HandshakeError::Tls(e.to_string()))?;
+        let tls = tokio::time::timeout(timeout, TlsConnector::from(config).connect(name, tcp))
+            .await
+            .map_err(|_| HandshakeError::ConnectTimeout(address))?
+            .map_err(|e| HandshakeError::Tls(e.to_string()))?;
+        let identity = portico_mesh::identity::spiffe_id(tls.get_ref().1.peer_certificates());
+        match identity {
+            Some(identity) if admits(&identity) => Ok(Upstream::Mesh(Box::new(tls))),
+            other => Err(HandshakeError::Identity(other)),
+        }
+    }
+}
+
+async fn connect(address: SocketAddr, timeout: Duration) -> Result<TcpStream, HandshakeError> {
+    let tcp = tokio::time::timeout(timeout, TcpStream::connect(address))
+        .await
+        .map_err(|_| HandshakeError::ConnectTimeout(address))?
+        .map_err(|source| HandshakeError::Connect { address, source })?;
+    // Websocket frames are small and latency-bound.
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
+impl AsyncRead for Upstream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Upstream::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Upstream::Mesh(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Upstream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Upstream::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            Upstream::Mesh(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Upstream::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+            Upstream::Mesh(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Upstream::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Upstream::Mesh(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 /// The endpoint's answer to an upgrade request.
 pub struct Handshake {
-    pub upstream: TcpStream,
+    pub upstream: Upstream,
     pub response: ResponseHeader,
     /// Bytes the endpoint sent after its response head.
     pub leftover: Vec<u8>,
 }
 
-/// Connects to `address` and exchanges the upgrade request and response heads.
+/// Exchanges the upgrade request and response heads over `upstream`.
 pub async fn handshake(
-    address: std::net::SocketAddr,
+    mut upstream: Upstream,
     request: &RequestHeader,
-    connect_timeout: Duration,
     response_timeout: Duration,
 ) -> Result<Handshake, HandshakeError> {
-    let mut upstream = tokio::time::timeout(connect_timeout, TcpStream::connect(address))
-        .await
-        .map_err(|_| HandshakeError::ConnectTimeout(address))?
-        .map_err(|source| HandshakeError::Connect { address, source })?;
-    // Websocket frames are small and latency-bound.
-    let _ = upstream.set_nodelay(true);
     upstream.write_all(&request_head(request)).await.map_err(HandshakeError::Write)?;
+    upstream.flush().await.map_err(HandshakeError::Write)?;
     let (response, leftover) = tokio::time::timeout(response_timeout, read_response_head(&mut upstream))
         .await
         .map_err(|_| HandshakeError::Timeout(response_timeout))??;
     Ok(Handshake { upstream, response, leftover })
 }
 
-async fn read_response_head(upstream: &mut TcpStream) -> Result<(ResponseHeader, Vec<u8>), HandshakeError> {
+async fn read_response_head(upstream: &mut Upstream) -> Result<(ResponseHeader, Vec<u8>), HandshakeError> {
     let mut buffer = Vec::with_capacity(1024);
     loop {
         if buffer.len() >= MAX_RESPONSE_HEAD {
@@ -203,7 +288,7 @@ pub async fn detach(session: &mut Session) -> pingora_error::Result<Stream> {
 /// until the endpoint closes (the client connection closes after it).
 pub async fn relay_refusal(
     client: &mut Stream,
-    mut upstream: TcpStream,
+    mut upstream: Upstream,
     response: &ResponseHeader,
     leftover: &[u8],
     limit: Duration,
@@ -233,7 +318,7 @@ pub async fn relay_refusal(
 /// endpoint, endpoint to client). `websockets` counts it while open.
 pub async fn splice(
     mut client: Stream,
-    mut upstream: TcpStream,
+    mut upstream: Upstream,
     early_from_client: Vec<u8>,
     early_from_upstream: Vec<u8>,
     websockets: IntGauge,

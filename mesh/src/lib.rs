@@ -1,8 +1,10 @@
 //! Portico's mesh identity, shared by the sidecar and the gateway:
-//! workload certificates from the controller's CA ([`workload`]) and the
-//! SPIFFE IDs in certificates ([`identity`]).
+//! workload certificates from the controller's CA ([`workload`]), the
+//! SPIFFE IDs in certificates ([`identity`]) and client TLS towards meshed
+//! workloads ([`client`]).
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod identity;
 pub mod workload;
 

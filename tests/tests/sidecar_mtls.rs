@@ -13,7 +13,9 @@ use portico_api::ca::CreateCertificateRequest;
 use portico_api::ca::certificate_service_client::CertificateServiceClient;
 use portico_e2e::process::{ChildProcess, Stop, clear_settings_env};
 use portico_e2e::wait::poll;
-use portico_e2e::{Controller, FakeNotebook, TestNamespace, binary, free_port, raw_http};
+use portico_e2e::{
+    Controller, FakeNotebook, KernelSocket, TestNamespace, binary, channels_url, create_kernel, free_port, raw_http,
+};
 use rcgen::{CertificateParams, KeyPair};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -388,6 +390,15 @@ async fn iptables_capture_sends_pod_traffic_through_the_sidecar() {
         gateway.log_tail(),
         sidecar.log_tail(20)
     );
+    // A kernel websocket over the same path, spliced by the gateway over its
+    // own mutual TLS; it keeps working while both certificates rotate.
+    let base = format!("http://127.0.0.1:{gateway_port}/notebook/{ns}/nb/");
+    let kernel = create_kernel(&base).await;
+    let mut socket = KernelSocket::connect(&channels_url(&base, &kernel)).await;
+    assert_eq!(socket.execute("1+1").await, "2");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(socket.execute("1+1").await, "2", "after the certificates rotated");
+    socket.close().await;
     let metrics =
         raw_http::get_url(&format!("http://{}/stats/prometheus", pod_port(15090))).expect("sidecar metrics").text();
     assert!(metrics.contains(&format!("source_principal=\"spiffe://cluster.local/ns/{ns}/sa/gateway\"")), "{metrics}");
