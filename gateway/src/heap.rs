@@ -30,13 +30,22 @@ pub fn limit_arenas() {
     }
 }
 
-/// Returns free heap pages to the system (glibc only; elsewhere a no-op).
+/// Free heap worth a trim. Trimming walks every arena under its lock, which
+/// stalls the workers' allocations meanwhile: a small table's translation
+/// leaves a few MiB, not worth that.
+const TRIM_ABOVE_BYTES: usize = 32 << 20;
+
+/// Returns free heap pages to the system when there are many (glibc only;
+/// elsewhere a no-op).
 #[allow(unsafe_code)]
 pub fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim has no preconditions: it walks glibc's own arenas
-    // under their locks and touches no memory the program owns.
+    // SAFETY: mallinfo2 and malloc_trim have no preconditions: they walk
+    // glibc's own arenas under their locks and touch no memory the program
+    // owns.
     unsafe {
-        libc::malloc_trim(0);
+        if libc::mallinfo2().fordblks >= TRIM_ABOVE_BYTES {
+            libc::malloc_trim(0);
+        }
     }
 }
