@@ -21,8 +21,10 @@ use tokio::sync::mpsc;
 use crate::apply::ConfigSink;
 
 /// How long the folder must be quiet before a reload: editors and
-/// `kubectl cp` write files in several steps.
-const DEBOUNCE: Duration = Duration::from_millis(25);
+/// `kubectl cp` write files in several steps, microseconds apart. A burst
+/// split anyway costs one extra reload, and a half-written file is a bad
+/// file: its last good version keeps serving until the next event.
+const DEBOUNCE: Duration = Duration::from_millis(10);
 
 /// Reads, translates and applies a folder of YAML.
 pub struct FolderSource {
