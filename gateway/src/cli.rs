@@ -100,7 +100,7 @@ pub struct Args {
     #[arg(long, env = "PORTICO_DOWNSTREAM_READ_BUFFER", default_value_t = 0)]
     pub downstream_read_buffer: usize,
 
-    /// Splice HTTP/1.1 upgrades (websockets) to plain endpoints on a task
+    /// Splice HTTP/1.1 upgrades (websockets, plain or meshed) on a task
     /// of their own, holding no buffer while idle; false leaves them in
     /// Pingora's proxy loop (about 64 KiB per open websocket).
     #[arg(long, env = "PORTICO_SPLICE_UPGRADES", default_value_t = true, action = clap::ArgAction::Set)]
