@@ -69,19 +69,10 @@ impl MeshIdentity {
 
 /// Pingora's forms of the certificate, key and root.
 fn convert(issued: &Issued) -> Result<MeshTls, CertError> {
-    let leaf = issued.chain_pem.first().ok_or(CertError::Empty)?;
-    let leaf_der = portico_mesh::workload::pem_to_der(leaf)?;
-    let key = rustls_pemfile::private_key(&mut issued.key_pem.as_bytes())
-        .map_err(|error| CertError::Invalid(error.to_string()))?
-        .ok_or_else(|| CertError::Invalid("no private key".to_string()))?;
-    let client_cert = Arc::new(CertKey::new(vec![leaf_der], key.secret_der().to_vec()));
-    let roots: Vec<WrappedX509> = rustls_pemfile::certs(&mut issued.root_pem.as_bytes())
-        .filter_map(Result::ok)
-        .map(|der| WrappedX509::new(der.to_vec(), parse_x509))
-        .collect();
-    if roots.is_empty() {
-        return Err(CertError::Invalid("the mesh root holds no certificate".to_string()));
-    }
+    let client_cert =
+        Arc::new(CertKey::new(vec![issued.leaf_der()?.to_vec()], issued.key_der()?.secret_der().to_vec()));
+    let roots: Vec<WrappedX509> =
+        issued.root_ders()?.into_iter().map(|der| WrappedX509::new(der.to_vec(), parse_x509)).collect();
     let client_config = Arc::new(portico_mesh::client::client_config(issued)?);
     Ok(MeshTls {
         client_cert,

@@ -12,35 +12,27 @@ use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::workload::{CertError, Issued, pem_to_der};
+use crate::workload::{CertError, Issued};
 
 /// A client configuration presenting `issued` and trusting its mesh root.
 pub fn client_config(issued: &Issued) -> Result<ClientConfig, CertError> {
     let invalid = |error: rustls::Error| CertError::Invalid(error.to_string());
-    let chain: Vec<CertificateDer<'static>> =
-        issued.chain_pem.iter().map(|pem| pem_to_der(pem).map(CertificateDer::from)).collect::<Result<_, _>>()?;
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut issued.key_pem.as_bytes())
-        .map_err(|error| CertError::Invalid(error.to_string()))?
-        .ok_or_else(|| CertError::Invalid("no private key".to_string()))?;
     let mut roots = RootCertStore::empty();
-    for root in rustls_pemfile::certs(&mut issued.root_pem.as_bytes()).filter_map(Result::ok) {
+    for root in issued.root_ders()? {
         roots.add(root).map_err(invalid)?;
     }
-    if roots.is_empty() {
-        return Err(CertError::Invalid("the mesh root holds no certificate".to_string()));
-    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Arc::new(MeshRootVerifier { roots, provider: Arc::clone(&provider) });
+    let verifier = Arc::new(MeshRootVerifier::new(roots, Arc::clone(&provider)));
     ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(invalid)?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
-        .with_client_auth_cert(chain, key)
+        .with_client_auth_cert(vec![issued.leaf_der()?], issued.key_der()?)
         .map_err(invalid)
 }
 
@@ -49,6 +41,13 @@ pub fn client_config(issued: &Issued) -> Result<ClientConfig, CertError> {
 pub struct MeshRootVerifier {
     roots: RootCertStore,
     provider: Arc<CryptoProvider>,
+}
+
+impl MeshRootVerifier {
+    /// Trusts `roots` (the mesh root) with `provider`'s algorithms.
+    pub fn new(roots: RootCertStore, provider: Arc<CryptoProvider>) -> Self {
+        Self { roots, provider }
+    }
 }
 
 impl ServerCertVerifier for MeshRootVerifier {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use portico_api::ca::CreateCertificateRequest;
 use portico_api::ca::certificate_service_client::CertificateServiceClient;
 use rcgen::{CertificateParams, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 /// Where to get a certificate, and for how long.
@@ -62,6 +63,31 @@ impl Issued {
     /// Seconds until the workload certificate expires (0 when unknown).
     pub fn seconds_left(&self) -> u64 {
         crate::identity::seconds_left(self.chain_pem.first().map_or("", String::as_str))
+    }
+
+    /// The leaf certificate: what the workload presents (peers have the
+    /// root already).
+    pub fn leaf_der(&self) -> Result<CertificateDer<'static>, CertError> {
+        let leaf = self.chain_pem.first().ok_or(CertError::Empty)?;
+        Ok(CertificateDer::from(pem_to_der(leaf)?))
+    }
+
+    /// The private key of the leaf.
+    pub fn key_der(&self) -> Result<PrivateKeyDer<'static>, CertError> {
+        rustls_pemfile::private_key(&mut self.key_pem.as_bytes())
+            .map_err(|error| CertError::Invalid(error.to_string()))?
+            .ok_or_else(|| CertError::Invalid("no private key".to_string()))
+    }
+
+    /// The mesh root's certificates, to verify peers with.
+    pub fn root_ders(&self) -> Result<Vec<CertificateDer<'static>>, CertError> {
+        let roots = rustls_pemfile::certs(&mut self.root_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| CertError::Invalid(error.to_string()))?;
+        if roots.is_empty() {
+            return Err(CertError::Invalid("the mesh root holds no certificate".to_string()));
+        }
+        Ok(roots)
     }
 
     /// When to fetch the next one: at half the remaining lifetime, so a
