@@ -396,8 +396,8 @@ impl GatewayProxy {
                 Ok(target) => target,
                 Err(error) => {
                     tracing::debug!(%error, "no endpoint for an upgrade");
-                    self.respond(session, ctx, LocalResponse::text(503, "no healthy upstream\n", "UH"), true).await?;
-                    return Ok(true);
+                    let error = Error::explain(ErrorType::HTTPStatus(503), error.to_string());
+                    return self.refuse_upgrade(session, ctx, &error, "UH").await;
                 }
             };
         ctx.upstream = Some(target.address);
@@ -408,9 +408,9 @@ impl GatewayProxy {
             None => tunnel::Upstream::plain(target.address, status::CONNECT_TIMEOUT).await,
             Some(mesh_peer) => {
                 let Some(tls) = self.mesh.as_ref().and_then(|mesh| mesh.current()) else {
-                    let response = LocalResponse::text(503, "upstream connect error\n", "UF");
-                    self.respond(session, ctx, response, true).await?;
-                    return Ok(true);
+                    let error =
+                        Error::explain(ErrorType::ConnectError, "meshed, and no mesh certificate (--ca-address)");
+                    return self.refuse_upgrade(session, ctx, &error, ctx.flags).await;
                 };
                 let expected = self.expected_peer(forward, mesh_peer);
                 let admits = |identity: &str| expected.as_ref().is_some_and(|e| e.admits(identity));
@@ -426,14 +426,7 @@ impl GatewayProxy {
             Ok(handshake) => handshake,
             Err(error) => {
                 tracing::debug!(%error, upstream = %target.address, "upgrade handshake failed");
-                let (status, flags) = error.status();
-                let body = match status {
-                    503 => "upstream connect error\n",
-                    504 => "upstream request timeout\n",
-                    _ => "upstream connection error\n",
-                };
-                self.respond(session, ctx, LocalResponse::text(status, body, flags), true).await?;
-                return Ok(true);
+                return self.refuse_upgrade(session, ctx, &error.to_proxy_error(), ctx.flags).await;
             }
         };
         let tunnel::Handshake { upstream, mut response, leftover } = handshake;
@@ -470,6 +463,20 @@ impl GatewayProxy {
         };
         let client = tunnel::detach(session).await?;
         tokio::spawn(tunnel::splice(client, upstream, early, leftover, self.metrics.active_websockets.clone()));
+        Ok(true)
+    }
+
+    /// Answers an upgrade that could not reach its endpoint the way
+    /// [`status::outcome`] answers any failed request, and closes.
+    async fn refuse_upgrade(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestContext,
+        error: &Error,
+        flags: &'static str,
+    ) -> Result<bool> {
+        let Outcome { status, flags, body } = status::outcome(error, flags);
+        self.respond(session, ctx, LocalResponse::text(status, body, flags), true).await?;
         Ok(true)
     }
 

@@ -87,16 +87,19 @@ pub enum HandshakeError {
 }
 
 impl HandshakeError {
-    /// Status and Envoy-style response flag for the client.
-    pub fn status(&self) -> (u16, &'static str) {
-        match self {
-            HandshakeError::Connect { .. }
-            | HandshakeError::ConnectTimeout(_)
-            | HandshakeError::Tls(_)
-            | HandshakeError::Identity(_) => (503, "UF"),
-            HandshakeError::Timeout(_) => (504, "UT"),
-            _ => (502, "UC"),
-        }
+    /// The same failure as a Pingora error, so that [`crate::status::outcome`]
+    /// answers it exactly as it answers a proxied request's.
+    pub fn to_proxy_error(&self) -> pingora_error::BError {
+        use pingora_error::ErrorType as E;
+        let etype = match self {
+            HandshakeError::Connect { .. } => E::ConnectError,
+            HandshakeError::ConnectTimeout(_) => E::ConnectTimedout,
+            HandshakeError::Tls(_) | HandshakeError::Identity(_) => E::TLSHandshakeFailure,
+            HandshakeError::Timeout(_) => E::ReadTimedout,
+            HandshakeError::Write(_) => E::WriteError,
+            HandshakeError::Read(_) | HandshakeError::Closed | HandshakeError::Malformed(_) => E::ReadError,
+        };
+        pingora_error::Error::create(etype, pingora_error::ErrorSource::Upstream, Some(self.to_string().into()), None)
     }
 }
 
@@ -523,6 +526,22 @@ mod tests {
         assert!(head.starts_with("GET /api/kernels/k/channels?session_id=s HTTP/1.1\r\n"), "{head}");
         assert!(head.contains("cookie: a=1\r\ncookie: b=2\r\n"), "{head}");
         assert!(head.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn handshake_failures_answer_like_proxied_ones() {
+        let address: SocketAddr = ([127, 0, 0, 1], 1).into();
+        let cases = [
+            (HandshakeError::ConnectTimeout(address), 503, "UF", "upstream connect error\n"),
+            (HandshakeError::Identity(None), 503, "UF", "upstream connect error\n"),
+            (HandshakeError::Timeout(Duration::from_secs(1)), 504, "UT", "upstream request timeout\n"),
+            (HandshakeError::Closed, 502, "UC", "upstream connection error\n"),
+            (HandshakeError::Malformed("x".into()), 502, "UC", "upstream connection error\n"),
+        ];
+        for (error, status, flags, body) in cases {
+            let outcome = crate::status::outcome(&error.to_proxy_error(), "-");
+            assert_eq!((outcome.status, outcome.flags, outcome.body), (status, flags, body), "{error}");
+        }
     }
 
     #[tokio::test]
