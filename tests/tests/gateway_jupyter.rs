@@ -518,7 +518,7 @@ async fn many_kernel_websockets_to_a_fast_upstream_all_open_and_execute() {
                 result.map_err(|_| "timed out".to_string())
             })
         });
-        for (index, socket) in futures_join(sockets).await.into_iter().enumerate() {
+        for (index, socket) in futures_util::future::join_all(sockets).await.into_iter().enumerate() {
             match socket {
                 Ok(Ok(result)) if result == "2" => {}
                 other => failures.push(format!("round {round} socket {index}: {other:?}")),
@@ -526,12 +526,4 @@ async fn many_kernel_websockets_to_a_fast_upstream_all_open_and_execute() {
         }
     }
     assert!(failures.is_empty(), "{} of 600 websockets failed: {failures:?}", failures.len());
-}
-
-async fn futures_join<T>(tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<Result<T, String>> {
-    let mut results = Vec::new();
-    for task in tasks.collect::<Vec<_>>() {
-        results.push(task.await.map_err(|error| error.to_string()));
-    }
-    results
 }

@@ -16,6 +16,7 @@ use portico_e2e::wait::poll;
 use portico_e2e::{
     Controller, FakeNotebook, KernelSocket, TestNamespace, binary, channels_url, create_kernel, free_port, raw_http,
 };
+use portico_mesh::client::MeshRootVerifier;
 use rcgen::{CertificateParams, KeyPair};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -57,13 +58,13 @@ async fn issue(
     (certs, key)
 }
 
-/// Verifies the server's chain against the mesh root and its SPIFFE ID
-/// (workload certificates have no DNS names).
+/// Verifies the server's chain against the mesh root (the mesh's own
+/// verifier, as the gateway uses) and its SPIFFE ID (workload certificates
+/// have no DNS names).
 #[derive(Debug)]
 struct SpiffeVerifier {
-    roots: RootCertStore,
+    chain: MeshRootVerifier,
     expected: String,
-    provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
 impl ServerCertVerifier for SpiffeVerifier {
@@ -71,31 +72,16 @@ impl ServerCertVerifier for SpiffeVerifier {
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _name: &ServerName<'_>,
-        _ocsp: &[u8],
+        name: &ServerName<'_>,
+        ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let certificate = webpki::EndEntityCert::try_from(end_entity)
-            .map_err(|e| rustls::Error::General(format!("bad certificate: {e}")))?;
-        certificate
-            .verify_for_usage(
-                self.provider.signature_verification_algorithms.all,
-                &self.roots.roots,
-                intermediates,
-                now,
-                webpki::KeyUsage::server_auth(),
-                None,
-                None,
-            )
-            .map_err(|e| rustls::Error::General(format!("untrusted: {e}")))?;
-        let (_, parsed) =
-            x509_parser::parse_x509_certificate(end_entity).map_err(|e| rustls::Error::General(e.to_string()))?;
-        let sans =
-            parsed.subject_alternative_name().ok().flatten().map(|s| format!("{:?}", s.value)).unwrap_or_default();
+        self.chain.verify_server_cert(end_entity, intermediates, name, ocsp, now)?;
+        let sans = portico_mesh::identity::uri_sans(end_entity);
         if sans.contains(&self.expected) {
             Ok(ServerCertVerified::assertion())
         } else {
-            Err(rustls::Error::General(format!("expected {}, got {sans}", self.expected)))
+            Err(rustls::Error::General(format!("expected {}, got {sans:?}", self.expected)))
         }
     }
 
@@ -105,7 +91,7 @@ impl ServerCertVerifier for SpiffeVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        self.chain.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -114,11 +100,11 @@ impl ServerCertVerifier for SpiffeVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        self.chain.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.chain.supported_verify_schemes()
     }
 }
 
@@ -135,8 +121,8 @@ async fn get_through(
     for cert in rustls_pemfile::certs(&mut root.as_bytes()) {
         roots.add(cert.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     }
-    let verifier =
-        Arc::new(SpiffeVerifier { roots, expected: expected_server.to_string(), provider: provider.clone() });
+    let chain = MeshRootVerifier::new(roots, Arc::clone(&provider));
+    let verifier = Arc::new(SpiffeVerifier { chain, expected: expected_server.to_string() });
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
