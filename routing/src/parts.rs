@@ -8,6 +8,7 @@
 //! round trip is the identity (tested below and in the gateway's tests).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +64,64 @@ pub struct TableParts {
     pub routes: BTreeMap<String, Placed<Route>>,
     /// `host:port` -> endpoints; unordered.
     pub clusters: BTreeMap<String, Cluster>,
+}
+
+/// A change to a table's pieces, by name: `Some` is the piece's new
+/// version, `None` its removal. What an incremental translation produces,
+/// what a discovery response carries once decoded, and what the gateway's
+/// [`crate::Matcher`] applies in place. Keyed by name, so that a later
+/// change of the same piece in one batch replaces the earlier one.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TableDelta {
+    pub listeners: BTreeMap<String, Option<Placed<ListenerPart>>>,
+    pub virtual_hosts: BTreeMap<String, Option<Placed<VirtualHostPart>>>,
+    pub routes: BTreeMap<String, Option<Placed<Arc<Route>>>>,
+    pub clusters: BTreeMap<String, Option<Arc<Cluster>>>,
+}
+
+impl TableDelta {
+    /// Nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.listeners.is_empty() && self.virtual_hosts.is_empty() && self.routes.is_empty() && self.clusters.is_empty()
+    }
+
+    /// Number of pieces changed or removed.
+    pub fn len(&self) -> usize {
+        self.listeners.len() + self.virtual_hosts.len() + self.routes.len() + self.clusters.len()
+    }
+
+    /// Folds `later` into `self`: the later change of a piece wins.
+    pub fn merge(&mut self, later: TableDelta) {
+        self.listeners.extend(later.listeners);
+        self.virtual_hosts.extend(later.virtual_hosts);
+        self.routes.extend(later.routes);
+        self.clusters.extend(later.clusters);
+    }
+
+    /// Every piece of `parts`, as additions (a full state).
+    pub fn everything(parts: &TableParts) -> TableDelta {
+        TableDelta {
+            listeners: parts.listeners.iter().map(|(name, part)| (name.clone(), Some(part.clone()))).collect(),
+            virtual_hosts: parts.virtual_hosts.iter().map(|(name, part)| (name.clone(), Some(part.clone()))).collect(),
+            routes: parts
+                .routes
+                .iter()
+                .map(|(name, part)| {
+                    let placed = Placed {
+                        parent: part.parent.clone(),
+                        order: part.order.clone(),
+                        value: Arc::new(part.value.clone()),
+                    };
+                    (name.clone(), Some(placed))
+                })
+                .collect(),
+            clusters: parts
+                .clusters
+                .iter()
+                .map(|(name, cluster)| (name.clone(), Some(Arc::new(cluster.clone()))))
+                .collect(),
+        }
+    }
 }
 
 /// The sort keys handed out before, so that a new split keeps them.
