@@ -21,6 +21,7 @@
 
 pub mod diagnostic;
 pub mod duration;
+pub mod incremental;
 pub mod last_good;
 pub mod matcher;
 pub mod naive;
@@ -38,6 +39,7 @@ pub mod table;
 pub mod translate;
 
 pub use diagnostic::{Diagnostic, ObjectRef, Severity};
+pub use incremental::IncrementalTranslator;
 pub use last_good::LastGood;
 pub use matcher::{Matcher, Selection};
 pub use normalize::{NormalizedTarget, PathError, PathNormalization, normalize};

@@ -17,10 +17,10 @@
 //! 5. An object with any error is skipped whole (a partial VirtualService
 //!    could route requests its author meant to be caught by a later rule).
 
-mod endpoints;
-mod hosts;
-mod http_route;
-mod listeners;
+pub(crate) mod endpoints;
+pub(crate) mod hosts;
+pub(crate) mod http_route;
+pub(crate) mod listeners;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -76,19 +76,19 @@ pub(crate) fn qualify_gateway(reference: &str, namespace: &str) -> String {
 /// Creation time, name, namespace: Istio's merge order of VirtualServices.
 /// Times compare as times (`00:00:00Z` before `00:00:00.5Z`, which their
 /// text would not); no timestamp is Istio's zero time, the oldest of all.
-type MergeKey = (Option<Time>, String, String);
+pub(crate) type MergeKey = (Option<Time>, String, String);
 
 /// Per domain of a listener: each bound VirtualService's routes, and whether
 /// it arrived through an `httpsRedirect` server.
 type DomainRoutes = BTreeMap<String, BTreeMap<MergeKey, (bool, Vec<Route>)>>;
 
 /// A VirtualService ready to merge: its sort key and translated rules.
-struct BoundVirtualService {
-    key: MergeKey,
-    object: ObjectRef,
-    hosts: Vec<String>,
-    gateways: BTreeSet<String>,
-    rules: Vec<TranslatedRule>,
+pub(crate) struct BoundVirtualService {
+    pub key: MergeKey,
+    pub object: ObjectRef,
+    pub hosts: Vec<String>,
+    pub gateways: BTreeSet<String>,
+    pub rules: Vec<TranslatedRule>,
 }
 
 /// Builds the route table `identity` serves from `resources`.
@@ -125,7 +125,7 @@ pub fn translate(resources: &Resources, identity: &GatewayIdentity) -> (RouteTab
     let virtual_services = all_virtual_services(resources, &mut diagnostics);
     let bound: Vec<BoundVirtualService> = virtual_services
         .iter()
-        .filter_map(|vs| bind(vs, &known_gateways, &services, domain, &mut diagnostics))
+        .filter_map(|vs| bind(vs, &known_gateways, &|host| services.only_port(host), domain, &mut diagnostics))
         .collect();
 
     let security = crate::security::compile(resources, identity, &mut diagnostics);
@@ -208,7 +208,7 @@ pub fn translate(resources: &Resources, identity: &GatewayIdentity) -> (RouteTab
 
 /// The explicit VirtualServices plus those derived from Notebooks; an
 /// explicit object wins over a derived one with the same name.
-fn all_virtual_services<'a>(
+pub(crate) fn all_virtual_services<'a>(
     resources: &'a Resources,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<std::borrow::Cow<'a, VirtualService>> {
@@ -232,10 +232,10 @@ fn all_virtual_services<'a>(
 
 /// Validates and translates one VirtualService; `None` if it is invalid or
 /// not bound to any gateway.
-fn bind(
+pub(crate) fn bind(
     vs: &VirtualService,
     known_gateways: &BTreeSet<String>,
-    services: &ServiceIndex<'_>,
+    service_port: &dyn Fn(&str) -> Option<u16>,
     cluster_domain: &str,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<BoundVirtualService> {
@@ -270,8 +270,7 @@ fn bind(
     if vs.spec.hosts.is_empty() {
         diagnostics.push(Diagnostic::error(&object, "spec.hosts", "at least one host is required"));
     }
-    let service_port = |host: &str| services.only_port(host);
-    let context = RuleContext { object: &object, cluster_domain, service_port: &service_port };
+    let context = RuleContext { object: &object, cluster_domain, service_port };
     let rules: Vec<TranslatedRule> = vs
         .spec
         .http
@@ -292,7 +291,7 @@ fn bind(
 /// As in Istio, the rules after the first catch-all rule are dropped: routes
 /// are first-match, so they could never be selected (and once the catch-all
 /// moves behind other VirtualServices' routes they would overtake it).
-fn routes_through(rules: &[TranslatedRule], gateway: &str) -> Vec<Route> {
+pub(crate) fn routes_through(rules: &[TranslatedRule], gateway: &str) -> Vec<Route> {
     let mut routes = Vec::with_capacity(rules.len());
     for rule in rules {
         let Some(route) = restrict(rule, gateway) else { continue };
@@ -312,7 +311,7 @@ fn routes_through(rules: &[TranslatedRule], gateway: &str) -> Vec<Route> {
 /// the first catch-all, entries `0..k` keep their place and only the rest
 /// moves. The moved route keeps all its entries (the first `k` can no longer
 /// match there), so an entry has the same index in both parts.
-fn catch_all_last(routes: impl Iterator<Item = Route>) -> Vec<Route> {
+pub(crate) fn catch_all_last(routes: impl Iterator<Item = Route>) -> Vec<Route> {
     let mut ordered = Vec::new();
     let mut moved = Vec::new();
     for route in routes {

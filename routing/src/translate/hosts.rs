@@ -5,7 +5,7 @@ use std::cmp::Ordering;
 
 /// A Gateway server host: `[namespace/]dnsName`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct ServerHost {
+pub(crate) struct ServerHost {
     pub namespace: NamespaceScope,
     /// Lower-case `*`, `*.suffix` or exact name.
     pub host: String,
@@ -13,7 +13,7 @@ pub(super) struct ServerHost {
 
 /// Which namespaces' VirtualServices a server host accepts.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) enum NamespaceScope {
+pub(crate) enum NamespaceScope {
     Any,
     Only(String),
     /// `~/`: none.
@@ -45,7 +45,7 @@ impl ServerHost {
 }
 
 /// Lower-cases and checks a host pattern (`*` only as the whole leftmost label).
-pub(super) fn validate_host(host: &str) -> Result<String, String> {
+pub(crate) fn validate_host(host: &str) -> Result<String, String> {
     let host = host.trim().to_ascii_lowercase();
     if host.is_empty() {
         return Err("empty host".to_string());
@@ -74,7 +74,7 @@ pub fn covers(wide: &str, narrow: &str) -> bool {
 }
 
 /// The names both patterns serve, as one pattern: the more specific one.
-pub(super) fn intersect(a: &str, b: &str) -> Option<String> {
+pub(crate) fn intersect(a: &str, b: &str) -> Option<String> {
     if covers(a, b) {
         Some(b.to_string())
     } else if covers(b, a) {
@@ -85,7 +85,7 @@ pub(super) fn intersect(a: &str, b: &str) -> Option<String> {
 }
 
 /// Virtual host precedence: exact names, then wildcards longest first, then `*`.
-pub(super) fn precedence(a: &str, b: &str) -> Ordering {
+pub(crate) fn precedence(a: &str, b: &str) -> Ordering {
     fn rank(host: &str) -> (u8, std::cmp::Reverse<usize>) {
         match host {
             "*" => (2, std::cmp::Reverse(0)),

@@ -17,7 +17,7 @@ use crate::table::{
 };
 
 /// A translated rule with the gateways its match entries are limited to.
-pub(super) struct TranslatedRule {
+pub(crate) struct TranslatedRule {
     pub route: Route,
     /// Per match entry: the `match[].gateways` restriction (empty: none),
     /// as `namespace/name`.
@@ -25,7 +25,7 @@ pub(super) struct TranslatedRule {
 }
 
 /// What a rule needs from its surroundings.
-pub(super) struct RuleContext<'a> {
+pub(crate) struct RuleContext<'a> {
     pub object: &'a ObjectRef,
     pub cluster_domain: &'a str,
     /// Port of a destination that names none: the only port of its Service.

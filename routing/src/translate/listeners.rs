@@ -10,7 +10,7 @@ use crate::diagnostic::{Diagnostic, ObjectRef};
 use crate::table::{ListenerProtocol, TlsCredential, TlsServer};
 
 /// A Gateway server accepted for this gateway instance.
-pub(super) struct BoundServer {
+pub(crate) struct BoundServer {
     /// `namespace/name` of its Gateway.
     pub gateway: String,
     pub hosts: Vec<ServerHost>,
@@ -18,7 +18,7 @@ pub(super) struct BoundServer {
 }
 
 /// A port and the servers on it.
-pub(super) struct ListenerDraft {
+pub(crate) struct ListenerDraft {
     pub port: u16,
     pub protocol: ListenerProtocol,
     pub servers: Vec<BoundServer>,
@@ -26,7 +26,7 @@ pub(super) struct ListenerDraft {
 }
 
 /// Builds the listeners from `gateways` (already selected and sorted).
-pub(super) fn listeners(
+pub(crate) fn listeners(
     gateways: &[&Gateway],
     secrets: &[Secret],
     gateway_namespace: &str,

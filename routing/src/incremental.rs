@@ -1,0 +1,676 @@
+//! Incremental translation: the table [`crate::translate()`] would build,
+//! kept up to date object by object, and the [`TableDelta`] of each batch.
+//!
+//! The scale rule: a change costs what it changes. A VirtualService (or a
+//! Notebook) is translated alone and placed into the virtual hosts it binds
+//! to under keys that encode Istio's merge order ([`keys`]), so adding the
+//! 10,001st notebook route touches one route, not the 10,000 others on the
+//! same `*` host. An EndpointSlice touches the clusters of its Service; a
+//! Service touches its clusters, and the VirtualServices that read its
+//! ports only when its ports change. Gateways, Secrets, settings and the
+//! security policies apply to every route, so they re-place everything (they
+//! change rarely; that is still one pass, never a re-translation per route).
+//!
+//! [`crate::translate()`] stays the reference: a property test checks that
+//! any sequence of changes ends in exactly the table and diagnostics a full
+//! translation of the final objects gives.
+
+mod clusters;
+pub mod keys;
+mod placement;
+mod tracked;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use portico_api::istio::{AuthorizationPolicy, Gateway, MeshConfig, RequestAuthentication, VirtualService};
+use portico_api::k8s_openapi::api::core::v1::{Secret, Service};
+use portico_api::k8s_openapi::api::discovery::v1::EndpointSlice;
+use portico_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use portico_api::notebook::Notebook;
+
+use self::clusters::ClusterRefs;
+use self::placement::{DomainState, VirtualHostSlot, VsState};
+use self::tracked::Tracked;
+use crate::diagnostic::{Diagnostic, ObjectRef};
+use crate::notebook::{NotebookSettings, notebook_virtual_service};
+use crate::parts::{ListenerPart, Placed, TableDelta, TableParts, VirtualHostPart};
+use crate::resources::{InjectedPods, Resources};
+use crate::security::SecurityTable;
+use crate::table::{Cluster, ListenerProtocol, PathNormalizationMode, Route, RouteTable};
+use crate::translate::GatewayIdentity;
+use crate::translate::listeners::{ListenerDraft, listeners};
+
+/// `(namespace, name)`; a missing namespace is `default`, as in translate.
+pub type Key = (String, String);
+
+fn key_of(metadata: &ObjectMeta) -> Key {
+    (metadata.namespace.clone().unwrap_or_else(|| "default".to_string()), metadata.name.clone().unwrap_or_default())
+}
+
+/// An input object, shared (the controller's caches hold the same `Arc`s).
+#[derive(Clone, Debug)]
+pub enum Object {
+    Gateway(Arc<Gateway>),
+    VirtualService(Arc<VirtualService>),
+    Notebook(Arc<Notebook>),
+    Service(Arc<Service>),
+    EndpointSlice(Arc<EndpointSlice>),
+    Secret(Arc<Secret>),
+    RequestAuthentication(Arc<RequestAuthentication>),
+    AuthorizationPolicy(Arc<AuthorizationPolicy>),
+}
+
+/// The kind of an input object, to delete it by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ObjectKind {
+    Gateway,
+    VirtualService,
+    Notebook,
+    Service,
+    EndpointSlice,
+    Secret,
+    RequestAuthentication,
+    AuthorizationPolicy,
+}
+
+/// Every input, by kind and key.
+#[derive(Default)]
+struct Inputs {
+    gateways: BTreeMap<Key, Arc<Gateway>>,
+    /// Explicit VirtualServices.
+    virtual_services: BTreeMap<Key, Arc<VirtualService>>,
+    notebooks: BTreeMap<Key, Arc<Notebook>>,
+    /// Derived VirtualService key -> (Notebook key, the derived object).
+    derived: HashMap<Key, (Key, Arc<VirtualService>)>,
+    /// Notebook key -> what deriving its VirtualService noted.
+    notebook_notes: BTreeMap<Key, Vec<Diagnostic>>,
+    services: HashMap<Key, Arc<Service>>,
+    /// `name.namespace.svc.<domain>` -> Service key.
+    services_by_host: HashMap<String, Key>,
+    services_by_namespace: HashMap<String, BTreeSet<String>>,
+    endpoint_slices: HashMap<Key, Arc<EndpointSlice>>,
+    /// Service key -> slice names.
+    slices_by_service: HashMap<Key, BTreeSet<String>>,
+    secrets: BTreeMap<Key, Arc<Secret>>,
+    request_authentications: BTreeMap<Key, Arc<RequestAuthentication>>,
+    authorization_policies: BTreeMap<Key, Arc<AuthorizationPolicy>>,
+    mesh_config: Option<MeshConfig>,
+    meshed_namespaces: BTreeSet<String>,
+    injected_pods: Option<InjectedPods>,
+}
+
+/// What every route depends on: the listeners (from Gateways and Secrets)
+/// and the security table.
+#[derive(Default)]
+struct Global {
+    drafts: BTreeMap<u16, ListenerDraft>,
+    known_gateways: BTreeSet<String>,
+    /// `httpsRedirect` servers' hosts, by virtual host piece name: virtual
+    /// hosts even with no route.
+    redirect_domains: BTreeMap<String, VirtualHostSlot>,
+    listener_diagnostics: Vec<Diagnostic>,
+    security: SecurityTable,
+    security_diagnostics: Vec<Diagnostic>,
+}
+
+/// One gateway instance's route table, maintained incrementally.
+pub struct IncrementalTranslator {
+    identity: GatewayIdentity,
+    settings: NotebookSettings,
+    path_normalization: PathNormalizationMode,
+    /// Keep the last good version of a VirtualService or Gateway that stops
+    /// translating cleanly (folder mode; see [`crate::LastGood`]).
+    keep_last_good: bool,
+    inputs: Inputs,
+    /// Last clean Gateways, when `keep_last_good`.
+    last_good_gateways: BTreeMap<Key, Arc<Gateway>>,
+    global: Global,
+    virtual_services: HashMap<Key, VsState>,
+    /// Service host -> VirtualServices whose translation read its ports.
+    port_readers: HashMap<String, BTreeSet<Key>>,
+    /// Virtual host piece name -> the VirtualServices placed there.
+    domains: HashMap<String, DomainState>,
+    clusters: ClusterRefs,
+    listener_parts: Tracked<Placed<ListenerPart>>,
+    virtual_host_parts: Tracked<Placed<VirtualHostPart>>,
+    route_parts: Tracked<Placed<Arc<Route>>>,
+    cluster_parts: Tracked<Arc<Cluster>>,
+    diagnostics_changed: bool,
+}
+
+impl IncrementalTranslator {
+    /// An empty translator for `identity`. `pods_visible` is whether pod
+    /// metadata is fed (cluster mode): otherwise every endpoint of a meshed
+    /// namespace counts as meshed, as in [`Resources::injected_pods`].
+    pub fn new(
+        identity: GatewayIdentity,
+        settings: NotebookSettings,
+        path_normalization: PathNormalizationMode,
+        pods_visible: bool,
+        keep_last_good: bool,
+    ) -> Self {
+        let inputs = Inputs { injected_pods: pods_visible.then(InjectedPods::new), ..Inputs::default() };
+        let mut translator = Self {
+            identity,
+            settings,
+            path_normalization,
+            keep_last_good,
+            inputs,
+            last_good_gateways: BTreeMap::new(),
+            global: Global::default(),
+            virtual_services: HashMap::new(),
+            port_readers: HashMap::new(),
+            domains: HashMap::new(),
+            clusters: ClusterRefs::default(),
+            listener_parts: Tracked::default(),
+            virtual_host_parts: Tracked::default(),
+            route_parts: Tracked::default(),
+            cluster_parts: Tracked::default(),
+            diagnostics_changed: true,
+        };
+        translator.rebuild();
+        translator
+    }
+
+    /// A translator holding every object of `resources` (one full pass).
+    pub fn from_resources(resources: &Resources, identity: GatewayIdentity, keep_last_good: bool) -> Self {
+        let mut translator = Self::new(
+            identity,
+            resources.settings.clone(),
+            resources.path_normalization,
+            resources.injected_pods.is_some(),
+            keep_last_good,
+        );
+        translator.load(objects_of(resources));
+        translator.inputs.meshed_namespaces = resources.meshed_namespaces.clone();
+        translator.inputs.injected_pods = resources.injected_pods.clone();
+        translator.inputs.mesh_config = resources.mesh_config.clone();
+        translator.rebuild();
+        translator
+    }
+
+    /// Adds many objects with one pass at the end (start-up, relists).
+    pub fn load(&mut self, objects: impl IntoIterator<Item = Object>) {
+        for object in objects {
+            self.store(object);
+        }
+        self.rebuild();
+    }
+
+    /// Adds or replaces one object and updates what depends on it.
+    pub fn upsert(&mut self, object: Object) {
+        match &object {
+            Object::Gateway(_) | Object::Secret(_) => {
+                self.store(object);
+                self.rebuild();
+            }
+            Object::RequestAuthentication(_) | Object::AuthorizationPolicy(_) => {
+                self.store(object);
+                self.refresh_security();
+            }
+            Object::VirtualService(vs) => {
+                let key = key_of(&vs.metadata);
+                self.store(object);
+                self.refresh_virtual_service(&key);
+            }
+            Object::Notebook(notebook) => {
+                let notebook_key = key_of(&notebook.metadata);
+                let previous = self.derived_key_of(&notebook_key);
+                let derived = self.store(object);
+                for key in previous.into_iter().chain(derived) {
+                    self.refresh_virtual_service(&key);
+                }
+            }
+            Object::Service(service) => {
+                let key = key_of(&service.metadata);
+                let old_ports = self.inputs.services.get(&key).map(|s| ports_of(s));
+                let new_ports = ports_of(service);
+                self.store(object);
+                self.service_changed(&key, old_ports != Some(new_ports));
+            }
+            Object::EndpointSlice(slice) => {
+                let key = key_of(&slice.metadata);
+                let before = self.inputs.endpoint_slices.get(&key).and_then(|s| slice_service_key(s));
+                let after = slice_service_key(slice);
+                self.store(object);
+                for service in before.into_iter().chain(after) {
+                    self.refresh_service_clusters(&service);
+                }
+            }
+        }
+    }
+
+    /// Removes one object (unknown ones are ignored).
+    pub fn delete(&mut self, kind: ObjectKind, namespace: &str, name: &str) {
+        let key = (namespace.to_string(), name.to_string());
+        let inputs = &mut self.inputs;
+        match kind {
+            ObjectKind::Gateway => {
+                if inputs.gateways.remove(&key).is_some() {
+                    self.last_good_gateways.remove(&key);
+                    self.rebuild();
+                }
+            }
+            ObjectKind::Secret => {
+                if inputs.secrets.remove(&key).is_some() {
+                    self.rebuild();
+                }
+            }
+            ObjectKind::RequestAuthentication => {
+                if inputs.request_authentications.remove(&key).is_some() {
+                    self.refresh_security();
+                }
+            }
+            ObjectKind::AuthorizationPolicy => {
+                if inputs.authorization_policies.remove(&key).is_some() {
+                    self.refresh_security();
+                }
+            }
+            ObjectKind::VirtualService => {
+                if inputs.virtual_services.remove(&key).is_some() {
+                    self.refresh_virtual_service(&key);
+                }
+            }
+            ObjectKind::Notebook => {
+                let derived = self.derived_key_of(&key);
+                let inputs = &mut self.inputs;
+                if inputs.notebooks.remove(&key).is_some() {
+                    inputs.notebook_notes.remove(&key);
+                    self.diagnostics_changed = true;
+                    if let Some(derived) = derived {
+                        self.inputs.derived.remove(&derived);
+                        self.refresh_virtual_service(&derived);
+                    }
+                }
+            }
+            ObjectKind::Service => {
+                if let Some(old) = inputs.services.remove(&key) {
+                    if let Some(names) = inputs.services_by_namespace.get_mut(&key.0) {
+                        names.remove(&key.1);
+                    }
+                    let host = crate::translate::endpoints::service_host(&key.0, &key.1, &self.settings.cluster_domain);
+                    inputs.services_by_host.remove(&host);
+                    let had_ports = !ports_of(&old).is_empty();
+                    self.service_changed(&key, had_ports);
+                }
+            }
+            ObjectKind::EndpointSlice => {
+                if let Some(old) = inputs.endpoint_slices.remove(&key)
+                    && let Some(service) = slice_service_key(&old)
+                {
+                    if let Some(names) = inputs.slices_by_service.get_mut(&service) {
+                        names.remove(&key.1);
+                    }
+                    self.refresh_service_clusters(&service);
+                }
+            }
+        }
+    }
+
+    /// A namespace joined (or left) the mesh: its endpoints need mutual TLS.
+    pub fn set_meshed_namespace(&mut self, namespace: &str, meshed: bool) {
+        let changed = match meshed {
+            true => self.inputs.meshed_namespaces.insert(namespace.to_string()),
+            false => self.inputs.meshed_namespaces.remove(namespace),
+        };
+        if changed {
+            self.refresh_namespace_clusters(namespace);
+        }
+    }
+
+    /// A pod carrying the sidecar (`Some(service account)`), or no longer.
+    pub fn set_injected_pod(&mut self, namespace: &str, name: &str, service_account: Option<String>) {
+        let pods = self.inputs.injected_pods.get_or_insert_with(InjectedPods::new);
+        let key = (namespace.to_string(), name.to_string());
+        let changed = match service_account {
+            Some(account) => pods.insert(key, account.clone()) != Some(account),
+            None => pods.remove(&key).is_some(),
+        };
+        if changed && self.inputs.meshed_namespaces.contains(namespace) {
+            self.refresh_namespace_clusters(namespace);
+        }
+    }
+
+    /// Istio's mesh config (CUSTOM policies' extension providers).
+    pub fn set_mesh_config(&mut self, mesh_config: Option<MeshConfig>) {
+        if self.inputs.mesh_config != mesh_config {
+            self.inputs.mesh_config = mesh_config;
+            self.refresh_security();
+        }
+    }
+
+    /// The net changes since the last call.
+    pub fn take_delta(&mut self) -> TableDelta {
+        TableDelta {
+            listeners: self.listener_parts.take(),
+            virtual_hosts: self.virtual_host_parts.take(),
+            routes: self.route_parts.take(),
+            clusters: self.cluster_parts.take(),
+        }
+    }
+
+    /// Every piece, as additions: what a gateway that knows nothing needs.
+    pub fn full_state(&self) -> TableDelta {
+        TableDelta {
+            listeners: self.listener_parts.iter().map(|(n, p)| (n.clone(), Some(p.clone()))).collect(),
+            virtual_hosts: self.virtual_host_parts.iter().map(|(n, p)| (n.clone(), Some(p.clone()))).collect(),
+            routes: self.route_parts.iter().map(|(n, p)| (n.clone(), Some(p.clone()))).collect(),
+            clusters: self.cluster_parts.iter().map(|(n, c)| (n.clone(), Some(c.clone()))).collect(),
+        }
+    }
+
+    /// The pieces as [`TableParts`] (tests, `/config_dump`-style views).
+    pub fn parts(&self) -> TableParts {
+        TableParts {
+            listeners: self.listener_parts.iter().map(|(n, p)| (n.clone(), p.clone())).collect(),
+            virtual_hosts: self.virtual_host_parts.iter().map(|(n, p)| (n.clone(), p.clone())).collect(),
+            routes: self
+                .route_parts
+                .iter()
+                .map(|(n, p)| {
+                    (n.clone(), Placed { parent: p.parent.clone(), order: p.order.clone(), value: (*p.value).clone() })
+                })
+                .collect(),
+            clusters: self.cluster_parts.iter().map(|(n, c)| (n.clone(), (**c).clone())).collect(),
+        }
+    }
+
+    /// The whole table (O(routes): tests and start-up only).
+    pub fn table(&self) -> RouteTable {
+        self.parts().assemble("")
+    }
+
+    /// Number of routes now.
+    pub fn route_count(&self) -> usize {
+        self.route_parts.len()
+    }
+
+    /// Whether the diagnostics may have changed since the last call.
+    pub fn take_diagnostics_changed(&mut self) -> bool {
+        std::mem::take(&mut self.diagnostics_changed)
+    }
+
+    /// Everything skipped or noted, sorted, as [`crate::translate()`] reports it.
+    pub fn diagnostics(&self) -> Vec<Diagnostic> {
+        let mut all: Vec<Diagnostic> = self.global.listener_diagnostics.clone();
+        all.extend(self.global.security_diagnostics.iter().cloned());
+        all.extend(self.inputs.notebook_notes.values().flatten().cloned());
+        all.extend(self.virtual_services.values().flat_map(|vs| vs.diagnostics.iter().cloned()));
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    /// Puts `object` in the inputs; for a Notebook, returns its derived
+    /// VirtualService's key.
+    fn store(&mut self, object: Object) -> Option<Key> {
+        let inputs = &mut self.inputs;
+        match object {
+            Object::Gateway(gateway) => {
+                inputs.gateways.insert(key_of(&gateway.metadata), gateway);
+            }
+            Object::VirtualService(vs) => {
+                inputs.virtual_services.insert(key_of(&vs.metadata), vs);
+            }
+            Object::Notebook(notebook) => {
+                let key = key_of(&notebook.metadata);
+                let (mut derived, notes) = notebook_virtual_service(&notebook, &self.settings);
+                // As in translate: the Notebook's time stands in for the
+                // VirtualService the controller creates right after it.
+                derived.metadata.creation_timestamp = notebook.metadata.creation_timestamp.clone();
+                let derived_key = key_of(&derived.metadata);
+                if let Some(old) = self.derived_key_of(&key).filter(|old| *old != derived_key) {
+                    self.inputs.derived.remove(&old);
+                }
+                let inputs = &mut self.inputs;
+                if inputs.notebook_notes.get(&key).map(Vec::as_slice).unwrap_or_default() != notes.as_slice() {
+                    self.diagnostics_changed = true;
+                }
+                if notes.is_empty() {
+                    inputs.notebook_notes.remove(&key);
+                } else {
+                    inputs.notebook_notes.insert(key.clone(), notes);
+                }
+                inputs.derived.insert(derived_key.clone(), (key.clone(), Arc::new(derived)));
+                inputs.notebooks.insert(key, notebook);
+                return Some(derived_key);
+            }
+            Object::Service(service) => {
+                let key = key_of(&service.metadata);
+                inputs.services_by_namespace.entry(key.0.clone()).or_default().insert(key.1.clone());
+                let host = crate::translate::endpoints::service_host(&key.0, &key.1, &self.settings.cluster_domain);
+                inputs.services_by_host.insert(host, key.clone());
+                inputs.services.insert(key, service);
+            }
+            Object::EndpointSlice(slice) => {
+                let key = key_of(&slice.metadata);
+                if let Some(old_service) = inputs.endpoint_slices.get(&key).and_then(|s| slice_service_key(s))
+                    && let Some(names) = inputs.slices_by_service.get_mut(&old_service)
+                {
+                    names.remove(&key.1);
+                }
+                if let Some(service) = slice_service_key(&slice) {
+                    inputs.slices_by_service.entry(service).or_default().insert(key.1.clone());
+                }
+                inputs.endpoint_slices.insert(key, slice);
+            }
+            Object::Secret(secret) => {
+                inputs.secrets.insert(key_of(&secret.metadata), secret);
+            }
+            Object::RequestAuthentication(authentication) => {
+                inputs.request_authentications.insert(key_of(&authentication.metadata), authentication);
+            }
+            Object::AuthorizationPolicy(policy) => {
+                inputs.authorization_policies.insert(key_of(&policy.metadata), policy);
+            }
+        }
+        None
+    }
+
+    fn derived_key_of(&self, notebook: &Key) -> Option<Key> {
+        let notebook = self.inputs.notebooks.get(notebook)?;
+        let name = notebook.metadata.name.as_deref().unwrap_or_default();
+        let namespace = notebook.metadata.namespace.as_deref().unwrap_or("default");
+        Some((namespace.to_string(), crate::notebook::virtual_service_name(namespace, name)))
+    }
+
+    /// The VirtualService in effect at `key`: an explicit object wins over
+    /// one derived from a Notebook.
+    fn effective(&self, key: &Key) -> Option<Arc<VirtualService>> {
+        self.inputs.virtual_services.get(key).or_else(|| self.inputs.derived.get(key).map(|(_, vs)| vs)).cloned()
+    }
+
+    /// A Service was added, changed or removed.
+    fn service_changed(&mut self, key: &Key, ports_changed: bool) {
+        if ports_changed {
+            let host = crate::translate::endpoints::service_host(&key.0, &key.1, &self.settings.cluster_domain);
+            let readers: Vec<Key> = self.port_readers.get(&host).into_iter().flatten().cloned().collect();
+            for reader in readers {
+                self.refresh_virtual_service(&reader);
+            }
+        }
+        self.refresh_service_clusters(key);
+    }
+
+    /// Recomputes the listeners (Gateways, Secrets, settings) and re-places
+    /// every VirtualService under them.
+    fn rebuild(&mut self) {
+        let mut diagnostics = Vec::new();
+        let (effective, fallback_notes) = self.effective_gateways();
+        let mut selected: Vec<&Gateway> = effective
+            .values()
+            .map(Arc::as_ref)
+            .filter(|g| g.spec.selector.iter().all(|(k, v)| self.identity.labels.get(k) == Some(v)))
+            .collect();
+        selected.sort_by_key(|g| (g.metadata.namespace.clone(), g.metadata.name.clone()));
+        let secrets: Vec<Secret> = self.inputs.secrets.values().map(|s| (**s).clone()).collect();
+        let drafts = listeners(&selected, &secrets, &self.identity.namespace, &mut diagnostics);
+        // A fallback's own diagnostics would be about its old version.
+        let fallbacks: BTreeSet<&ObjectRef> = fallback_notes.iter().map(|d| &d.object).collect();
+        diagnostics.retain(|d| !fallbacks.contains(&d.object));
+        diagnostics.extend(fallback_notes.iter().cloned());
+        let known_gateways = self
+            .inputs
+            .gateways
+            .values()
+            .map(|g| {
+                format!(
+                    "{}/{}",
+                    g.metadata.namespace.as_deref().unwrap_or("default"),
+                    g.metadata.name.as_deref().unwrap_or("")
+                )
+            })
+            .collect();
+        let mut redirect_domains = BTreeMap::new();
+        for draft in drafts.values() {
+            for server in draft.servers.iter().filter(|s| s.https_redirect) {
+                for host in &server.hosts {
+                    let slot = VirtualHostSlot::new(draft, &host.host);
+                    redirect_domains.insert(slot.piece_name(), slot);
+                }
+            }
+        }
+        let old_redirects = std::mem::replace(&mut self.global.redirect_domains, redirect_domains);
+        self.global.drafts = drafts;
+        self.global.known_gateways = known_gateways;
+        self.global.listener_diagnostics = diagnostics;
+        self.diagnostics_changed = true;
+        self.compile_security();
+
+        let mut keys: BTreeSet<Key> = self.virtual_services.keys().cloned().collect();
+        keys.extend(self.inputs.virtual_services.keys().cloned());
+        keys.extend(self.inputs.derived.keys().cloned());
+        for key in &keys {
+            self.refresh_virtual_service(key);
+        }
+        let touched: BTreeSet<String> = old_redirects
+            .into_keys()
+            .chain(self.global.redirect_domains.keys().cloned())
+            .chain(self.domains.keys().cloned())
+            .chain(self.virtual_host_parts.iter().map(|(name, _)| name.clone()))
+            .collect();
+        for name in touched {
+            self.update_virtual_host(&name);
+        }
+        self.update_listeners();
+    }
+
+    /// The Gateways in effect: with `keep_last_good`, a Gateway with errors
+    /// that was clean before is replaced by its clean version; the broken
+    /// version's diagnostics and a note stand for it (as [`crate::LastGood`]).
+    fn effective_gateways(&mut self) -> (BTreeMap<Key, Arc<Gateway>>, Vec<Diagnostic>) {
+        let mut effective = self.inputs.gateways.clone();
+        let mut notes = Vec::new();
+        if !self.keep_last_good {
+            return (effective, notes);
+        }
+        let secrets: Vec<Secret> = self.inputs.secrets.values().map(|s| (**s).clone()).collect();
+        self.last_good_gateways.retain(|key, _| self.inputs.gateways.contains_key(key));
+        for (key, gateway) in &self.inputs.gateways {
+            let mut own = Vec::new();
+            listeners(&[gateway.as_ref()], &secrets, &self.identity.namespace, &mut own);
+            if !own.iter().any(Diagnostic::is_error) {
+                self.last_good_gateways.insert(key.clone(), gateway.clone());
+                continue;
+            }
+            match self.last_good_gateways.get(key) {
+                Some(previous) => {
+                    let object = ObjectRef::new("Gateway", &key.0, &key.1);
+                    notes.extend(own);
+                    notes.push(Diagnostic::warning(&object, "", "invalid; its last good version keeps serving"));
+                    effective.insert(key.clone(), previous.clone());
+                }
+                None => {
+                    self.last_good_gateways.remove(key);
+                }
+            }
+        }
+        (effective, notes)
+    }
+
+    fn compile_security(&mut self) {
+        let resources = Resources {
+            request_authentications: self.inputs.request_authentications.values().map(|o| (**o).clone()).collect(),
+            authorization_policies: self.inputs.authorization_policies.values().map(|o| (**o).clone()).collect(),
+            mesh_config: self.inputs.mesh_config.clone(),
+            ..Resources::default()
+        };
+        let mut diagnostics = Vec::new();
+        self.global.security = crate::security::compile(&resources, &self.identity, &mut diagnostics);
+        self.global.security_diagnostics = diagnostics;
+        self.diagnostics_changed = true;
+    }
+
+    fn refresh_security(&mut self) {
+        self.compile_security();
+        self.update_listeners();
+    }
+
+    /// Sets every listener piece from the drafts and the security table.
+    fn update_listeners(&mut self) {
+        let mut wanted: BTreeMap<String, Placed<ListenerPart>> = BTreeMap::new();
+        for draft in self.global.drafts.values() {
+            let name = listener_name(draft.port, draft.protocol);
+            let value = ListenerPart {
+                name: name.clone(),
+                port: draft.port,
+                protocol: draft.protocol,
+                tls: draft.tls.clone(),
+                path_normalization: self.path_normalization,
+                security: self.global.security.clone(),
+            };
+            wanted.insert(name, Placed { parent: String::new(), order: keys::listener_order(draft.port), value });
+        }
+        let stale: Vec<String> =
+            self.listener_parts.iter().map(|(n, _)| n.clone()).filter(|n| !wanted.contains_key(n)).collect();
+        for name in stale {
+            self.listener_parts.set(&name, None);
+        }
+        for (name, part) in wanted {
+            if self.listener_parts.get(&name) != Some(&part) {
+                self.listener_parts.set(&name, Some(part));
+            }
+        }
+    }
+}
+
+/// `http.80`, `https.443`: like Istio's route configuration names.
+pub(crate) fn listener_name(port: u16, protocol: ListenerProtocol) -> String {
+    match protocol {
+        ListenerProtocol::Http => format!("http.{port}"),
+        ListenerProtocol::Https => format!("https.{port}"),
+    }
+}
+
+/// A Service's ports, as far as routing reads them.
+fn ports_of(service: &Service) -> Vec<(Option<String>, i32)> {
+    service
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.ports.as_ref())
+        .map(|ports| ports.iter().map(|p| (p.name.clone(), p.port)).collect())
+        .unwrap_or_default()
+}
+
+fn slice_service_key(slice: &EndpointSlice) -> Option<Key> {
+    crate::translate::endpoints::slice_service(slice).map(|(ns, name)| (ns.to_string(), name.to_string()))
+}
+
+/// Every object of `resources` as inputs.
+pub fn objects_of(resources: &Resources) -> Vec<Object> {
+    let mut objects = Vec::new();
+    objects.extend(resources.gateways.iter().map(|o| Object::Gateway(Arc::new(o.clone()))));
+    objects.extend(resources.virtual_services.iter().map(|o| Object::VirtualService(Arc::new(o.clone()))));
+    objects.extend(resources.notebooks.iter().map(|o| Object::Notebook(Arc::new(o.clone()))));
+    objects.extend(resources.services.iter().map(|o| Object::Service(Arc::new(o.clone()))));
+    objects.extend(resources.endpoint_slices.iter().map(|o| Object::EndpointSlice(Arc::new(o.clone()))));
+    objects.extend(resources.secrets.iter().map(|o| Object::Secret(Arc::new(o.clone()))));
+    objects
+        .extend(resources.request_authentications.iter().map(|o| Object::RequestAuthentication(Arc::new(o.clone()))));
+    objects.extend(resources.authorization_policies.iter().map(|o| Object::AuthorizationPolicy(Arc::new(o.clone()))));
+    objects
+}
+
+#[cfg(test)]
+mod tests;
