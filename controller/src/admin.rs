@@ -119,11 +119,11 @@ fn with_type(status: StatusCode, content_type: &'static str, body: String) -> Re
 #[cfg(test)]
 mod tests {
     use kube::runtime::reflector;
-    use portico_routing::{GatewayIdentity, Resources, translate};
+    use portico_routing::GatewayIdentity;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
-    use crate::snapshot::Publisher;
+    use crate::snapshot::{GatewayRoutes, Publisher, Snapshot, TableCounts};
 
     async fn get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
         let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
@@ -151,9 +151,14 @@ mod tests {
         assert_eq!(get(address, "/readyz").await.0, 503, "nothing listed yet");
         listed.store(true, Ordering::Release);
         assert_eq!(get(address, "/readyz").await.0, 503, "no snapshot yet");
-        let identity = GatewayIdentity::default();
-        let (table, diagnostics) = translate(&Resources::default(), &identity);
-        publisher.publish(vec![(identity, table, diagnostics)]);
+        publisher.publish(Snapshot {
+            version: 1,
+            gateways: vec![GatewayRoutes {
+                identity: GatewayIdentity::default(),
+                counts: TableCounts::default(),
+                diagnostics: Vec::new().into(),
+            }],
+        });
         assert_eq!(get(address, "/readyz").await.0, 200);
 
         let (status, body) = get(address, "/debug/snapshot").await;

@@ -1,14 +1,17 @@
-//! The route index: Gateways, VirtualServices, Services and EndpointSlices,
-//! watched into caches and turned into versioned route snapshots.
+//! The route index: Gateways, VirtualServices, Services, EndpointSlices and
+//! the security policies, watched into caches and kept translated, one
+//! [`IncrementalTranslator`] per kind of gateway.
 //!
 //! Every replica runs it (leader or not), so a standby can serve discovery at
-//! once. Changes are debounced: the first change of a burst starts a quiet
-//! period (`--debounce`, 10 ms by default) that each further change restarts,
-//! bounded by [`MAX_DELAY`] so that constant churn still publishes. Then one
-//! `translate` per gateway instance runs on a copy of the caches, off the
-//! watch tasks, and the [`Publisher`] numbers the result. Under constant
-//! churn a build is followed by at least as long a rest, so the index never
-//! takes more than half a core from the reconciler and the API server.
+//! once. Each watch event becomes a [`Change`] ([`changes`]); the build loop
+//! ([`builder`]) applies a burst of them to the translators, so one new
+//! Notebook re-translates one VirtualService, and publishes the resulting
+//! deltas as the next version of the discovery encoding. Bursts are
+//! coalesced: the first change starts a quiet period (`--debounce`, 10 ms by
+//! default) that each further change restarts, bounded by [`MAX_DELAY`].
+
+pub mod builder;
+pub mod changes;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,16 +23,17 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 use portico_api::istio::{AuthorizationPolicy, Gateway, MeshConfig, RequestAuthentication, VirtualService};
-use portico_routing::resources::{
-    INJECTED_POD_LABEL, INJECTED_POD_VALUE, MESH_NAMESPACE_LABEL, SERVICE_ACCOUNT_ANNOTATION,
-};
-use portico_routing::{GatewayIdentity, NotebookSettings, Resources, translate};
-use tokio::sync::{Notify, watch};
+use portico_routing::incremental::{Object, ObjectKind};
+use portico_routing::resources::{INJECTED_POD_LABEL, INJECTED_POD_VALUE, MESH_NAMESPACE_LABEL};
+use portico_routing::{GatewayIdentity, IncrementalTranslator, NotebookSettings, Resources};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
+use self::changes::{ChangeSink, watch as watch_kind};
 use crate::demand::Demand;
+use crate::discovery::encode::EncodedSnapshot;
 use crate::metrics::Metrics;
-use crate::reflect::{reflect, scoped_api};
+use crate::reflect::scoped_api;
 use crate::snapshot::{Publisher, Snapshot};
 
 /// Longest a burst of changes can hold back a rebuild.
@@ -87,7 +91,59 @@ impl IndexStores {
             }
     }
 
-    /// A copy of the caches as `translate`'s input.
+    /// A translator for `identity` holding everything in the caches.
+    pub fn translator(&self, identity: GatewayIdentity, settings: &NotebookSettings) -> IncrementalTranslator {
+        let mut translator = IncrementalTranslator::new(identity, settings.clone(), Default::default(), true, false);
+        let mut objects = Vec::new();
+        for kind in OBJECT_KINDS {
+            objects.extend(self.objects(kind));
+        }
+        translator.load_all(objects, self.meshed_namespaces(), Some(self.injected_pods()), self.mesh_config());
+        translator
+    }
+
+    /// The cached objects of `kind` (the caches' own `Arc`s).
+    pub fn objects(&self, kind: ObjectKind) -> Vec<Object> {
+        match kind {
+            ObjectKind::Gateway => self.gateways.state().into_iter().map(Object::Gateway).collect(),
+            ObjectKind::VirtualService => {
+                self.virtual_services.state().into_iter().map(Object::VirtualService).collect()
+            }
+            ObjectKind::Service => self.services.state().into_iter().map(Object::Service).collect(),
+            ObjectKind::EndpointSlice => self.endpoint_slices.state().into_iter().map(Object::EndpointSlice).collect(),
+            ObjectKind::RequestAuthentication => {
+                self.request_authentications.state().into_iter().map(Object::RequestAuthentication).collect()
+            }
+            ObjectKind::AuthorizationPolicy => {
+                self.authorization_policies.state().into_iter().map(Object::AuthorizationPolicy).collect()
+            }
+            // Not watched in a cluster: the controller writes Notebooks'
+            // VirtualServices, which are.
+            ObjectKind::Notebook | ObjectKind::Secret => Vec::new(),
+        }
+    }
+
+    pub fn meshed_namespaces(&self) -> std::collections::BTreeSet<String> {
+        self.meshed_namespaces.state().iter().filter_map(|n| n.metadata.name.clone()).collect()
+    }
+
+    pub fn injected_pods(&self) -> portico_routing::resources::InjectedPods {
+        self.injected_pods
+            .state()
+            .iter()
+            .filter_map(|pod| {
+                let key = (pod.metadata.namespace.clone()?, pod.metadata.name.clone()?);
+                Some((key, changes::service_account(pod)))
+            })
+            .collect()
+    }
+
+    pub fn mesh_config(&self) -> Option<MeshConfig> {
+        self.mesh_config.as_ref().and_then(|store| mesh_config(&store.state()))
+    }
+
+    /// A copy of the caches as `translate`'s input (the reference path:
+    /// tests and `/debug`).
     pub fn resources(&self, settings: &NotebookSettings) -> Resources {
         fn owned<K>(store: &Store<K>) -> Vec<K>
         where
@@ -101,107 +157,83 @@ impl IndexStores {
             virtual_services: owned(&self.virtual_services),
             services: owned(&self.services),
             endpoint_slices: owned(&self.endpoint_slices),
-            meshed_namespaces: self.meshed_namespaces.state().iter().filter_map(|n| n.metadata.name.clone()).collect(),
-            injected_pods: Some(
-                self.injected_pods
-                    .state()
-                    .iter()
-                    .filter_map(|pod| {
-                        let key = (pod.metadata.namespace.clone()?, pod.metadata.name.clone()?);
-                        // Pods injected before the annotation existed (or by
-                        // another injector) run as the namespace's default.
-                        let service_account = pod
-                            .metadata
-                            .annotations
-                            .as_ref()
-                            .and_then(|a| a.get(SERVICE_ACCOUNT_ANNOTATION))
-                            .cloned()
-                            .unwrap_or_else(|| "default".to_string());
-                        Some((key, service_account))
-                    })
-                    .collect(),
-            ),
+            meshed_namespaces: self.meshed_namespaces(),
+            injected_pods: Some(self.injected_pods()),
             request_authentications: owned(&self.request_authentications),
             authorization_policies: owned(&self.authorization_policies),
-            mesh_config: self.mesh_config.as_ref().and_then(|store| mesh_config(&store.state())),
+            mesh_config: self.mesh_config(),
             settings: settings.clone(),
             ..Resources::default()
         }
     }
 }
 
+/// The object kinds a cluster index watches.
+pub const OBJECT_KINDS: [ObjectKind; 6] = [
+    ObjectKind::Gateway,
+    ObjectKind::VirtualService,
+    ObjectKind::Service,
+    ObjectKind::EndpointSlice,
+    ObjectKind::RequestAuthentication,
+    ObjectKind::AuthorizationPolicy,
+];
+
 /// A running index.
 pub struct Index {
     pub stores: IndexStores,
     /// Version 0 until the first build.
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    /// The tables as discovery sends them.
+    pub encoded: watch::Receiver<Arc<EncodedSnapshot>>,
     /// Where discovery registers the gateways it serves.
     pub demand: Demand,
 }
 
 /// Starts the watches and the builder on `tasks`.
 pub fn spawn(client: &Client, settings: IndexSettings, metrics: Metrics, tasks: &mut JoinSet<()>) -> Index {
-    let changed = Arc::new(Notify::new());
-    let demand = Demand::new(settings.identities.clone(), changed.clone());
+    let wake = Arc::new(Notify::new());
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let sink = ChangeSink { sender, wake: wake.clone() };
+    let demand = Demand::new(settings.identities.clone(), wake.clone());
     let namespace = settings.namespace.as_deref();
-    let (gateways, gateways_writer) = reflector::store();
-    let (virtual_services, virtual_services_writer) = reflector::store();
-    let (services, services_writer) = reflector::store();
-    let (endpoint_slices, endpoint_slices_writer) = reflector::store();
     let config = watcher::Config::default;
-    tasks.spawn(reflect(scoped_api::<Gateway>(client, namespace), config(), gateways_writer, Some(changed.clone())));
-    tasks.spawn(reflect(
-        scoped_api::<VirtualService>(client, namespace),
-        config(),
-        virtual_services_writer,
-        Some(changed.clone()),
-    ));
-    tasks.spawn(reflect(scoped_api::<Service>(client, namespace), config(), services_writer, Some(changed.clone())));
-    tasks.spawn(reflect(
-        scoped_api::<EndpointSlice>(client, namespace),
-        config(),
-        endpoint_slices_writer,
-        Some(changed.clone()),
-    ));
+    let (gateways, writer) = reflector::store();
+    tasks.spawn(watch_kind(scoped_api::<Gateway>(client, namespace), config(), writer, sink.clone()));
+    let (virtual_services, writer) = reflector::store();
+    tasks.spawn(watch_kind(scoped_api::<VirtualService>(client, namespace), config(), writer, sink.clone()));
+    let (services, writer) = reflector::store();
+    tasks.spawn(watch_kind(scoped_api::<Service>(client, namespace), config(), writer, sink.clone()));
+    let (endpoint_slices, writer) = reflector::store();
+    tasks.spawn(watch_kind(scoped_api::<EndpointSlice>(client, namespace), config(), writer, sink.clone()));
     // Cluster-scoped, so watched whole even with --watch-namespace; only the
     // labelled ones.
-    let (meshed_namespaces, namespaces_writer) = reflector::store();
+    let (meshed_namespaces, writer) = reflector::store();
     let selector = format!("{MESH_NAMESPACE_LABEL}=enabled");
-    tasks.spawn(reflect(
+    tasks.spawn(watch_kind(
         kube::Api::<Namespace>::all(client.clone()),
         watcher::Config::default().labels(&selector),
-        namespaces_writer,
-        Some(changed.clone()),
+        writer,
+        sink.clone(),
     ));
-    let (injected_pods, injected_pods_writer) = reflector::store();
     // Metadata only: an Api of PartialObjectMeta makes metadata requests.
-    tasks.spawn(reflect(
+    let (injected_pods, writer) = reflector::store();
+    tasks.spawn(watch_kind(
         scoped_api::<PartialObjectMeta<Pod>>(client, namespace),
         watcher::Config::default().labels(&format!("{INJECTED_POD_LABEL}={INJECTED_POD_VALUE}")),
-        injected_pods_writer,
-        Some(changed.clone()),
+        writer,
+        sink.clone(),
     ));
-    let (request_authentications, request_authentications_writer) = reflector::store();
-    tasks.spawn(reflect(
-        scoped_api::<RequestAuthentication>(client, namespace),
-        config(),
-        request_authentications_writer,
-        Some(changed.clone()),
-    ));
-    let (authorization_policies, authorization_policies_writer) = reflector::store();
-    tasks.spawn(reflect(
-        scoped_api::<AuthorizationPolicy>(client, namespace),
-        config(),
-        authorization_policies_writer,
-        Some(changed.clone()),
-    ));
+    let (request_authentications, writer) = reflector::store();
+    tasks.spawn(watch_kind(scoped_api::<RequestAuthentication>(client, namespace), config(), writer, sink.clone()));
+    let (authorization_policies, writer) = reflector::store();
+    tasks.spawn(watch_kind(scoped_api::<AuthorizationPolicy>(client, namespace), config(), writer, sink.clone()));
     let mesh_config = settings.mesh_config.as_ref().map(|(config_namespace, name)| {
         let (store, writer) = reflector::store();
-        tasks.spawn(reflect(
+        tasks.spawn(watch_kind(
             kube::Api::<ConfigMap>::namespaced(client.clone(), config_namespace),
             watcher::Config::default().fields(&format!("metadata.name={name}")),
             writer,
-            Some(changed.clone()),
+            sink.clone(),
         ));
         store
     });
@@ -217,14 +249,25 @@ pub fn spawn(client: &Client, settings: IndexSettings, metrics: Metrics, tasks: 
         mesh_config,
     };
     let (publisher, snapshots) = Publisher::new();
-    tasks.spawn(build_loop(stores.clone(), settings, demand.clone(), changed, publisher, metrics));
-    Index { stores, snapshots, demand }
+    let (encoded_sender, encoded) = watch::channel(Arc::new(EncodedSnapshot::default()));
+    let builder = builder::Builder {
+        stores: stores.clone(),
+        settings,
+        demand: demand.clone(),
+        wake,
+        changes: receiver,
+        publisher,
+        encoded: encoded_sender,
+        metrics,
+    };
+    tasks.spawn(builder.run());
+    Index { stores, snapshots, encoded, demand }
 }
 
 /// The mesh config in the watched ConfigMap's `mesh` key. A config that
 /// does not parse is logged and ignored: CUSTOM policies then name an
 /// unknown provider and deny, which is the safe side.
-fn mesh_config(config_maps: &[Arc<ConfigMap>]) -> Option<MeshConfig> {
+pub fn mesh_config(config_maps: &[Arc<ConfigMap>]) -> Option<MeshConfig> {
     let config_map = config_maps.first()?;
     let mesh = config_map.data.as_ref()?.get("mesh")?;
     match portico_routing::security::parse_mesh_config(mesh) {
@@ -233,77 +276,6 @@ fn mesh_config(config_maps: &[Arc<ConfigMap>]) -> Option<MeshConfig> {
             let name = config_map.metadata.name.as_deref().unwrap_or_default();
             tracing::warn!(config_map = name, %error, "cannot read the mesh config's `mesh` key; no extension providers");
             None
-        }
-    }
-}
-
-/// Builds and publishes after the caches fill and after every burst of changes.
-async fn build_loop(
-    stores: IndexStores,
-    settings: IndexSettings,
-    demand: Demand,
-    changed: Arc<Notify>,
-    publisher: Publisher,
-    metrics: Metrics,
-) {
-    if !stores.ready().await {
-        tracing::error!("route index caches were dropped before they filled");
-        return;
-    }
-    loop {
-        let started = Instant::now();
-        let resources = stores.resources(&settings.notebook_settings);
-        let copied = started.elapsed();
-        let identities = demand.identities();
-        // translate is CPU-bound: keep it off the runtime's I/O threads.
-        let built = tokio::task::spawn_blocking(move || {
-            let built = identities
-                .into_iter()
-                .map(|identity| {
-                    let (table, diagnostics) = translate(&resources, &identity);
-                    (identity, table, diagnostics)
-                })
-                .collect::<Vec<_>>();
-            // Drop the copied objects here, not on an I/O thread.
-            drop(resources);
-            built
-        })
-        .await;
-        let translated = started.elapsed();
-        match built {
-            Ok(built) => {
-                let before = publisher.subscribe().borrow().version;
-                let version = publisher.publish(built);
-                tracing::debug!(
-                    copy_ms = copied.as_millis() as u64,
-                    translate_ms = (translated - copied).as_millis() as u64,
-                    publish_ms = (started.elapsed() - translated).as_millis() as u64,
-                    "route index build"
-                );
-                metrics.snapshot_builds.inc();
-                metrics.snapshot_version.set(i64::try_from(version).unwrap_or(i64::MAX));
-                if version != before {
-                    let snapshot = publisher.subscribe().borrow().clone();
-                    let summary = snapshot.summary();
-                    tracing::info!(
-                        version,
-                        routes = %summary["routes"],
-                        diagnostics = %summary["diagnostics"],
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "published route snapshot"
-                    );
-                }
-            }
-            Err(error) => tracing::error!(%error, "building route tables panicked; keeping the last snapshot"),
-        }
-        // Under constant churn, build at most half the time: a build that
-        // took B is followed by at least B of rest (the changes meanwhile
-        // coalesce into the next build).
-        let took = started.elapsed();
-        next_burst(&changed, settings.debounce, MAX_DELAY.max(took)).await;
-        let rested = started.elapsed().saturating_sub(took);
-        if rested < took {
-            tokio::time::sleep(took - rested).await;
         }
     }
 }

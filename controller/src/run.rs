@@ -33,7 +33,6 @@ use crate::ca::service::{CertificateServer, Lifetimes};
 use crate::ca::serving::ServingCertificate;
 use crate::cli::Args;
 use crate::context::{AppliedCache, Backoff, Context};
-use crate::discovery::encode::{EncodedSnapshot, encode_loop};
 use crate::discovery::registry::Registry;
 use crate::discovery::{self, DiscoveryService, Secure, Shared};
 use crate::index::{self, IndexSettings};
@@ -81,14 +80,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let index = index::spawn(&client, index_settings, metrics.clone(), &mut tasks);
     let (shutdown_tx, shutdown) = watch::channel(false);
 
-    let (encoded_tx, encoded) = watch::channel(Arc::new(EncodedSnapshot::default()));
-    tasks.spawn(encode_loop(index.snapshots.clone(), encoded_tx));
     let discovery_listener = TcpListener::bind(args.discovery)
         .await
         .with_context(|| format!("binding the discovery listener {}", args.discovery))?;
     let discovery = DiscoveryService::new(Shared {
         demand: index.demand.clone(),
-        encoded,
+        encoded: index.encoded.clone(),
         registry: Arc::new(Registry::default()),
         metrics: metrics.clone(),
         controller: identity.clone(),

@@ -61,6 +61,22 @@ pub enum Object {
     AuthorizationPolicy(Arc<AuthorizationPolicy>),
 }
 
+impl Object {
+    /// The object's metadata.
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Object::Gateway(o) => &o.metadata,
+            Object::VirtualService(o) => &o.metadata,
+            Object::Notebook(o) => &o.metadata,
+            Object::Service(o) => &o.metadata,
+            Object::EndpointSlice(o) => &o.metadata,
+            Object::Secret(o) => &o.metadata,
+            Object::RequestAuthentication(o) => &o.metadata,
+            Object::AuthorizationPolicy(o) => &o.metadata,
+        }
+    }
+}
+
 /// The kind of an input object, to delete it by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ObjectKind {
@@ -196,6 +212,93 @@ impl IncrementalTranslator {
             self.store(object);
         }
         self.rebuild();
+    }
+
+    /// Everything at once (start-up, a new gateway kind): one pass at the end.
+    pub fn load_all(
+        &mut self,
+        objects: impl IntoIterator<Item = Object>,
+        meshed_namespaces: BTreeSet<String>,
+        injected_pods: Option<InjectedPods>,
+        mesh_config: Option<MeshConfig>,
+    ) {
+        for object in objects {
+            self.store(object);
+        }
+        self.inputs.meshed_namespaces = meshed_namespaces;
+        self.inputs.injected_pods = injected_pods;
+        self.inputs.mesh_config = mesh_config;
+        self.rebuild();
+    }
+
+    /// Makes `kind`'s objects exactly `objects` (after a watch relisted):
+    /// objects whose resourceVersion changed are upserted, missing ones
+    /// deleted, the rest left alone.
+    pub fn replace_kind(&mut self, kind: ObjectKind, objects: Vec<Object>) {
+        let present: HashMap<Key, Option<String>> = self.versions_of(kind);
+        let mut seen = BTreeSet::new();
+        for object in objects {
+            let metadata = object.metadata();
+            let key = key_of(metadata);
+            let unchanged =
+                metadata.resource_version.is_some() && present.get(&key) == Some(&metadata.resource_version);
+            seen.insert(key);
+            if !unchanged {
+                self.upsert(object);
+            }
+        }
+        for (namespace, name) in present.into_keys().filter(|key| !seen.contains(key)) {
+            self.delete(kind, &namespace, &name);
+        }
+    }
+
+    /// Makes the meshed namespaces exactly `namespaces`.
+    pub fn replace_meshed_namespaces(&mut self, namespaces: BTreeSet<String>) {
+        let gone: Vec<String> = self.inputs.meshed_namespaces.difference(&namespaces).cloned().collect();
+        for namespace in gone {
+            self.set_meshed_namespace(&namespace, false);
+        }
+        for namespace in namespaces {
+            self.set_meshed_namespace(&namespace, true);
+        }
+    }
+
+    /// Makes the injected pods exactly `pods`.
+    pub fn replace_injected_pods(&mut self, pods: InjectedPods) {
+        let gone: Vec<Key> = self
+            .inputs
+            .injected_pods
+            .iter()
+            .flatten()
+            .map(|(key, _)| key.clone())
+            .filter(|key| !pods.contains_key(key))
+            .collect();
+        for (namespace, name) in gone {
+            self.set_injected_pod(&namespace, &name, None);
+        }
+        for ((namespace, name), account) in pods {
+            self.set_injected_pod(&namespace, &name, Some(account));
+        }
+    }
+
+    fn versions_of(&self, kind: ObjectKind) -> HashMap<Key, Option<String>> {
+        fn versions<'a, T: 'a>(
+            objects: impl Iterator<Item = (&'a Key, &'a Arc<T>)>,
+            metadata: impl Fn(&T) -> &ObjectMeta,
+        ) -> HashMap<Key, Option<String>> {
+            objects.map(|(key, object)| (key.clone(), metadata(object).resource_version.clone())).collect()
+        }
+        let inputs = &self.inputs;
+        match kind {
+            ObjectKind::Gateway => versions(inputs.gateways.iter(), |o| &o.metadata),
+            ObjectKind::VirtualService => versions(inputs.virtual_services.iter(), |o| &o.metadata),
+            ObjectKind::Notebook => versions(inputs.notebooks.iter(), |o| &o.metadata),
+            ObjectKind::Service => versions(inputs.services.iter(), |o| &o.metadata),
+            ObjectKind::EndpointSlice => versions(inputs.endpoint_slices.iter(), |o| &o.metadata),
+            ObjectKind::Secret => versions(inputs.secrets.iter(), |o| &o.metadata),
+            ObjectKind::RequestAuthentication => versions(inputs.request_authentications.iter(), |o| &o.metadata),
+            ObjectKind::AuthorizationPolicy => versions(inputs.authorization_policies.iter(), |o| &o.metadata),
+        }
     }
 
     /// Adds or replaces one object and updates what depends on it.
@@ -384,6 +487,11 @@ impl IncrementalTranslator {
     /// Number of routes now.
     pub fn route_count(&self) -> usize {
         self.route_parts.len()
+    }
+
+    /// Listeners, virtual hosts, routes and clusters now.
+    pub fn counts(&self) -> [usize; 4] {
+        [self.listener_parts.len(), self.virtual_host_parts.len(), self.route_parts.len(), self.cluster_parts.len()]
     }
 
     /// Whether the diagnostics may have changed since the last call.

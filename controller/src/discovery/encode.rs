@@ -1,41 +1,140 @@
-//! Route snapshots as protocol resources, encoded once per table and shared
+//! Route tables as protocol resources, encoded once per change and shared
 //! by every stream of the gateways that use that table.
+//!
+//! An [`EncodedTable`] is persistent: the next version is the previous one
+//! with the changed pieces replaced (structural sharing, O(log n) a piece),
+//! and it keeps a log of which pieces each recent version changed. A stream
+//! that has sent version `v` sends exactly the pieces the log names after
+//! `v`; one that is further behind than the log reaches gets the full state
+//! again.
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
 use portico_api::discovery::{Kind, Resource};
-use portico_routing::RouteTable;
-use portico_routing::parts::{OrderHistory, TableParts};
+use portico_routing::parts::TableDelta;
 use serde::Serialize;
-use tokio::sync::watch;
 
-use crate::demand::{IdentityKey, key_of};
-use crate::snapshot::Snapshot;
+use crate::demand::IdentityKey;
 
 /// The kinds, in the order a response lists them.
 pub const KINDS: [Kind; 3] = [Kind::Listeners, Kind::Routes, Kind::Endpoints];
 
-/// One resource and a digest of everything in it.
-#[derive(Clone, Debug)]
-pub struct Encoded {
-    pub resource: Resource,
-    pub digest: u64,
+/// Versions the change log keeps at most.
+const LOG_VERSIONS: usize = 4096;
+
+/// Position of `kind` in [`KINDS`].
+pub fn kind_index(kind: Kind) -> Option<usize> {
+    KINDS.iter().position(|k| *k == kind)
 }
 
-/// One table's resources, per kind (indexed like [`KINDS`]).
-#[derive(Debug, Default)]
+/// The pieces one version changed: (kind index, name).
+type Changed = Arc<[(usize, String)]>;
+
+/// One table's resources and recent changes.
+#[derive(Clone, Debug, Default)]
 pub struct EncodedTable {
-    pub kinds: [BTreeMap<String, Encoded>; 3],
+    /// The version this table last changed at (0: empty, never built).
+    pub version: u64,
+    /// The version the log starts after: a stream that has sent a version
+    /// before it needs the full state.
+    base: u64,
+    /// Per kind (indexed like [`KINDS`]): name -> resource.
+    pub kinds: [imbl::OrdMap<String, Resource>; 3],
+    /// Versions after `base`, oldest first, with the pieces each changed.
+    log: VecDeque<(u64, Changed)>,
+    /// Names across the log (it is trimmed to a multiple of the table).
+    logged: usize,
 }
 
 impl EncodedTable {
     /// Resource count of `kind`.
     pub fn count(&self, kind: Kind) -> usize {
         kind_index(kind).map_or(0, |index| self.kinds[index].len())
+    }
+
+    /// Every resource count, indexed like [`KINDS`].
+    pub fn counts(&self) -> [usize; 3] {
+        [0, 1, 2].map(|i| self.kinds[i].len())
+    }
+
+    /// A table built from scratch at `version` from a full state.
+    pub fn full(version: u64, delta: &TableDelta) -> EncodedTable {
+        let mut table = EncodedTable { version, base: version, ..EncodedTable::default() };
+        table.put_all(delta);
+        table
+    }
+
+    /// This table with `delta` applied as `version`. The log bounds memory:
+    /// it keeps at most [`LOG_VERSIONS`] versions and about twice the
+    /// table's size in names.
+    pub fn next(&self, version: u64, delta: &TableDelta) -> EncodedTable {
+        let mut table = self.clone();
+        let changed = table.put_all(delta);
+        table.version = version;
+        table.logged += changed.len();
+        table.log.push_back((version, changed.into()));
+        let size: usize = table.counts().iter().sum();
+        let budget = (2 * size).max(10_000);
+        while table.log.len() > LOG_VERSIONS || (table.logged > budget && table.log.len() > 1) {
+            if let Some((dropped, names)) = table.log.pop_front() {
+                table.base = dropped;
+                table.logged -= names.len();
+            }
+        }
+        table
+    }
+
+    /// The pieces changed after `version`, or `None` when the log does not
+    /// reach back that far (the stream then needs the full state).
+    pub fn changes_since(&self, version: u64) -> Option<BTreeSet<(usize, String)>> {
+        if version == self.version {
+            return Some(BTreeSet::new());
+        }
+        if version < self.base || version > self.version {
+            return None;
+        }
+        let mut names = BTreeSet::new();
+        for (_, changed) in self.log.iter().filter(|(at, _)| *at > version) {
+            names.extend(changed.iter().cloned());
+        }
+        Some(names)
+    }
+
+    /// Applies `delta`; returns the (kind, name) of every piece it touched.
+    fn put_all(&mut self, delta: &TableDelta) -> Vec<(usize, String)> {
+        let mut changed = Vec::with_capacity(delta.len());
+        for (name, listener) in &delta.listeners {
+            let resource = listener.as_ref().and_then(|p| encode(name, "listener", &p.parent, &p.order, &p.value));
+            changed.push(self.put(Kind::Listeners, name, resource));
+        }
+        for (name, host) in &delta.virtual_hosts {
+            let resource = host.as_ref().and_then(|p| encode(name, "vhost", &p.parent, &p.order, &p.value));
+            changed.push(self.put(Kind::Routes, name, resource));
+        }
+        for (name, route) in &delta.routes {
+            let resource = route.as_ref().and_then(|p| encode(name, "route", &p.parent, &p.order, &*p.value));
+            changed.push(self.put(Kind::Routes, name, resource));
+        }
+        for (name, cluster) in &delta.clusters {
+            let resource = cluster.as_ref().and_then(|c| encode(name, "cluster", "", "", &**c));
+            changed.push(self.put(Kind::Endpoints, name, resource));
+        }
+        changed
+    }
+
+    fn put(&mut self, kind: Kind, name: &str, resource: Option<Resource>) -> (usize, String) {
+        let index = kind_index(kind).unwrap_or_default();
+        match resource {
+            Some(resource) => {
+                self.kinds[index].insert(name.to_string(), resource);
+            }
+            None => {
+                self.kinds[index].remove(name);
+            }
+        }
+        (index, name.to_string())
     }
 }
 
@@ -49,197 +148,35 @@ pub struct EncodedSnapshot {
     pub ready_at: Option<Instant>,
 }
 
-/// Position of `kind` in [`KINDS`].
-pub fn kind_index(kind: Kind) -> Option<usize> {
-    KINDS.iter().position(|k| *k == kind)
-}
-
-/// What is kept per table between versions: the sort keys handed out, and
-/// the previous pieces with their encodings, so that a new version encodes
-/// only the pieces that changed.
-#[derive(Default)]
-pub struct TableEncoder {
-    history: OrderHistory,
-    table: Option<Arc<RouteTable>>,
-    parts: TableParts,
-    encoded: Arc<EncodedTable>,
-}
-
-impl TableEncoder {
-    /// The encoding of `table`.
-    pub fn encode(&mut self, table: &Arc<RouteTable>) -> Arc<EncodedTable> {
-        if self.table.as_ref().is_some_and(|previous| Arc::ptr_eq(previous, table)) {
-            return self.encoded.clone();
-        }
-        let parts = TableParts::split(table, &mut self.history);
-        let encoded = Arc::new(encode_parts(&parts, Some((&self.parts, &self.encoded))));
-        self.parts = parts;
-        self.table = Some(table.clone());
-        self.encoded = encoded.clone();
-        encoded
-    }
-}
-
-/// Follows `snapshots`, re-encoding only what changed, and publishes the
-/// results. Sort keys persist per table across versions so that one new
-/// route is one new resource.
-pub async fn encode_loop(mut snapshots: watch::Receiver<Arc<Snapshot>>, encoded: watch::Sender<Arc<EncodedSnapshot>>) {
-    let mut encoders: HashMap<IdentityKey, TableEncoder> = HashMap::new();
-    loop {
-        let snapshot = snapshots.borrow_and_update().clone();
-        if snapshot.version > 0 {
-            let work: Vec<(IdentityKey, Arc<RouteTable>, TableEncoder)> = snapshot
-                .gateways
-                .iter()
-                .map(|gateway| {
-                    let key = key_of(&gateway.identity);
-                    let encoder = encoders.remove(&key).unwrap_or_default();
-                    (key, gateway.table.clone(), encoder)
-                })
-                .collect();
-            // Splitting and JSON-encoding 10k routes is CPU work: off the I/O threads.
-            let done = tokio::task::spawn_blocking(move || {
-                let started = Instant::now();
-                let done = work
-                    .into_iter()
-                    .map(|(key, table, mut encoder)| {
-                        let encoded = encoder.encode(&table);
-                        (key, encoded, encoder)
-                    })
-                    .collect::<Vec<_>>();
-                tracing::debug!(encode_ms = started.elapsed().as_millis() as u64, "encoded route tables");
-                done
-            })
-            .await;
-            match done {
-                Ok(done) => {
-                    // Tables no gateway wants any more are forgotten here.
-                    encoders.clear();
-                    let mut tables = HashMap::new();
-                    for (key, table, encoder) in done {
-                        encoders.insert(key.clone(), encoder);
-                        tables.insert(key, table);
-                    }
-                    encoded.send_replace(Arc::new(EncodedSnapshot {
-                        version: snapshot.version,
-                        tables,
-                        ready_at: Some(Instant::now()),
-                    }));
-                }
-                Err(error) => tracing::error!(%error, "encoding route tables panicked; keeping the last encoding"),
-            }
-        }
-        if snapshots.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Splits `table` into resources (no history: fresh sort keys).
-pub fn encode_table(table: &RouteTable, history: &mut OrderHistory) -> EncodedTable {
-    encode_parts(&TableParts::split(table, history), None)
-}
-
-/// Encodes `parts`, reusing the encoding of every piece equal to its
-/// previous version in `previous`.
-fn encode_parts(parts: &TableParts, previous: Option<(&TableParts, &EncodedTable)>) -> EncodedTable {
-    let mut encoded = EncodedTable::default();
-    let reuse = |kind: Kind, name: &str, unchanged: bool| -> Option<Encoded> {
-        let (_, old) = previous?;
-        if !unchanged {
-            return None;
-        }
-        old.kinds[kind_index(kind)?].get(name).cloned()
-    };
-    for (name, listener) in &parts.listeners {
-        let same = previous.is_some_and(|(old, _)| old.listeners.get(name) == Some(listener));
-        match reuse(Kind::Listeners, name, same) {
-            Some(old) => put(&mut encoded, Kind::Listeners, name, old),
-            None => insert(
-                &mut encoded,
-                Kind::Listeners,
-                name,
-                "listener",
-                &listener.parent,
-                &listener.order,
-                &listener.value,
-            ),
-        }
-    }
-    for (name, host) in &parts.virtual_hosts {
-        let same = previous.is_some_and(|(old, _)| old.virtual_hosts.get(name) == Some(host));
-        match reuse(Kind::Routes, name, same) {
-            Some(old) => put(&mut encoded, Kind::Routes, name, old),
-            None => insert(&mut encoded, Kind::Routes, name, "vhost", &host.parent, &host.order, &host.value),
-        }
-    }
-    for (name, route) in &parts.routes {
-        let same = previous.is_some_and(|(old, _)| old.routes.get(name) == Some(route));
-        match reuse(Kind::Routes, name, same) {
-            Some(old) => put(&mut encoded, Kind::Routes, name, old),
-            None => insert(&mut encoded, Kind::Routes, name, "route", &route.parent, &route.order, &route.value),
-        }
-    }
-    for (name, cluster) in &parts.clusters {
-        let same = previous.is_some_and(|(old, _)| old.clusters.get(name) == Some(cluster));
-        match reuse(Kind::Endpoints, name, same) {
-            Some(old) => put(&mut encoded, Kind::Endpoints, name, old),
-            None => insert(&mut encoded, Kind::Endpoints, name, "cluster", "", "", cluster),
-        }
-    }
-    encoded
-}
-
-fn put(encoded: &mut EncodedTable, kind: Kind, name: &str, resource: Encoded) {
-    if let Some(index) = kind_index(kind) {
-        encoded.kinds[index].insert(name.to_string(), resource);
-    }
-}
-
-fn insert<T: Serialize>(
-    encoded: &mut EncodedTable,
-    kind: Kind,
-    name: &str,
-    kind_type: &str,
-    parent: &str,
-    order: &str,
-    value: &T,
-) {
-    let body = match serde_json::to_vec(value) {
-        Ok(body) => body,
+fn encode<T: Serialize + ?Sized>(name: &str, type_: &str, parent: &str, order: &str, value: &T) -> Option<Resource> {
+    match serde_json::to_vec(value) {
+        Ok(body) => Some(Resource {
+            name: name.to_string(),
+            r#type: type_.to_string(),
+            parent: parent.to_string(),
+            order: order.to_string(),
+            body,
+        }),
         Err(error) => {
-            // Our own types always serialize; never send half a table.
+            // Our own types always serialize; never send half a piece.
             tracing::error!(%error, name, "could not encode a resource; it is left out");
-            return;
+            None
         }
-    };
-    let resource = Resource {
-        name: name.to_string(),
-        r#type: kind_type.to_string(),
-        parent: parent.to_string(),
-        order: order.to_string(),
-        body,
-    };
-    let mut hasher = DefaultHasher::new();
-    (&resource.r#type, &resource.parent, &resource.order, &resource.body).hash(&mut hasher);
-    let digest = hasher.finish();
-    if let Some(index) = kind_index(kind) {
-        encoded.kinds[index].insert(name.to_string(), Encoded { resource, digest });
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use portico_routing::{GatewayIdentity, Resources, translate};
+    use portico_routing::{GatewayIdentity, IncrementalTranslator, Resources};
 
     use super::*;
 
-    fn table(notebooks: usize) -> Arc<RouteTable> {
+    fn notebooks(range: std::ops::Range<usize>) -> Resources {
         let mut yaml = String::from(
             "apiVersion: networking.istio.io/v1beta1\nkind: Gateway\nmetadata: {name: kubeflow-gateway, namespace: kubeflow}\n\
              spec:\n  selector: {istio: ingressgateway}\n  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [\"*\"]}]\n",
         );
-        for i in 0..notebooks {
+        for i in range {
             yaml.push_str(&format!(
                 "---\napiVersion: kubeflow.org/v1\nkind: Notebook\nmetadata: {{name: nb{i}, namespace: team}}\n\
                  spec: {{template: {{spec: {{containers: [{{name: nb, image: x}}]}}}}}}\n"
@@ -247,24 +184,48 @@ mod tests {
         }
         let mut resources = Resources::default();
         assert_eq!(resources.add_yaml(&yaml, "test"), vec![]);
-        Arc::new(translate(&resources, &GatewayIdentity::default()).0)
+        resources
     }
 
     #[test]
-    fn a_new_version_reuses_every_unchanged_encoding() {
-        let mut encoder = TableEncoder::default();
-        let first = encoder.encode(&table(50));
-        let second = encoder.encode(&table(51));
+    fn a_new_version_logs_only_what_changed() {
+        let mut translator =
+            IncrementalTranslator::from_resources(&notebooks(0..50), GatewayIdentity::default(), false);
+        let first = EncodedTable::full(1, &translator.take_delta());
         let routes = kind_index(Kind::Routes).unwrap_or_default();
         assert_eq!(first.kinds[routes].len(), 51, "a virtual host and 50 routes");
-        let changed: Vec<&String> = second.kinds[routes]
-            .iter()
-            .filter(|(name, resource)| first.kinds[routes].get(*name).map(|r| r.digest) != Some(resource.digest))
-            .map(|(name, _)| name)
-            .collect();
-        assert_eq!(changed, vec!["http.80/*:80/team.notebook-team-nb50.0"]);
-        // A fresh encoding of the same table is byte for byte what was reused.
-        let fresh = encode_table(&table(51), &mut OrderHistory::default());
-        assert_eq!(fresh.count(Kind::Routes), second.count(Kind::Routes));
+        for object in portico_routing::incremental::objects_of(&notebooks(50..51)) {
+            translator.upsert(object);
+        }
+        let second = first.next(2, &translator.take_delta());
+        let changed = second.changes_since(1).unwrap_or_default();
+        assert_eq!(
+            changed.into_iter().collect::<Vec<_>>(),
+            vec![(routes, "http.80/*:80/team.notebook-team-nb50.0".to_string())]
+        );
+        assert_eq!(second.changes_since(2), Some(BTreeSet::new()));
+        assert_eq!(second.changes_since(0), None, "before the base: full state");
+        assert_eq!(first.kinds[routes].len(), 51, "the previous version is untouched");
+    }
+
+    #[test]
+    fn the_log_is_bounded() {
+        let mut translator = IncrementalTranslator::from_resources(&notebooks(0..1), GatewayIdentity::default(), false);
+        let mut table = EncodedTable::full(1, &translator.take_delta());
+        for version in 2..(LOG_VERSIONS as u64 + 100) {
+            let delta = if version % 2 == 0 {
+                for object in portico_routing::incremental::objects_of(&notebooks(1..2)) {
+                    translator.upsert(object);
+                }
+                translator.take_delta()
+            } else {
+                translator.delete(portico_routing::incremental::ObjectKind::Notebook, "team", "nb1");
+                translator.take_delta()
+            };
+            table = table.next(version, &delta);
+        }
+        assert!(table.log.len() <= LOG_VERSIONS);
+        assert_eq!(table.changes_since(1), None);
+        assert!(table.changes_since(table.version - 10).is_some());
     }
 }

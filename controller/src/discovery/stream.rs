@@ -1,7 +1,8 @@
 //! One gateway's stream: the full state first, then deltas as the route
-//! snapshots change, with every ACK and NACK recorded.
+//! snapshots change, with every ACK and NACK recorded. A delta costs the
+//! pieces it carries: the table's change log names them, nothing is diffed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use portico_api::discovery::{DeltaRequest, DeltaResponse, Kind, KindDelta, Node};
@@ -16,12 +17,6 @@ use crate::demand::{IdentityKey, key_of};
 
 /// Responses buffered per stream before the sender waits for the gateway.
 pub const RESPONSE_BUFFER: usize = 4;
-
-/// What one stream has sent: per kind, name -> digest.
-#[derive(Default)]
-struct Sent {
-    kinds: [HashMap<String, u64>; 3],
-}
 
 /// The gateway of a node.
 pub fn identity_of(node: &Node) -> GatewayIdentity {
@@ -54,8 +49,7 @@ pub async fn serve(
     let _demand = shared.demand.acquire(&identity);
     let entry = shared.registry.register(node.clone(), peer.clone(), shared.controller.clone());
     shared.metrics.xds_connected.set(shared.registry.len() as i64);
-    let mut stream =
-        Stream { shared: shared.clone(), key, entry, sent: Sent::default(), nonce: 0, pending: BTreeMap::new() };
+    let mut stream = Stream { shared: shared.clone(), key, entry, sent: None, nonce: 0, pending: BTreeMap::new() };
     let mut encoded = shared.encoded.clone();
     let result = stream.run(&mut requests, &responses, &mut encoded).await;
     drop(stream);
@@ -70,7 +64,8 @@ struct Stream {
     shared: Arc<Shared>,
     key: IdentityKey,
     entry: Entry,
-    sent: Sent,
+    /// The table version this gateway was last sent (`None`: nothing yet).
+    sent: Option<u64>,
     nonce: u64,
     /// nonce -> (version, kinds) of responses not answered yet.
     pending: BTreeMap<u64, (String, Vec<Kind>)>,
@@ -83,14 +78,12 @@ impl Stream {
         responses: &mpsc::Sender<Result<DeltaResponse, Status>>,
         encoded: &mut watch::Receiver<Arc<EncodedSnapshot>>,
     ) -> Result<(), Status> {
-        let mut full_state = true;
         loop {
             // Send whatever the current snapshot has that this gateway lacks.
             let snapshot = encoded.borrow_and_update().clone();
             if let Some(table) = snapshot.tables.get(&self.key)
-                && let Some(response) = self.delta(&snapshot, table, full_state)
+                && let Some(response) = self.delta(&snapshot, table)
             {
-                full_state = false;
                 let bytes = response.encoded_len();
                 if responses.send(Ok(response)).await.is_err() {
                     return Ok(());
@@ -114,29 +107,35 @@ impl Stream {
         }
     }
 
-    /// The response that brings the gateway from what was sent to `table`,
-    /// or `None` when nothing changed.
-    fn delta(&mut self, snapshot: &EncodedSnapshot, table: &EncodedTable, full_state: bool) -> Option<DeltaResponse> {
-        let mut kinds = Vec::new();
-        for (index, kind) in KINDS.iter().enumerate() {
-            let sent = &mut self.sent.kinds[index];
-            let current = &table.kinds[index];
-            let mut delta = KindDelta { kind: *kind as i32, ..KindDelta::default() };
-            for (name, resource) in current {
-                if sent.get(name) != Some(&resource.digest) {
-                    delta.resources.push(resource.resource.clone());
-                    sent.insert(name.clone(), resource.digest);
+    /// The response that brings the gateway from what it was sent to
+    /// `table`: the pieces the table's log names since then, or everything
+    /// (a full state) on the first response and when the gateway fell
+    /// further behind than the log reaches. `None` when nothing changed.
+    fn delta(&mut self, snapshot: &EncodedSnapshot, table: &EncodedTable) -> Option<DeltaResponse> {
+        let since = self.sent.and_then(|sent| table.changes_since(sent));
+        if self.sent.is_some() && since.as_ref().is_some_and(BTreeSet::is_empty) {
+            return None;
+        }
+        let full_state = since.is_none();
+        let mut kinds: Vec<KindDelta> =
+            KINDS.iter().map(|kind| KindDelta { kind: *kind as i32, ..KindDelta::default() }).collect();
+        match since {
+            Some(changed) => {
+                for (index, name) in changed {
+                    match table.kinds[index].get(&name) {
+                        Some(resource) => kinds[index].resources.push(resource.clone()),
+                        None => kinds[index].removed.push(name),
+                    }
+                }
+                kinds.retain(|k| !k.resources.is_empty() || !k.removed.is_empty());
+            }
+            None => {
+                for (index, delta) in kinds.iter_mut().enumerate() {
+                    delta.resources = table.kinds[index].values().cloned().collect();
                 }
             }
-            let gone: Vec<String> = sent.keys().filter(|name| !current.contains_key(*name)).cloned().collect();
-            for name in gone {
-                sent.remove(&name);
-                delta.removed.push(name);
-            }
-            if full_state || !delta.resources.is_empty() || !delta.removed.is_empty() {
-                kinds.push(delta);
-            }
         }
+        self.sent = Some(table.version);
         if kinds.is_empty() {
             return None;
         }
@@ -154,8 +153,7 @@ impl Stream {
             kinds,
             controller: self.shared.controller.clone(),
         };
-        let counts = [0, 1, 2].map(|i| self.sent.kinds[i].len());
-        self.entry.sent(&version, &sent_kinds, counts, response.encoded_len());
+        self.entry.sent(&version, &sent_kinds, table.counts(), response.encoded_len());
         self.pending.insert(self.nonce, (version, sent_kinds));
         Some(response)
     }
