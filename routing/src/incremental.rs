@@ -77,6 +77,48 @@ impl Object {
     }
 }
 
+impl Object {
+    /// The object's kind.
+    pub fn kind(&self) -> ObjectKind {
+        match self {
+            Object::Gateway(_) => ObjectKind::Gateway,
+            Object::VirtualService(_) => ObjectKind::VirtualService,
+            Object::Notebook(_) => ObjectKind::Notebook,
+            Object::Service(_) => ObjectKind::Service,
+            Object::EndpointSlice(_) => ObjectKind::EndpointSlice,
+            Object::Secret(_) => ObjectKind::Secret,
+            Object::RequestAuthentication(_) => ObjectKind::RequestAuthentication,
+            Object::AuthorizationPolicy(_) => ObjectKind::AuthorizationPolicy,
+        }
+    }
+
+    /// `(kind, namespace, name)`: what identifies it.
+    pub fn identity(&self) -> (ObjectKind, String, String) {
+        let (namespace, name) = key_of(self.metadata());
+        (self.kind(), namespace, name)
+    }
+
+    /// Equal content (what routing reads: metadata and spec), so a file
+    /// saved again unchanged re-translates nothing.
+    pub fn same_as(&self, other: &Object) -> bool {
+        match (self, other) {
+            (Object::Gateway(a), Object::Gateway(b)) => a.metadata == b.metadata && a.spec == b.spec,
+            (Object::VirtualService(a), Object::VirtualService(b)) => a.metadata == b.metadata && a.spec == b.spec,
+            (Object::Notebook(a), Object::Notebook(b)) => a.metadata == b.metadata && a.spec == b.spec,
+            (Object::Service(a), Object::Service(b)) => a == b,
+            (Object::EndpointSlice(a), Object::EndpointSlice(b)) => a == b,
+            (Object::Secret(a), Object::Secret(b)) => a == b,
+            (Object::RequestAuthentication(a), Object::RequestAuthentication(b)) => {
+                a.metadata == b.metadata && a.spec == b.spec
+            }
+            (Object::AuthorizationPolicy(a), Object::AuthorizationPolicy(b)) => {
+                a.metadata == b.metadata && a.spec == b.spec
+            }
+            _ => false,
+        }
+    }
+}
+
 /// The kind of an input object, to delete it by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ObjectKind {
