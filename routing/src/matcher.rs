@@ -49,7 +49,8 @@ pub struct Matcher {
     /// Route name -> its virtual host's name and its key there.
     route_places: imbl::HashMap<Arc<str>, RoutePlace>,
     clusters: imbl::HashMap<String, Arc<Cluster>>,
-    /// Counts effective edits: a clone with the same revision holds the same.
+    /// Stamp of the last effective edit, unique across matchers: equal
+    /// revisions mean equal content (0: never edited, empty).
     revision: u64,
 }
 
@@ -109,9 +110,11 @@ impl Matcher {
         self.version = version;
     }
 
-    /// A counter of effective edits (an upsert of an identical piece is
-    /// none): a clone that still has the revision of its original holds
-    /// the same pieces.
+    /// The stamp of the last effective edit (an upsert of an identical
+    /// piece is none), unique across all matchers of the process: two
+    /// matchers with the same revision hold the same pieces, so comparing
+    /// a patched clone with its original costs nothing. Different
+    /// revisions may still hold the same pieces ([`Matcher::same_content`]).
     pub fn revision(&self) -> u64 {
         self.revision
     }

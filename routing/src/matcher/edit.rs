@@ -8,12 +8,17 @@
 //! whose parent is unknown is refused, not parked.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::listener::{ListenerEntry, VirtualHostEntry};
 use super::route_index::{PlacedRoute, RouteIndex, SortKey};
 use super::{Matcher, RoutePlace};
 use crate::parts::{ListenerPart, Placed, TableDelta, VirtualHostPart};
 use crate::table::{Cluster, Route};
+
+/// The last revision handed out, across all matchers: equal revisions mean
+/// the same history of edits, hence the same content.
+static LAST_REVISION: AtomicU64 = AtomicU64::new(0);
 
 /// Why one piece of a change was not applied.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -85,7 +90,7 @@ impl Matcher {
                 self.listeners.insert(position, Arc::new(ListenerEntry::new(key, piece.value)));
             }
         }
-        self.revision += 1;
+        self.touched();
         true
     }
 
@@ -96,7 +101,7 @@ impl Matcher {
         for host in &entry.virtual_hosts {
             self.forget_virtual_host(host);
         }
-        self.revision += 1;
+        self.touched();
         true
     }
 
@@ -125,7 +130,7 @@ impl Matcher {
         let entry = VirtualHostEntry { key, part: Arc::new(piece.value), routes: routes.unwrap_or_default() };
         Arc::make_mut(&mut self.listeners[parent_position]).put_virtual_host(Arc::new(entry));
         self.host_parents.insert(name.into(), piece.parent.as_str().into());
-        self.revision += 1;
+        self.touched();
         Ok(true)
     }
 
@@ -136,7 +141,7 @@ impl Matcher {
             self.forget_virtual_host(&entry);
         }
         self.host_parents.remove(name);
-        self.revision += 1;
+        self.touched();
         true
     }
 
@@ -167,7 +172,7 @@ impl Matcher {
             routes.insert(placed);
         }
         self.route_places.insert(Arc::clone(&key.name), RoutePlace { virtual_host, key });
-        self.revision += 1;
+        self.touched();
         Ok(true)
     }
 
@@ -177,7 +182,7 @@ impl Matcher {
         if let Some(routes) = self.routes_of_mut(&place.virtual_host) {
             routes.remove(&place.key);
         }
-        self.revision += 1;
+        self.touched();
         true
     }
 
@@ -187,14 +192,21 @@ impl Matcher {
             return false;
         }
         self.clusters.insert(name.to_string(), cluster);
-        self.revision += 1;
+        self.touched();
         true
     }
 
     pub fn remove_cluster(&mut self, name: &str) -> bool {
         let removed = self.clusters.remove(name).is_some();
-        self.revision += u64::from(removed);
+        if removed {
+            self.touched();
+        }
         removed
+    }
+
+    /// Stamps an effective edit with a revision no other edit has.
+    fn touched(&mut self) {
+        self.revision = LAST_REVISION.fetch_add(1, Ordering::Relaxed) + 1;
     }
 
     /// Detaches the virtual host `name` from the listener `parent`.
