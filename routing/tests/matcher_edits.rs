@@ -35,7 +35,7 @@ const CLUSTERS: &[&str] = &["a:80", "b:80", "c:8080"];
 enum Edit {
     Listener(usize, Option<(&'static str, PathNormalizationMode)>),
     VirtualHost(usize, Option<(usize, &'static str, Vec<&'static str>)>),
-    Route(usize, Option<(usize, &'static str, Route)>),
+    Route(usize, Option<(usize, &'static str, Arc<Route>)>),
     Cluster(usize, Option<bool>),
 }
 
@@ -49,7 +49,7 @@ fn edit() -> impl Strategy<Value = Edit> {
         0.8,
         (0..LISTENERS.len(), select(ORDER_KEYS), prop::collection::vec(select(DOMAINS), 1..3)),
     );
-    let route = prop::option::weighted(0.7, (0..VIRTUAL_HOSTS.len(), select(ORDER_KEYS), route()));
+    let route = prop::option::weighted(0.7, (0..VIRTUAL_HOSTS.len(), select(ORDER_KEYS), route().prop_map(Arc::new)));
     prop_oneof![
         1 => (0..LISTENERS.len(), listener).prop_map(|(i, piece)| Edit::Listener(i, piece)),
         2 => (0..VIRTUAL_HOSTS.len(), host).prop_map(|(i, piece)| Edit::VirtualHost(i, piece)),
@@ -116,7 +116,7 @@ fn delta_of(edits: &[Edit]) -> TableDelta {
                 let piece = piece.as_ref().map(|(parent, order, route)| Placed {
                     parent: VIRTUAL_HOSTS[*parent].to_string(),
                     order: order.to_string(),
-                    value: Arc::new(route.clone()),
+                    value: Arc::clone(route),
                 });
                 delta.routes.insert(format!("r{index}"), piece);
             }

@@ -146,7 +146,7 @@ impl RouteIndex {
         if !self.case_folding.is_empty() {
             self.case_folding.candidates(path, |entry| candidates.push((&entry.route, entry.index)));
         }
-        candidates.sort_unstable_by(|a, b| compare(a, b));
+        candidates.sort_unstable_by(compare);
         candidates.into_iter().find_map(|(placed, index)| {
             if index == NO_CONDITIONS {
                 return Some((placed, None));
