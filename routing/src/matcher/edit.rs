@@ -148,9 +148,13 @@ impl Matcher {
     /// Adds or replaces the route `name` in the virtual host `piece.parent`
     /// at its order key. Returns whether anything changed.
     pub fn upsert_route(&mut self, name: &str, piece: Placed<Arc<Route>>) -> Result<bool, EditError> {
-        if !self.host_parents.contains_key(piece.parent.as_str()) {
+        // The virtual host's name as the index holds it: every route of it
+        // shares that one allocation.
+        let Some(virtual_host) =
+            self.host_parents.get_key_value(piece.parent.as_str()).map(|(name, _)| Arc::clone(name))
+        else {
             return Err(EditError::MissingVirtualHost { name: name.to_string(), parent: piece.parent });
-        }
+        };
         let key = SortKey::new(&piece.order, name);
         if let Some(place) = self.route_places.get(name).cloned() {
             if *place.virtual_host == *piece.parent
@@ -166,7 +170,6 @@ impl Matcher {
                 routes.remove(&place.key);
             }
         }
-        let virtual_host: Arc<str> = piece.parent.as_str().into();
         let placed = Arc::new(PlacedRoute { key: key.clone(), route: piece.value });
         if let Some(routes) = self.routes_of_mut(&virtual_host) {
             routes.insert(placed);
