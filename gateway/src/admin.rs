@@ -34,7 +34,7 @@ impl ServeHttp for AdminApp {
         let snapshot = self.state.load();
         match path.as_str() {
             "/config_dump" => {
-                let table = snapshot.matcher.table().redacted();
+                let table = snapshot.matcher.to_table().redacted();
                 let applied_at =
                     snapshot.applied_at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
                 let dump = json!({
@@ -49,11 +49,11 @@ impl ServeHttp for AdminApp {
                 reply(StatusCode::OK, "application/json", body)
             }
             "/routes" => {
-                let rows = proxy_config::route_rows(snapshot.matcher.table());
+                let rows = proxy_config::route_rows(&snapshot.matcher.to_table());
                 reply(StatusCode::OK, "text/plain; charset=utf-8", proxy_config::format_rows(&rows).into_bytes())
             }
             "/routes/json" => {
-                let rows = proxy_config::route_rows(snapshot.matcher.table());
+                let rows = proxy_config::route_rows(&snapshot.matcher.to_table());
                 reply(StatusCode::OK, "application/json", serde_json::to_vec(&rows).unwrap_or_default())
             }
             "/ready" => ready(self.state.is_ready()),

@@ -19,10 +19,10 @@ use crate::upstream::{pick_weighted, random_u32};
 
 /// Forward the request upstream.
 pub struct Forward {
+    /// Kept for the request's whole life: its clusters and policies are the
+    /// ones the route was chosen with.
     pub snapshot: Arc<Snapshot>,
-    listener: usize,
-    virtual_host: usize,
-    route: usize,
+    route: Arc<Route>,
     destination: usize,
     /// Path and query to send upstream (rewritten).
     pub upstream_path: String,
@@ -37,7 +37,7 @@ pub struct Forward {
 
 impl Forward {
     pub fn route(&self) -> &Route {
-        &self.snapshot.matcher.table().listeners[self.listener].virtual_hosts[self.virtual_host].routes[self.route]
+        &self.route
     }
 
     /// The chosen destination's namespace (`<service>.<namespace>.svc...`):
@@ -114,11 +114,10 @@ pub fn decide(snapshot: &Arc<Snapshot>, request: &RequestHeader, port: u16, sche
         query: target.query.as_deref(),
         headers: &request.headers,
     };
-    let Some((listener, virtual_host, selected)) = snapshot.matcher.select_index(&view) else {
+    let Some(selection) = snapshot.matcher.select(&view) else {
         return Decision::Respond(LocalResponse::text(404, "no route\n", "NR"));
     };
-    let table = snapshot.matcher.table();
-    let vhost = &table.listeners[listener].virtual_hosts[virtual_host];
+    let vhost = selection.virtual_host;
     let local = |response: LocalResponse| Decision::Local {
         response,
         host: host.clone().into_owned(),
@@ -128,10 +127,10 @@ pub fn decide(snapshot: &Arc<Snapshot>, request: &RequestHeader, port: u16, sche
         let location = https_location(authority, &target.path_and_query());
         return local(redirect(301, location));
     }
-    let Some((route_index, match_index)) = selected else {
+    let Some(selected) = selection.route else {
         return Decision::Respond(LocalResponse::text(404, "no route\n", "NR"));
     };
-    let route = &vhost.routes[route_index];
+    let (route, match_index) = (selected.route, selected.match_index);
     let origin = request.headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
     let cors_origin = route.cors.as_ref().zip(origin).filter(|(cors, origin)| origin_allowed(cors, origin));
     if let Some((cors, origin)) = cors_origin
@@ -169,9 +168,7 @@ pub fn decide(snapshot: &Arc<Snapshot>, request: &RequestHeader, port: u16, sche
             }
             Decision::Forward(Box::new(Forward {
                 snapshot: Arc::clone(snapshot),
-                listener,
-                virtual_host,
-                route: route_index,
+                route: Arc::clone(route),
                 destination: pick_weighted(&forward.destinations, random_u32()),
                 upstream_path,
                 host: host.into_owned(),

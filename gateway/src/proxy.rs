@@ -194,14 +194,13 @@ impl ProxyHttp for GatewayProxy {
         let destination = forward
             .destination()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "route has no destination"))?;
-        let target = self
-            .resolver
-            .resolve(forward.snapshot.matcher.table(), &destination.host, destination.port)
-            .await
-            .map_err(|error| {
-                ctx.flags = "UH";
-                Error::explain(ErrorType::HTTPStatus(503), error.to_string())
-            })?;
+        let target =
+            self.resolver.resolve(&forward.snapshot.matcher, &destination.host, destination.port).await.map_err(
+                |error| {
+                    ctx.flags = "UH";
+                    Error::explain(ErrorType::HTTPStatus(503), error.to_string())
+                },
+            )?;
         let address = target.address;
         ctx.upstream = Some(address);
         let mut peer = if let Some(mesh_peer) = target.mesh {
@@ -391,15 +390,14 @@ impl GatewayProxy {
     async fn splice_upgrade(&self, session: &mut Session, ctx: &mut RequestContext) -> Result<bool> {
         let Some(forward) = ctx.forward.as_ref() else { return Ok(false) };
         let Some(destination) = forward.destination() else { return Ok(false) };
-        let target =
-            match self.resolver.resolve(forward.snapshot.matcher.table(), &destination.host, destination.port).await {
-                Ok(target) => target,
-                Err(error) => {
-                    tracing::debug!(%error, "no endpoint for an upgrade");
-                    let error = Error::explain(ErrorType::HTTPStatus(503), error.to_string());
-                    return self.refuse_upgrade(session, ctx, &error, "UH").await;
-                }
-            };
+        let target = match self.resolver.resolve(&forward.snapshot.matcher, &destination.host, destination.port).await {
+            Ok(target) => target,
+            Err(error) => {
+                tracing::debug!(%error, "no endpoint for an upgrade");
+                let error = Error::explain(ErrorType::HTTPStatus(503), error.to_string());
+                return self.refuse_upgrade(session, ctx, &error, "UH").await;
+            }
+        };
         ctx.upstream = Some(target.address);
         let client = session.client_addr().and_then(PingoraAddr::as_inet).map(|a| a.ip());
         let mut request = session.req_header().clone();

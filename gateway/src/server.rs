@@ -119,7 +119,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .filter(|(_, protocol)| **protocol == ListenerProtocol::Https)
         .map(|(port, _)| (*port, Arc::new(SniCertResolver::new())))
         .collect();
-    let sink = Arc::new(ConfigSink { state: Arc::clone(&state), metrics: Arc::clone(&metrics), certificates });
+    let sink = Arc::new(ConfigSink::new(Arc::clone(&state), Arc::clone(&metrics), certificates));
     let background: Box<dyn ServiceWithDependents> = match source {
         Source::Folder(folder) => {
             folder.attach(Arc::clone(&sink));
@@ -128,7 +128,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         Source::Discovery(mut client) => {
             client.attach(Arc::clone(&sink), listeners.clone());
-            sink.apply(initial, diagnostics);
+            // The first full state as received; `initial` only chose the ports.
+            client.publish();
             Box::new(background_service("discovery client", DiscoveryService(Arc::new(*client))))
         }
     };

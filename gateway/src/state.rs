@@ -1,16 +1,17 @@
-//! The live configuration: an atomically swapped snapshot of the compiled
-//! route table.
+//! The live configuration: an atomically swapped snapshot of the matcher.
 //!
 //! A request loads the snapshot once and keeps that `Arc` until it ends, so
-//! a reload never changes the routes under an in-flight request or an open
-//! websocket; the old table is freed when its last user finishes.
+//! a change never alters the routes under an in-flight request or an open
+//! websocket. Successive matchers share every piece a change did not touch
+//! (structural sharing), so publishing one copies nothing of the routes;
+//! what only an old snapshot still holds is freed when its last user ends.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use portico_routing::{Diagnostic, Matcher, PathNormalization, RouteTable};
+use portico_routing::{Diagnostic, Matcher, PathNormalization};
 
 /// One applied configuration.
 pub struct Snapshot {
@@ -23,13 +24,13 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn new(table: RouteTable, diagnostics: Vec<Diagnostic>) -> Self {
-        let normalization = table.path_normalization.into();
-        Self { matcher: Arc::new(Matcher::new(table)), normalization, diagnostics, applied_at: SystemTime::now() }
+    pub fn new(matcher: Matcher, diagnostics: Vec<Diagnostic>) -> Self {
+        let normalization = matcher.path_normalization().into();
+        Self { matcher: Arc::new(matcher), normalization, diagnostics, applied_at: SystemTime::now() }
     }
 
     pub fn version(&self) -> &str {
-        &self.matcher.table().version
+        self.matcher.version()
     }
 }
 
@@ -44,7 +45,7 @@ impl RouteState {
     /// first configuration is applied.
     pub fn new() -> Self {
         Self {
-            current: ArcSwap::from_pointee(Snapshot::new(RouteTable::default(), Vec::new())),
+            current: ArcSwap::from_pointee(Snapshot::new(Matcher::default(), Vec::new())),
             ready: AtomicBool::new(false),
         }
     }

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use portico_routing::RouteTable;
+use portico_routing::Matcher;
 use portico_routing::table::{WeightedDestination, cluster_name};
 
 /// How long a DNS answer is reused.
@@ -57,9 +57,10 @@ impl Resolver {
 
     /// One address for `host:port`, spreading requests over endpoints, and
     /// whether it is a meshed pod (reached with mutual TLS).
-    pub async fn resolve(&self, table: &RouteTable, host: &str, port: u16) -> Result<Target, ResolveError> {
+    /// `matcher` holds the clusters (endpoints) of the snapshot in use.
+    pub async fn resolve(&self, matcher: &Matcher, host: &str, port: u16) -> Result<Target, ResolveError> {
         let name = cluster_name(host, port);
-        if let Some(cluster) = table.clusters.get(&name) {
+        if let Some(cluster) = matcher.cluster(&name) {
             if cluster.endpoints.is_empty() {
                 return Err(ResolveError::NoEndpoints(name));
             }
@@ -165,13 +166,12 @@ mod tests {
     #[tokio::test]
     async fn prefers_endpoints_then_overrides() {
         let resolver = Resolver::new([("nb.ns.svc.cluster.local:80".to_string(), "127.0.0.1:8888".parse().unwrap())]);
-        let table = RouteTable::default();
-        let address = resolver.resolve(&table, "nb.ns.svc.cluster.local", 80).await.unwrap();
+        let mut matcher = Matcher::default();
+        let address = resolver.resolve(&matcher, "nb.ns.svc.cluster.local", 80).await.unwrap();
         assert_eq!(address, Target { address: "127.0.0.1:8888".parse().unwrap(), mesh: None });
-        let mut table = RouteTable::default();
-        table.clusters.insert("nb.ns.svc.cluster.local:80".into(), Default::default());
+        matcher.upsert_cluster("nb.ns.svc.cluster.local:80", Default::default());
         assert!(matches!(
-            resolver.resolve(&table, "nb.ns.svc.cluster.local", 80).await,
+            resolver.resolve(&matcher, "nb.ns.svc.cluster.local", 80).await,
             Err(ResolveError::NoEndpoints(_))
         ));
     }

@@ -1,8 +1,10 @@
-//! Route lookup cost as the number of notebooks grows: the compiled
-//! [`Matcher`] against the naive ordered scan, for the first and the last
-//! notebook route of Kubeflow-shaped tables (N Notebooks through
-//! `translate`, plus the central dashboard's catch-all), and the cost of
-//! `translate` itself and of normalizing a typical notebook path.
+//! Route lookup cost as the number of notebooks grows: the [`Matcher`]
+//! against the naive ordered scan, for the first and the last notebook
+//! route of Kubeflow-shaped tables (N Notebooks through `translate`, plus
+//! the central dashboard's catch-all); the cost of one route upsert and
+//! removal on a clone of a matcher holding N notebook routes (what the
+//! gateway pays per notebook change); and the cost of `translate` itself
+//! and of normalizing a typical notebook path.
 //!
 //! `cargo bench -p portico-routing --bench matcher -- --warm-up-time 1 --measurement-time 3`
 
@@ -12,7 +14,10 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use portico_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use portico_api::k8s_openapi::jiff::Timestamp;
 use portico_api::notebook::{Notebook, NotebookSpec};
-use portico_routing::table::PathMatchKind;
+use std::sync::Arc;
+
+use portico_routing::parts::{OrderHistory, Placed, TableDelta, TableParts};
+use portico_routing::table::{PathMatchKind, Route};
 use portico_routing::{GatewayIdentity, Matcher, PathNormalization, RequestView, Resources, RouteTable};
 use portico_routing::{naive, normalize, translate};
 
@@ -87,10 +92,10 @@ fn lookup(c: &mut Criterion) {
         let matcher = Matcher::new(table.clone());
         for (which, path) in first_and_last_paths(table) {
             let request = view(&path, &headers);
-            let selected = matcher.select_index(&request).and_then(|(_, _, route)| route);
-            assert!(selected.is_some_and(|(route, _)| route < table.route_count() - 1), "{path} must hit a notebook");
+            let selected = matcher.select(&request).and_then(|selection| selection.route);
+            assert!(selected.is_some_and(|r| r.route.name.contains("notebook")), "{path} must hit a notebook");
             compiled.bench_with_input(BenchmarkId::new(which, n), &request, |b, request| {
-                b.iter(|| matcher.select_index(black_box(request)))
+                b.iter(|| matcher.select(black_box(request)).and_then(|s| s.route).map(|r| r.match_index))
             });
         }
     }
@@ -106,6 +111,41 @@ fn lookup(c: &mut Criterion) {
         }
     }
     scan.finish();
+}
+
+/// One notebook route added to (then removed from) a clone of a matcher
+/// holding `n` notebook routes on one virtual host, as the gateway does per
+/// change: the cost must stay flat as `n` grows.
+fn route_upsert(c: &mut Criterion) {
+    let mut group = c.benchmark_group("edit/upsert_and_remove_route");
+    for n in [1_000, 10_000, 100_000] {
+        let table = table(n);
+        let parts = TableParts::split(&table, &mut OrderHistory::default());
+        let (_, template) = parts.routes.iter().nth(n / 2).expect("a notebook route");
+        let host = template.parent.clone();
+        let matcher = Matcher::new(table);
+        let mut route: Route = template.value.clone();
+        route.name = "new-notebook".to_string();
+        if let Some(PathMatchKind::Prefix(prefix)) = route.matches[0].uri.as_mut().map(|uri| &mut uri.kind) {
+            *prefix = "/notebook/kubeflow-user-042/new-notebook/".to_string();
+        }
+        let mut order = template.order.clone();
+        order.push('V');
+        let mut add = TableDelta::default();
+        add.routes.insert(format!("{host}/new"), Some(Placed { parent: host.clone(), order, value: Arc::new(route) }));
+        let mut remove = TableDelta::default();
+        remove.routes.insert(format!("{host}/new"), None);
+        group.bench_function(BenchmarkId::from_parameter(n), |b| {
+            b.iter(|| {
+                let mut next = matcher.clone();
+                assert!(next.apply(black_box(&add)).is_empty());
+                let added = next.clone();
+                next.apply(black_box(&remove));
+                (added, next)
+            })
+        });
+    }
+    group.finish();
 }
 
 fn translation(c: &mut Criterion) {
@@ -128,5 +168,5 @@ fn normalization(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, lookup, translation, normalization);
+criterion_group!(benches, lookup, route_upsert, translation, normalization);
 criterion_main!(benches);

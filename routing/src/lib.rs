@@ -41,7 +41,7 @@ pub mod translate;
 pub use diagnostic::{Diagnostic, ObjectRef, Severity};
 pub use incremental::IncrementalTranslator;
 pub use last_good::LastGood;
-pub use matcher::{Matcher, Selection};
+pub use matcher::{EditError, Matcher, RouteSelection, Selection};
 pub use normalize::{NormalizedTarget, PathError, PathNormalization, normalize};
 pub use notebook::{NotebookSettings, notebook_service, notebook_virtual_service};
 pub use request::{HeaderSource, RequestView};

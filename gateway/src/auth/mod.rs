@@ -108,8 +108,7 @@ impl Guard {
         port: u16,
         scheme: &str,
     ) -> Result<ResponseHeaders, LocalResponse> {
-        let table = routed.snapshot.matcher.table();
-        let security = &table.security;
+        let security = routed.snapshot.matcher.security();
         for name in
             security.identity_headers().into_iter().chain(self.settings.identity_headers.iter().map(String::as_str))
         {
@@ -146,7 +145,7 @@ impl Guard {
         port: u16,
         scheme: &str,
     ) -> Result<ResponseHeaders, LocalResponse> {
-        let table = routed.snapshot.matcher.table();
+        let matcher = &routed.snapshot.matcher;
         let mut response_headers = Vec::new();
         // CUSTOM: decided on the request as the client sent it.
         let provider = {
@@ -158,7 +157,7 @@ impl Guard {
                 tracing::warn!(provider = %name, "CUSTOM policy names an unknown provider; denied");
                 return Err(forbidden());
             };
-            let address = resolver.resolve(table, &provider.service, provider.port).await.map_err(|error| {
+            let address = resolver.resolve(matcher, &provider.service, provider.port).await.map_err(|error| {
                 tracing::warn!(provider = %name, %error, "external authorization provider not resolvable");
                 LocalResponse::text(provider.status_on_error, "external authorization unavailable\n", "UAEX")
             })?;

@@ -71,7 +71,8 @@ impl DiscoveryClient {
                 Ok(response) => {
                     let mut received = self.lock();
                     received.apply(&response);
-                    return (received.table(), received.diagnostics());
+                    // Materialized once, at start-up: its listeners say what to bind.
+                    return (received.matcher().to_table(), received.diagnostics());
                 }
                 Err(error) => {
                     let delay = backoff.next();
@@ -131,17 +132,27 @@ impl DiscoveryClient {
         Err(StreamError::Ended)
     }
 
+    /// Publishes what was received so far (start-up, after [`Self::attach`]).
+    pub fn publish(&self) -> bool {
+        let Some(sink) = &self.sink else { return false };
+        let (matcher, diagnostics) = {
+            let received = self.lock();
+            (received.matcher().clone(), received.diagnostics())
+        };
+        sink.apply_matcher(matcher, diagnostics, true)
+    }
+
     /// Applies one response; returns what was rejected.
     fn apply(&self, response: &DeltaResponse) -> Vec<portico_api::discovery::Rejection> {
         let started = Instant::now();
-        let (table, diagnostics, rejected) = {
+        let (matcher, diagnostics, rejected) = {
             let mut received = self.lock();
             let rejected = received.apply(response);
-            (received.table(), received.diagnostics(), rejected)
+            (received.matcher().clone(), received.diagnostics(), rejected)
         };
         let resources: usize = response.kinds.iter().map(|k| k.resources.len() + k.removed.len()).sum();
         if let Some(sink) = &self.sink {
-            let changed = sink.apply(table, diagnostics);
+            let changed = sink.apply_matcher(matcher, diagnostics, response.full_state);
             tracing::debug!(
                 version = %response.version,
                 full_state = response.full_state,

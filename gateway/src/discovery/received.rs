@@ -1,18 +1,20 @@
-//! The gateway's copy of what the controller sent: resources by kind and
-//! name, checked one by one as they arrive.
+//! The gateway's copy of what the controller sent: a [`Matcher`] patched
+//! resource by resource as responses arrive.
 //!
 //! Protocol resources become routing types here and nowhere else. A
 //! resource that does not decode, names a missing parent or asks for a port
 //! this gateway did not bind is rejected with a reason (the NACK) and its
 //! last good version, if any, keeps serving; everything else in the same
-//! response still applies.
+//! response still applies. An incremental response costs what it carries:
+//! each resource is one edit of the matcher (O(log n)), never a rebuild.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use portico_api::discovery::{DeltaResponse, Kind, Rejection, Resource};
-use portico_routing::parts::{ListenerPart, Placed, TableParts, VirtualHostPart};
+use portico_routing::parts::{ListenerPart, Placed, VirtualHostPart};
 use portico_routing::table::{Cluster, ListenerProtocol, Route};
-use portico_routing::{Diagnostic, ObjectRef, RouteTable};
+use portico_routing::{Diagnostic, EditError, Matcher, ObjectRef};
 
 /// Why one resource was not applied.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -31,16 +33,25 @@ pub enum ResourceError {
     ProtocolChanged { port: u16, bound: ListenerProtocol, wanted: ListenerProtocol },
 }
 
+impl From<EditError> for ResourceError {
+    fn from(error: EditError) -> Self {
+        match error {
+            EditError::MissingListener { parent, .. } | EditError::MissingVirtualHost { parent, .. } => {
+                ResourceError::MissingParent(parent)
+            }
+        }
+    }
+}
+
 /// Everything received so far.
 #[derive(Debug, Default)]
 pub struct Received {
-    parts: TableParts,
+    matcher: Matcher,
     /// (kind, name) -> why it is not (or not in its latest version) applied.
     rejected: BTreeMap<(i32, String), String>,
     /// Ports bound at start and their protocol; `None` while bootstrapping
     /// (then every listener is accepted: they decide what gets bound).
     bound: Option<BTreeMap<u16, ListenerProtocol>>,
-    version: String,
 }
 
 impl Received {
@@ -52,7 +63,9 @@ impl Received {
     /// Applies one response; returns every resource currently rejected
     /// (empty: ACK).
     pub fn apply(&mut self, response: &DeltaResponse) -> Vec<Rejection> {
-        let previous = if response.full_state { std::mem::take(&mut self.parts) } else { TableParts::default() };
+        // A full state starts over; rejected resources fall back on what the
+        // previous matcher served.
+        let previous = response.full_state.then(|| std::mem::take(&mut self.matcher));
         if response.full_state {
             self.rejected.clear();
         }
@@ -85,18 +98,27 @@ impl Received {
                 Err(error) => {
                     // The last good version stays (after a reconnect, the one
                     // served before it).
-                    self.keep_previous(kind, &resource.name, &previous);
+                    if let Some(previous) = &previous {
+                        self.keep_previous(kind, &resource.name, previous);
+                    }
                     self.rejected.insert(key, error.to_string());
                 }
             }
         }
-        self.version = response.version.clone();
+        if let Some(previous) = previous
+            && previous.same_content(&self.matcher)
+        {
+            // Nothing changed: keep the matcher the gateway is serving (and
+            // its revision, so that publishing it again is a no-op).
+            self.matcher = previous;
+        }
+        self.matcher.set_version(response.version.clone());
         self.rejections()
     }
 
-    /// The table to serve now.
-    pub fn table(&self) -> RouteTable {
-        self.parts.assemble(&self.version)
+    /// What to serve now (a cheap clone: it shares everything).
+    pub fn matcher(&self) -> &Matcher {
+        &self.matcher
     }
 
     /// Rejections as diagnostics, for `/config_dump` and metrics.
@@ -122,14 +144,16 @@ impl Received {
         self.rejected.remove(&(kind as i32, name.to_string()));
         match kind {
             Kind::Listeners => {
-                self.parts.listeners.remove(name);
+                self.matcher.remove_listener(name);
             }
             Kind::Routes => {
-                self.parts.virtual_hosts.remove(name);
-                self.parts.routes.remove(name);
+                // Virtual hosts and routes share the kind; names never collide.
+                if !self.matcher.remove_virtual_host(name) {
+                    self.matcher.remove_route(name);
+                }
             }
             Kind::Endpoints => {
-                self.parts.clusters.remove(name);
+                self.matcher.remove_cluster(name);
             }
             Kind::Unspecified => {}
         }
@@ -140,25 +164,19 @@ impl Received {
             (Kind::Listeners, "listener") => {
                 let listener: ListenerPart = decode(resource, "listener")?;
                 self.check_port(&listener)?;
-                self.parts.listeners.insert(resource.name.clone(), placed(resource, listener));
+                self.matcher.upsert_listener(&resource.name, placed(resource, listener));
             }
             (Kind::Routes, "vhost") => {
                 let host: VirtualHostPart = decode(resource, "virtual host")?;
-                if !self.parts.listeners.contains_key(&resource.parent) {
-                    return Err(ResourceError::MissingParent(resource.parent.clone()));
-                }
-                self.parts.virtual_hosts.insert(resource.name.clone(), placed(resource, host));
+                self.matcher.upsert_virtual_host(&resource.name, placed(resource, host))?;
             }
             (Kind::Routes, "route") => {
                 let route: Route = decode(resource, "route")?;
-                if !self.parts.virtual_hosts.contains_key(&resource.parent) {
-                    return Err(ResourceError::MissingParent(resource.parent.clone()));
-                }
-                self.parts.routes.insert(resource.name.clone(), placed(resource, route));
+                self.matcher.upsert_route(&resource.name, placed(resource, Arc::new(route)))?;
             }
             (Kind::Endpoints, "cluster") => {
                 let cluster: Cluster = decode(resource, "cluster")?;
-                self.parts.clusters.insert(resource.name.clone(), cluster);
+                self.matcher.upsert_cluster(&resource.name, Arc::new(cluster));
             }
             (kind, type_) => return Err(ResourceError::UnknownType { kind, type_: type_.to_string() }),
         }
@@ -179,24 +197,28 @@ impl Received {
         }
     }
 
-    fn keep_previous(&mut self, kind: Kind, name: &str, previous: &TableParts) {
+    /// After a full state, puts back the version of `name` that `previous`
+    /// served, unless the new state already brought one. (An incremental
+    /// response never removed it: nothing to put back.)
+    fn keep_previous(&mut self, kind: Kind, name: &str, previous: &Matcher) {
+        // A piece whose parent did not come back stays out, like any orphan.
         match kind {
             Kind::Listeners => {
-                if let Some(old) = previous.listeners.get(name) {
-                    self.parts.listeners.entry(name.to_string()).or_insert_with(|| old.clone());
+                if let Some(old) = previous.listener(name).filter(|_| !self.matcher.has_listener(name)) {
+                    self.matcher.upsert_listener(name, old);
                 }
             }
             Kind::Routes => {
-                if let Some(old) = previous.virtual_hosts.get(name) {
-                    self.parts.virtual_hosts.entry(name.to_string()).or_insert_with(|| old.clone());
+                if let Some(old) = previous.virtual_host(name).filter(|_| !self.matcher.has_virtual_host(name)) {
+                    let _ = self.matcher.upsert_virtual_host(name, old);
                 }
-                if let Some(old) = previous.routes.get(name) {
-                    self.parts.routes.entry(name.to_string()).or_insert_with(|| old.clone());
+                if let Some(old) = previous.route(name).filter(|_| !self.matcher.has_route(name)) {
+                    let _ = self.matcher.upsert_route(name, old);
                 }
             }
             Kind::Endpoints => {
-                if let Some(old) = previous.clusters.get(name) {
-                    self.parts.clusters.entry(name.to_string()).or_insert_with(|| old.clone());
+                if let Some(old) = previous.cluster(name).filter(|_| self.matcher.cluster(name).is_none()) {
+                    self.matcher.upsert_cluster(name, Arc::clone(old));
                 }
             }
             Kind::Unspecified => {}
@@ -224,7 +246,8 @@ fn decode<T: serde::de::DeserializeOwned>(resource: &Resource, type_: &'static s
 #[cfg(test)]
 mod tests {
     use portico_api::discovery::KindDelta;
-    use portico_routing::parts::OrderHistory;
+    use portico_routing::RouteTable;
+    use portico_routing::parts::{OrderHistory, TableParts};
     use portico_routing::{GatewayIdentity, Resources, translate};
 
     use super::*;
@@ -304,7 +327,7 @@ spec:
         assert_eq!(received.apply(&full_state(&expected, "3")), vec![]);
         let mut want = expected.clone();
         want.version = "3".to_string();
-        assert_eq!(received.table(), want);
+        assert_eq!(received.matcher().to_table(), want);
     }
 
     #[test]
@@ -318,7 +341,7 @@ spec:
             "{rejections:?}"
         );
         assert!(rejections.iter().skip(1).all(|r| r.reason.contains("is not known")), "{rejections:?}");
-        assert_eq!(received.table().route_count(), 0);
+        assert_eq!(received.matcher().to_table().route_count(), 0);
     }
 
     #[test]
@@ -337,7 +360,7 @@ spec:
         let rejections = received.apply(&update);
         assert_eq!(rejections.len(), 1);
         assert!(rejections[0].reason.starts_with("body does not decode as a route"), "{rejections:?}");
-        assert_eq!(received.table().route_count(), 1, "the old route still serves");
+        assert_eq!(received.matcher().to_table().route_count(), 1, "the old route still serves");
         // Removing the bad resource clears its rejection.
         let name = rejections[0].name.clone();
         let removal = DeltaResponse {
@@ -346,6 +369,6 @@ spec:
             ..DeltaResponse::default()
         };
         assert_eq!(received.apply(&removal), vec![]);
-        assert_eq!(received.table().route_count(), 0);
+        assert_eq!(received.matcher().to_table().route_count(), 0);
     }
 }
