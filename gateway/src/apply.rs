@@ -73,9 +73,6 @@ impl ConfigSink {
     /// Patches `delta` onto the serving matcher and publishes the result as
     /// `version`. Pieces whose parent is unknown are reported in the
     /// diagnostics and left out. Returns whether the routes changed.
-    // The folder source moves to deltas with the incremental translation
-    // (issue #16); until then only the tests call this.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn apply_delta(&self, version: String, delta: TableDelta, mut diagnostics: Vec<Diagnostic>) -> bool {
         let mut matcher = Matcher::clone(&self.state.load().matcher);
         for refused in matcher.apply(&delta) {

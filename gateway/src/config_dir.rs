@@ -4,9 +4,11 @@
 //! A file that stops parsing keeps contributing its last good objects (and a
 //! diagnostic says so), so a half-saved edit never takes routes down.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+mod files;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,9 +17,10 @@ use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use portico_routing::table::PathNormalizationMode;
-use portico_routing::{Diagnostic, GatewayIdentity, LastGood, NotebookSettings, ObjectRef, Resources, RouteTable};
+use portico_routing::{Diagnostic, GatewayIdentity, NotebookSettings, RouteTable};
 use tokio::sync::mpsc;
 
+use self::files::FolderState;
 use crate::apply::ConfigSink;
 
 /// How long the folder must be quiet before a reload: editors and
@@ -29,15 +32,15 @@ const DEBOUNCE: Duration = Duration::from_millis(10);
 /// Reads, translates and applies a folder of YAML.
 pub struct FolderSource {
     dir: PathBuf,
-    identity: GatewayIdentity,
-    settings: NotebookSettings,
-    normalization: PathNormalizationMode,
     sink: OnceLock<Arc<ConfigSink>>,
-    /// Last text of each file that parsed without error.
-    last_good_files: Mutex<HashMap<PathBuf, String>>,
-    /// Last version of each object that translated without error.
-    last_good_objects: Mutex<LastGood>,
+    state: Mutex<FolderState>,
     generation: Mutex<u64>,
+}
+
+/// What the watcher saw: the paths of a burst, or "read everything".
+enum Reload {
+    Paths(BTreeSet<PathBuf>),
+    Everything,
 }
 
 impl FolderSource {
@@ -49,12 +52,8 @@ impl FolderSource {
     ) -> Self {
         Self {
             dir,
-            identity,
-            settings,
-            normalization,
             sink: OnceLock::new(),
-            last_good_files: Mutex::new(HashMap::new()),
-            last_good_objects: Mutex::new(LastGood::default()),
+            state: Mutex::new(FolderState::new(identity, settings, normalization)),
             generation: Mutex::new(0),
         }
     }
@@ -65,41 +64,58 @@ impl FolderSource {
         let _ = self.sink.set(sink);
     }
 
-    /// Reads and translates the folder without applying anything.
+    /// Reads and translates the folder without applying anything (start-up:
+    /// its listeners decide which ports get bound).
     pub fn translate_folder(&self) -> (RouteTable, Vec<Diagnostic>) {
-        let (resources, mut diagnostics) = self.read();
-        let (table, translated) = self
-            .last_good_objects
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .translate(&resources, &self.identity);
-        diagnostics.extend(translated);
-        (table, diagnostics)
+        let mut state = self.lock();
+        state.rescan(&self.dir);
+        (state.table(), state.diagnostics())
     }
 
-    /// Reads the folder and applies the result. Returns whether routes changed.
+    /// Reads the whole folder again and applies what changed. Returns
+    /// whether routes changed.
     pub fn reload(&self) -> bool {
+        self.reload_with(Reload::Everything)
+    }
+
+    fn reload_with(&self, reload: Reload) -> bool {
         let Some(sink) = self.sink.get() else {
             tracing::warn!("config folder reloaded before it was attached; ignored");
             return false;
         };
-        let (table, diagnostics) = self.translate_folder();
-        self.apply(sink, table, diagnostics)
+        let started = std::time::Instant::now();
+        let (delta, diagnostics) = {
+            let mut state = self.lock();
+            let reread = match &reload {
+                Reload::Paths(paths) => state.reread(&self.dir, paths),
+                Reload::Everything => false,
+            };
+            if !reread {
+                state.rescan(&self.dir);
+            }
+            (state.take_delta(), state.diagnostics())
+        };
+        let pieces = delta.len();
+        let mut generation = self.generation.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // The version names the table that serves: it only moves on a change.
+        let version = format!("folder-{}", *generation + 1);
+        let changed = sink.apply_delta(version, delta, diagnostics);
+        if changed {
+            *generation += 1;
+        }
+        tracing::debug!(pieces, changed, elapsed_us = started.elapsed().as_micros() as u64, "config folder reloaded");
+        changed
     }
 
-    /// Applies a table this source translated (start-up translates once to
-    /// learn the listeners, then applies that same table).
-    pub fn apply_translated(&self, table: RouteTable, diagnostics: Vec<Diagnostic>) -> bool {
+    /// Applies the table [`Self::translate_folder`] returned.
+    pub fn apply_translated(&self, mut table: RouteTable, diagnostics: Vec<Diagnostic>) -> bool {
         let Some(sink) = self.sink.get() else {
             tracing::warn!("config folder applied before it was attached; ignored");
             return false;
         };
-        self.apply(sink, table, diagnostics)
-    }
-
-    fn apply(&self, sink: &ConfigSink, mut table: RouteTable, diagnostics: Vec<Diagnostic>) -> bool {
+        // What that table holds was applied whole: no delta is owed for it.
+        self.lock().take_delta();
         let mut generation = self.generation.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        // The version names the table that serves: it only moves on a change.
         table.version = format!("folder-{}", *generation + 1);
         let changed = sink.apply(table, diagnostics);
         if changed {
@@ -108,71 +124,21 @@ impl FolderSource {
         changed
     }
 
-    fn read(&self) -> (Resources, Vec<Diagnostic>) {
-        let mut resources = Resources {
-            settings: self.settings.clone(),
-            path_normalization: self.normalization,
-            ..Resources::default()
-        };
-        let mut diagnostics = Vec::new();
-        let mut files = Vec::new();
-        if let Err(error) = collect_yaml_files(&self.dir, &mut files) {
-            let object = ObjectRef::new("Folder", "", &self.dir.display().to_string());
-            diagnostics.push(Diagnostic::error(&object, "", format!("cannot list: {error}")));
-        }
-        files.sort();
-        let mut last_good = self.last_good_files.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        last_good.retain(|path, _| files.contains(path));
-        for path in files {
-            let source = path.display().to_string();
-            let mut parsed = Resources::default();
-            let (text, file_diagnostics) = match std::fs::read_to_string(&path) {
-                Ok(text) => {
-                    let diagnostics = parsed.add_yaml(&text, &source);
-                    (Some(text), diagnostics)
-                }
-                Err(error) => (
-                    None,
-                    vec![Diagnostic::error(&ObjectRef::new("File", "", &source), "", format!("cannot read: {error}"))],
-                ),
-            };
-            let failed = file_diagnostics.iter().any(Diagnostic::is_error);
-            diagnostics.extend(file_diagnostics);
-            let objects = if failed {
-                match last_good.get(&path) {
-                    Some(previous) => {
-                        let object = ObjectRef::new("File", "", &source);
-                        diagnostics.push(Diagnostic::warning(
-                            &object,
-                            "",
-                            "keeping the objects of its last good version",
-                        ));
-                        let mut objects = Resources::default();
-                        objects.add_yaml(previous, &source);
-                        objects
-                    }
-                    // Never read cleanly: apply what did parse.
-                    None => parsed,
-                }
-            } else {
-                // Kept as text, parsed again only if the file breaks: the
-                // parsed objects of 10,000 notebooks are ten times the size.
-                if let Some(text) = text {
-                    last_good.insert(path.clone(), text);
-                }
-                parsed
-            };
-            Resources::merge(&mut resources, objects);
-        }
-        (resources, diagnostics)
+    fn lock(&self) -> MutexGuard<'_, FolderState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Watches the folder and reloads after each burst of changes.
     async fn watch(&self, mut shutdown: ShutdownWatch) {
-        let (events, mut changes) = mpsc::unbounded_channel::<()>();
-        let handler = move |event: notify::Result<notify::Event>| {
-            if event.is_ok_and(|e| changes_content(&e.kind)) {
-                let _ = events.send(());
+        let (events, mut changes) = mpsc::unbounded_channel::<Vec<PathBuf>>();
+        let handler = move |event: notify::Result<notify::Event>| match event {
+            Ok(event) if changes_content(&event.kind) => {
+                let _ = events.send(event.paths);
+            }
+            Ok(_) => {}
+            // A lost event (queue overflow): read everything.
+            Err(_) => {
+                let _ = events.send(Vec::new());
             }
         };
         let mut watcher: Option<RecommendedWatcher> = match notify::recommended_watcher(handler) {
@@ -193,16 +159,25 @@ impl FolderSource {
         // raised no event: read the folder once more now that it is watched.
         self.reload();
         loop {
-            tokio::select! {
+            let reload = tokio::select! {
                 _ = shutdown.changed() => return,
                 event = changes.recv(), if !polling => {
-                    if event.is_none() { return; }
+                    let Some(paths) = event else { return };
                     // Coalesce the burst.
-                    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, changes.recv()).await {}
+                    let mut burst = Some(BTreeSet::new());
+                    let mut add = |paths: Vec<PathBuf>| match (&mut burst, paths.is_empty()) {
+                        (Some(set), false) => set.extend(paths),
+                        _ => burst = None,
+                    };
+                    add(paths);
+                    while let Ok(Some(paths)) = tokio::time::timeout(DEBOUNCE, changes.recv()).await {
+                        add(paths);
+                    }
+                    burst.map_or(Reload::Everything, Reload::Paths)
                 }
-                () = tokio::time::sleep(Duration::from_secs(1)), if polling => {}
-            }
-            self.reload();
+                () = tokio::time::sleep(Duration::from_secs(1)), if polling => Reload::Everything,
+            };
+            self.reload_with(reload);
         }
     }
 }
@@ -225,26 +200,6 @@ impl BackgroundService for FolderWatchService {
     async fn start(&self, shutdown: ShutdownWatch) {
         self.0.watch(shutdown).await;
     }
-}
-
-/// `*.yaml`/`*.yml` below `dir`, skipping hidden entries (editor swap files,
-/// and the `..data` indirection of ConfigMap volumes, which would otherwise
-/// be read twice).
-fn collect_yaml_files(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        if name.to_string_lossy().starts_with('.') {
-            continue;
-        }
-        let path = entry.path();
-        if path.is_dir() {
-            collect_yaml_files(&path, files)?;
-        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
-            files.push(path);
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

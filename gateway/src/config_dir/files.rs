@@ -1,0 +1,327 @@
+//! What the folder holds, file by file, and the translator it feeds.
+//!
+//! A changed file re-translates only its own objects: the file is parsed
+//! again, its objects are compared with what it held before, and only the
+//! added, changed and removed ones reach the [`IncrementalTranslator`]. An
+//! object defined in several files is taken from the first in path order
+//! (kubectl would apply the last; either way it is reported as a conflict).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use portico_api::istio::MeshConfig;
+use portico_routing::incremental::{Object, ObjectKind, objects_of};
+use portico_routing::parts::TableDelta;
+use portico_routing::table::PathNormalizationMode;
+use portico_routing::{Diagnostic, GatewayIdentity, IncrementalTranslator, NotebookSettings, ObjectRef, Resources};
+
+/// `(kind, namespace, name)`.
+type ObjectId = (ObjectKind, String, String);
+
+/// One file's last reading.
+#[derive(Default)]
+struct FileState {
+    /// Hash of the text last read: an unchanged file is not parsed again.
+    read_hash: u64,
+    /// The last text that parsed without error. Kept as text, parsed again
+    /// only if the file breaks: the parsed objects of 10,000 notebooks are
+    /// ten times the size.
+    last_good: Option<String>,
+    objects: BTreeSet<ObjectId>,
+    /// Mesh settings the file holds: ConfigMap `istio-system/istio`'s mesh
+    /// config, and Namespaces labelled for the mesh.
+    mesh_config: Option<MeshConfig>,
+    meshed_namespaces: BTreeSet<String>,
+    diagnostics: Vec<Diagnostic>,
+}
+
+/// The folder's files, their objects and the translation of them all.
+pub struct FolderState {
+    translator: IncrementalTranslator,
+    files: BTreeMap<PathBuf, FileState>,
+    /// Each object's definitions, by file; the first file's serves.
+    definitions: HashMap<ObjectId, BTreeMap<PathBuf, Object>>,
+    listing: Option<Diagnostic>,
+}
+
+impl FolderState {
+    pub fn new(identity: GatewayIdentity, settings: NotebookSettings, normalization: PathNormalizationMode) -> Self {
+        // Folder mode sees no pods; a bad edit keeps the last good version.
+        let translator = IncrementalTranslator::new(identity, settings, normalization, false, true);
+        Self { translator, files: BTreeMap::new(), definitions: HashMap::new(), listing: None }
+    }
+
+    /// Reads every file below `dir` (those whose text is unchanged cost a
+    /// read and a hash) and forgets files that are gone.
+    pub fn rescan(&mut self, dir: &Path) {
+        let mut found = Vec::new();
+        self.listing = match collect_yaml_files(dir, &mut found) {
+            Ok(()) => None,
+            Err(error) => {
+                let object = ObjectRef::new("Folder", "", &dir.display().to_string());
+                Some(Diagnostic::error(&object, "", format!("cannot list: {error}")))
+            }
+        };
+        found.sort();
+        let gone: Vec<PathBuf> = self.files.keys().filter(|path| found.binary_search(path).is_err()).cloned().collect();
+        for path in gone {
+            self.forget(&path);
+        }
+        for path in found {
+            self.read(&path);
+        }
+    }
+
+    /// Reads the files at `paths` again (events named them). Returns false
+    /// when a path is not a plain YAML file of the folder (a directory, a
+    /// rename, a ConfigMap volume's swap): the caller then rescans.
+    pub fn reread(&mut self, dir: &Path, paths: &BTreeSet<PathBuf>) -> bool {
+        if paths.iter().any(|path| !is_yaml_file_path(dir, path) || path.is_dir()) {
+            return false;
+        }
+        for path in paths {
+            if path.exists() { self.read(path) } else { self.forget(path) }
+        }
+        true
+    }
+
+    /// The changes since the last call.
+    pub fn take_delta(&mut self) -> TableDelta {
+        self.translator.take_delta()
+    }
+
+    /// The whole table (start-up: the listeners decide what gets bound).
+    pub fn table(&self) -> portico_routing::RouteTable {
+        self.translator.table()
+    }
+
+    /// Files' problems, then translation's.
+    pub fn diagnostics(&self) -> Vec<Diagnostic> {
+        let mut all: Vec<Diagnostic> = self.listing.iter().cloned().collect();
+        all.extend(self.files.values().flat_map(|f| f.diagnostics.iter().cloned()));
+        all.extend(self.translator.diagnostics());
+        all
+    }
+
+    fn read(&mut self, path: &Path) {
+        let source = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return self.forget(path),
+            Err(error) => {
+                let state = self.files.entry(path.to_path_buf()).or_default();
+                state.read_hash = 0;
+                state.diagnostics =
+                    vec![Diagnostic::error(&ObjectRef::new("File", "", &source), "", format!("cannot read: {error}"))];
+                return;
+            }
+        };
+        let hash = hash_of(&text);
+        if self.files.get(path).is_some_and(|state| state.read_hash == hash) {
+            return;
+        }
+        let mut parsed = Resources::default();
+        let mut diagnostics = parsed.add_yaml(&text, &source);
+        let state = self.files.entry(path.to_path_buf()).or_default();
+        state.read_hash = hash;
+        let objects = if diagnostics.iter().any(Diagnostic::is_error) {
+            match &state.last_good {
+                Some(previous) => {
+                    diagnostics.push(Diagnostic::warning(
+                        &ObjectRef::new("File", "", &source),
+                        "",
+                        "keeping the objects of its last good version",
+                    ));
+                    let mut objects = Resources::default();
+                    objects.add_yaml(previous, &source);
+                    objects
+                }
+                // Never read cleanly: apply what did parse.
+                None => parsed,
+            }
+        } else {
+            state.last_good = Some(text);
+            parsed
+        };
+        state.diagnostics = diagnostics;
+        let mesh_changed =
+            state.mesh_config != objects.mesh_config || state.meshed_namespaces != objects.meshed_namespaces;
+        state.mesh_config = objects.mesh_config.clone();
+        state.meshed_namespaces = objects.meshed_namespaces.clone();
+        let objects_by_id: BTreeMap<ObjectId, Object> =
+            objects_of(&objects).into_iter().map(|o| (o.identity(), o)).collect();
+        let previous = std::mem::replace(&mut state.objects, objects_by_id.keys().cloned().collect());
+        let objects = objects_by_id;
+        if mesh_changed {
+            self.update_mesh();
+        }
+        for id in previous.into_iter().filter(|id| !objects.contains_key(id)) {
+            self.undefine(&id, path);
+        }
+        for (id, object) in objects {
+            self.define(id, path, object);
+        }
+    }
+
+    fn forget(&mut self, path: &Path) {
+        if let Some(state) = self.files.remove(path) {
+            for id in state.objects {
+                self.undefine(&id, path);
+            }
+            if state.mesh_config.is_some() || !state.meshed_namespaces.is_empty() {
+                self.update_mesh();
+            }
+        }
+    }
+
+    /// The mesh settings of all files: namespaces from any, the mesh config
+    /// of the last file in path order that has one (as reading them in
+    /// order and merging does).
+    fn update_mesh(&mut self) {
+        let mesh_config = self.files.values().rev().find_map(|f| f.mesh_config.clone());
+        let meshed = self.files.values().flat_map(|f| f.meshed_namespaces.iter().cloned()).collect();
+        self.translator.set_mesh_config(mesh_config);
+        self.translator.replace_meshed_namespaces(meshed);
+    }
+
+    fn define(&mut self, id: ObjectId, path: &Path, object: Object) {
+        let definitions = self.definitions.entry(id.clone()).or_default();
+        let serving_before = definitions.values().next().cloned();
+        definitions.insert(path.to_path_buf(), object);
+        let serving = definitions.values().next().cloned();
+        if let Some(serving) = serving
+            && !serving_before.is_some_and(|before| before.same_as(&serving))
+        {
+            self.translator.upsert(serving);
+        }
+    }
+
+    fn undefine(&mut self, id: &ObjectId, path: &Path) {
+        let Some(definitions) = self.definitions.get_mut(id) else { return };
+        let serving_before = definitions.values().next().cloned();
+        definitions.remove(path);
+        match definitions.values().next().cloned() {
+            None => {
+                self.definitions.remove(id);
+                self.translator.delete(id.0, &id.1, &id.2);
+            }
+            Some(serving) => {
+                if !serving_before.is_some_and(|before| before.same_as(&serving)) {
+                    self.translator.upsert(serving);
+                }
+            }
+        }
+    }
+}
+
+fn hash_of(text: &str) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    // 0 marks "never read".
+    hasher.finish().max(1)
+}
+
+/// A `*.yaml`/`*.yml` path with no hidden component (editor swap files, the
+/// `..data` indirection of ConfigMap volumes).
+fn is_yaml_file_path(dir: &Path, path: &Path) -> bool {
+    let Ok(relative) = path.strip_prefix(dir) else { return false };
+    let hidden = relative.components().any(|c| c.as_os_str().to_string_lossy().starts_with('.'));
+    !hidden && matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+}
+
+/// `*.yaml`/`*.yml` below `dir`, skipping hidden entries (editor swap files,
+/// and the `..data` indirection of ConfigMap volumes, which would otherwise
+/// be read twice).
+pub fn collect_yaml_files(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() {
+            collect_yaml_files(&path, files)?;
+        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+            files.push(path);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GATEWAY: &str = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: kubeflow-gateway, namespace: kubeflow}\nspec: {selector: {istio: ingressgateway}, servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [\"*\"]}]}\n";
+
+    fn notebook(name: &str) -> String {
+        format!(
+            "apiVersion: kubeflow.org/v1\nkind: Notebook\nmetadata: {{name: {name}, namespace: team}}\nspec: {{template: {{spec: {{containers: [{{name: nb, image: x}}]}}}}}}\n"
+        )
+    }
+
+    fn state() -> FolderState {
+        FolderState::new(GatewayIdentity::default(), NotebookSettings::default(), PathNormalizationMode::default())
+    }
+
+    #[test]
+    fn a_changed_file_changes_only_its_own_routes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("gateway.yaml"), GATEWAY).unwrap();
+        for i in 0..100 {
+            std::fs::write(dir.path().join(format!("nb{i}.yaml")), notebook(&format!("nb{i}"))).unwrap();
+        }
+        let mut folder = state();
+        folder.rescan(dir.path());
+        assert_eq!(folder.take_delta().routes.len(), 100);
+
+        // A new file: one route. The same text saved again: nothing.
+        let new = dir.path().join("new.yaml");
+        std::fs::write(&new, notebook("new")).unwrap();
+        let touched = BTreeSet::from([new.clone(), dir.path().join("nb7.yaml")]);
+        assert!(folder.reread(dir.path(), &touched));
+        let delta = folder.take_delta();
+        assert_eq!(delta.len(), 1, "{delta:?}");
+        assert_eq!(delta.routes.keys().collect::<Vec<_>>(), vec!["http.80/*:80/team.notebook-team-new.0"]);
+
+        // A broken edit keeps the file's last good objects.
+        std::fs::write(&new, "kind: [unclosed").unwrap();
+        assert!(folder.reread(dir.path(), &BTreeSet::from([new.clone()])));
+        assert!(folder.take_delta().is_empty());
+        let text: Vec<String> = folder.diagnostics().iter().map(ToString::to_string).collect();
+        assert!(text.iter().any(|d| d.contains("keeping the objects of its last good version")), "{text:?}");
+
+        // Removed: its route goes.
+        std::fs::remove_file(&new).unwrap();
+        assert!(folder.reread(dir.path(), &BTreeSet::from([new])));
+        assert_eq!(folder.take_delta().routes.values().collect::<Vec<_>>(), vec![&None]);
+        assert_eq!(folder.table().route_count(), 100);
+    }
+
+    #[test]
+    fn an_object_in_two_files_serves_from_the_first_until_it_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), format!("{GATEWAY}---\n{}", notebook("x"))).unwrap();
+        std::fs::write(dir.path().join("b.yaml"), notebook("x")).unwrap();
+        let mut folder = state();
+        folder.rescan(dir.path());
+        assert_eq!(folder.table().route_count(), 1);
+        std::fs::write(dir.path().join("a.yaml"), GATEWAY).unwrap();
+        folder.rescan(dir.path());
+        assert_eq!(folder.table().route_count(), 1, "b.yaml still defines it");
+        std::fs::remove_file(dir.path().join("b.yaml")).unwrap();
+        folder.rescan(dir.path());
+        assert_eq!(folder.table().route_count(), 0);
+    }
+
+    #[test]
+    fn paths_outside_plain_yaml_files_ask_for_a_rescan() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut folder = state();
+        assert!(!folder.reread(dir.path(), &BTreeSet::from([dir.path().join("..data/x.yaml")])));
+        assert!(!folder.reread(dir.path(), &BTreeSet::from([dir.path().join("notes.txt")])));
+        assert!(!folder.reread(dir.path(), &BTreeSet::from([dir.path().to_path_buf()])));
+    }
+}
