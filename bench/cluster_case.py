@@ -168,6 +168,7 @@ class Stack:
 
     def __init__(self, bins: Path, work: Path, tag: str, ns: str, env: dict, names: list[str], tools: dict):
         free_port, Process = tools["free_port"], tools["Process"]
+        self.rss_kib = tools["rss_kib"]
         self.processes = []
         try:
             up, upstream = tools["start_fake_notebook"](bins, work, f"fake-{tag}")
@@ -191,7 +192,7 @@ class Stack:
 
     def usage(self) -> dict:
         """RSS (KiB) and CPU seconds of the controller and the gateway now."""
-        return {"controller_rss_kib": _rss_kib(self.controller.pid), "gateway_rss_kib": _rss_kib(self.gateway.pid),
+        return {"controller_rss_kib": self.rss_kib(self.controller.pid), "gateway_rss_kib": self.rss_kib(self.gateway.pid),
                 "controller_cpu_s": cpu_seconds(self.controller.pid), "gateway_cpu_s": cpu_seconds(self.gateway.pid)}
 
     def gateway_log_tail(self) -> str:
@@ -200,13 +201,6 @@ class Stack:
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.stop()
-
-
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def wait_routed(url: str, status_of: Callable, timeout: float, poll: float = 0.001) -> float:
