@@ -62,45 +62,48 @@ class Churn:
             time.sleep(max(0.0, due - time.perf_counter()))
             created[i] = self._submit(self._create, i)
             # The one created a second (rate ticks) earlier goes, once its
-            # create has answered (waiting here is back-pressure too).
+            # create has answered (waiting here is back-pressure too) and if
+            # it succeeded.
             old = i - self.rate
-            if old in created:
-                created.pop(old).result()
+            if old in created and created.pop(old).result():
                 self._submit(self._delete, old)
             i += 1
         self.pool.shutdown(wait=True)
         return time.perf_counter() - started
 
-    def _submit(self, work: Callable[[int], None], i: int) -> concurrent.futures.Future:
+    def _submit(self, work: Callable[[int], bool], i: int) -> concurrent.futures.Future:
         self.in_flight.acquire()
         future = self.pool.submit(work, i)
         future.add_done_callback(lambda _f: self.in_flight.release())
         return future
 
-    def _create(self, i: int) -> None:
-        self._count("create", lambda: self.api.post(notebook_path(self.ns), notebook(self.ns, f"churn-{i}")))
+    def _create(self, i: int) -> bool:
+        return self._count("create", lambda: self.api.post(notebook_path(self.ns), notebook(self.ns, f"churn-{i}")))
 
-    def _delete(self, i: int) -> None:
+    def _delete(self, i: int) -> bool:
         name = f"churn-{i}"
 
         def delete() -> None:
             self.api.request("DELETE", f"{notebook_path(self.ns)}/{name}")
-            # 404: the controller had not made it yet (and will not now).
+            # 404: the controller had not made it yet; it will not now, its
+            # Notebook is gone.
             if self.api.request("DELETE", f"{vs_path(self.ns)}/{vs_name(self.ns, name)}", ok=(404,)) == 404:
                 with self.lock:
                     self.counts["vs_already_gone"] += 1
-        self._count("delete", delete)
+        return self._count("delete", delete)
 
-    def _count(self, kind: str, work: Callable[[], object]) -> None:
+    def _count(self, kind: str, work: Callable[[], object]) -> bool:
+        """Runs `work`, counts it as done or failed; True when done."""
         try:
             work()
-            key = kind + "s"
+            ok = True
         except Exception as error:  # noqa: BLE001 - counted and reported, the churn goes on
-            key = kind + "_errors"
+            ok = False
             with self.lock:
                 self.first_error = self.first_error or str(error)
         with self.lock:
-            self.counts[key] += 1
+            self.counts[kind + "s" if ok else kind + "_errors"] += 1
+        return ok
 
 
 def probe_loop(api: ApiClient, ns: str, base: str, count: int, stop: threading.Event, status_of: Callable,
