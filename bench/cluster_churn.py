@@ -172,6 +172,12 @@ class WebSockets:
         self.stderr.close()
 
 
+def control_plane_cpu_s(root: Path) -> dict:
+    """CPU seconds used so far by the test plane's kube-apiserver and etcd."""
+    return {name.replace("-", "_"): cluster_case.cpu_seconds(int((root / f"target/kube/{name}.pid").read_text()))
+            for name in ("kube-apiserver", "etcd")}
+
+
 def run(root: Path, bins: Path, work: Path, existing: int, seconds: int, rate: int, websockets: int, tools: dict) -> dict:
     params = {"existing_notebooks": existing, "seconds": seconds, "churn_rate_target": rate,
               "websockets_requested": websockets, "gc": "by the driver"}
@@ -204,6 +210,7 @@ def _churn(root: Path, bins: Path, work: Path, existing: int, seconds: int, rate
              "--duration", f"{seconds + 1}s", "--rate", "200", "--json", str(background_json)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         before = stack.usage()
+        plane_before = control_plane_cpu_s(root)
         log(f"cluster churn: {rate} creates + {rate} deletes/s for {seconds} s, a probe every second")
         churn = Churn(api, ns, rate)
         stop = threading.Event()
@@ -213,6 +220,7 @@ def _churn(root: Path, bins: Path, work: Path, existing: int, seconds: int, rate
             stop.set()
             latencies, failures = probing.result()
         after = stack.usage()
+        plane_after = control_plane_cpu_s(root)
         log("cluster churn: waiting for the load and the websockets' hold to end")
         background.wait(timeout=seconds + 60)
         report = json.loads(background_json.read_text()) if background_json.exists() else {}
@@ -232,6 +240,8 @@ def _churn(root: Path, bins: Path, work: Path, existing: int, seconds: int, rate
             "gateway_rss_kib_before": before["gateway_rss_kib"], "gateway_rss_kib_after": after["gateway_rss_kib"],
             "controller_cpu_s": round(after["controller_cpu_s"] - before["controller_cpu_s"], 2),
             "gateway_cpu_s": round(after["gateway_cpu_s"] - before["gateway_cpu_s"], 2),
+            # Whether the API server (the churn's bottleneck when the rate falls short) was busy.
+            **{f"{name}_cpu_s": round(plane_after[name] - plane_before[name], 2) for name in plane_before},
         }
         log(f"  churn {result['achieved_creates_per_s']} creates/s, {result['achieved_deletes_per_s']} deletes/s; "
             f"probe p50 {probe['p50_ms']} ms, p99 {probe['p99_ms']} ms, max {probe['max_ms']} ms; "
