@@ -139,7 +139,8 @@ async fn sidecar_certificate(
 /// The certificate the gateway presented in its latest connection the
 /// sidecar admitted (the sidecar's debug log names each admitted peer's).
 fn latest_gateway_certificate(sidecar_log: &str, gateway_id: &str) -> Option<Fingerprint> {
-    let line = sidecar_log
+    let plain = without_ansi_colors(sidecar_log);
+    let line = plain
         .lines()
         .rev()
         .find(|line| line.contains("mTLS peer admitted") && line.contains(&format!("peer={gateway_id}")))?;
@@ -147,6 +148,20 @@ fn latest_gateway_certificate(sidecar_log: &str, gateway_id: &str) -> Option<Fin
         line.split_whitespace().find_map(|word| word.strip_prefix(&format!("{name}=")).map(str::to_string))
     };
     Some(Fingerprint { serial: field("peer_serial")?, not_after: field("peer_not_after")?.parse().ok()? })
+}
+
+/// `text` without the ANSI color sequences (`ESC [ ... m`) a log may carry.
+fn without_ansi_colors(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
 }
 
 /// Asserts that `after` is a renewal of `before`: another serial, a later expiry.
