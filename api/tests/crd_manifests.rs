@@ -1,7 +1,8 @@
 //! `manifests/crds/{istio,kubeflow}/` must be exactly what `crdgen` prints, so that the CRDs
 //! installed in a cluster always match the Rust types. Regenerate with the
 //! commands in the failure message, or run this test with
-//! `PORTICO_UPDATE_CRDS=1` to rewrite the files.
+//! `PORTICO_UPDATE_CRDS=1` to rewrite the files (refused when `CI` is set:
+//! such a run cannot fail).
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +27,13 @@ fn crds_dir() -> PathBuf {
 #[test]
 fn committed_crds_match_crdgen() {
     let update = std::env::var_os("PORTICO_UPDATE_CRDS").is_some_and(|v| !v.is_empty() && v != "0");
+    // Updating rewrites the files and so always passes: on CI that would
+    // hide committed CRDs that drifted from the types.
+    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
+    assert!(
+        !(update && ci),
+        "PORTICO_UPDATE_CRDS is refused when CI is set: an updating run rewrites the CRDs and cannot fail"
+    );
     let mut stale = Vec::new();
     for (file, argument, yaml) in expected() {
         let path = crds_dir().join(file);

@@ -2,15 +2,35 @@
 //! See the library docs (`portico_controller`) for what runs inside.
 #![forbid(unsafe_code)]
 
+use std::process::ExitCode;
+
 use clap::Parser;
 use portico_controller::cli::{Args, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(args.log_format);
-    portico_controller::run::run(args).await
+    match portico_controller::run::run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            report(&error);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A start-up error as one line: what failed and why, the context chain
+/// joined by ": " (e.g. `loading the mesh CA: namespace "portico-system" does
+/// not exist ...`). The backtrace only when asked for with
+/// `RUST_LIB_BACKTRACE=1`: `RUST_BACKTRACE` is often set for panics, and an
+/// operator's mistake is not one.
+fn report(error: &anyhow::Error) {
+    eprintln!("portico-controller: error: {error:#}");
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_some_and(|value| value != "0") {
+        eprintln!("{}", error.backtrace());
+    }
 }
 
 /// Text or JSON lines on stderr, filtered by `RUST_LOG` (default `info`).

@@ -31,3 +31,18 @@ pub fn seconds_left(certificate_pem: &str) -> u64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     u64::try_from(parsed.validity().not_after.timestamp() - now).unwrap_or(0)
 }
+
+/// What tells one certificate from its renewal: serial number and expiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// The serial number in hex (colon-separated bytes, as openssl prints it).
+    pub serial: String,
+    /// `notAfter`, seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+/// The [`Fingerprint`] of a DER certificate (`None` when it does not parse).
+pub fn fingerprint(certificate: &[u8]) -> Option<Fingerprint> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(certificate).ok()?;
+    Some(Fingerprint { serial: parsed.raw_serial_as_string(), not_after: parsed.validity().not_after.timestamp() })
+}

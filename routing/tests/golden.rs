@@ -19,6 +19,7 @@
 //!   `add_yaml` as is (e.g. one with a YAML syntax error).
 //!
 //! Run with `PORTICO_BLESS=1` to rewrite the `.out.yaml` files; review the diff.
+//! Refused when `CI` is set: a blessing run cannot fail.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -322,6 +323,13 @@ fn diff(expected: &str, actual: &str) -> String {
 #[test]
 fn golden_files() {
     let bless = std::env::var_os(BLESS_ENV).is_some_and(|v| v != "0" && !v.is_empty());
+    // Blessing rewrites the expectations and so always passes: on CI that
+    // would hide every regression.
+    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
+    assert!(
+        !(bless && ci),
+        "{BLESS_ENV} is refused when CI is set: a blessing run rewrites the golden files and cannot fail"
+    );
     let mut inputs: Vec<PathBuf> = std::fs::read_dir(testdata())
         .expect("testdata directory")
         .map(|entry| entry.expect("directory entry").path())

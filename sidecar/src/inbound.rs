@@ -120,11 +120,20 @@ async fn handle(state: &State, stream: TcpStream) -> Result<(), Refusal> {
         .await
         .map_err(|_| Refusal::Handshake("timed out".to_string()))?
         .map_err(|error| Refusal::Handshake(error.to_string()))?;
-    let peer = identity::spiffe_id(tls.get_ref().1.peer_certificates());
+    let peer_chain = tls.get_ref().1.peer_certificates();
+    let peer = identity::spiffe_id(peer_chain);
     let principal = match peer {
         Some(id) if state.allowed.contains(&id) => id,
         other => return Err(Refusal::Identity(other)),
     };
+    // Which of the peer's certificates it presented: shows a rotation on
+    // the far end (`RUST_LOG=portico_sidecar=debug`).
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let presented = peer_chain.and_then(|chain| chain.first()).and_then(|leaf| identity::fingerprint(leaf));
+        if let Some(presented) = presented {
+            tracing::debug!(peer = %principal, peer_serial = %presented.serial, peer_not_after = presented.not_after, "mTLS peer admitted");
+        }
+    }
     let port = match state.args.app_port {
         Some(port) => port,
         None => original_port(tls.get_ref().0).ok_or(Refusal::NoDestination)?,

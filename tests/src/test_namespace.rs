@@ -40,12 +40,25 @@ impl TestNamespace {
     /// Creates the namespace on the shared plane (starting the plane if needed).
     pub fn create(prefix: &str) -> TestNamespace {
         let plane = plane();
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let mut name = format!("{prefix}-{}-{n}", std::process::id()).to_lowercase();
-        name.truncate(63);
+        let name = TestNamespace::unused_name(prefix);
         plane.kubectl_ok(&["create", "namespace", &name]);
         plane.kubectl_ok(&["create", "serviceaccount", "default", "-n", &name]);
         TestNamespace { name, plane }
+    }
+
+    /// A fresh name `<prefix>-<pid>-<n>` that no namespace has yet, for a
+    /// test that creates the namespace itself (then [`TestNamespace::adopt`]).
+    pub fn unused_name(prefix: &str) -> String {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let mut name = format!("{prefix}-{}-{n}", std::process::id()).to_lowercase();
+        name.truncate(63);
+        name
+    }
+
+    /// Takes over namespace `name`, which the test created, so that it is
+    /// emptied and removed on drop like any other.
+    pub fn adopt(name: &str) -> TestNamespace {
+        TestNamespace { name: name.to_string(), plane: plane() }
     }
 
     /// The namespace's name.

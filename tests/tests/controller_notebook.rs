@@ -22,6 +22,16 @@ use serde_json::{Value, json};
 /// Bound on every wait for the controller to act.
 const SETTLE: Duration = Duration::from_secs(30);
 
+/// The apiVersion Kubeflow's notebook-controller writes its VirtualServices
+/// with, and reads them back at: a fact about Kubeflow, copied from its
+/// source, not from Portico's output. kubeflow/notebooks, branch
+/// notebooks-v1, components/notebook-controller/controllers/notebook_controller.go,
+/// `generateVirtualService(s)`: `vsvc.SetAPIVersion("networking.istio.io/v1alpha3")`
+/// (also `reconcileVirtualService`'s `foundVirtual` and `SetupWithManager`'s watch).
+/// Portico writes v1, the storage version (README, "Running the controller");
+/// what Kubeflow's clients read at this version must be what Kubeflow writes.
+const KUBEFLOW_VIRTUAL_SERVICE_API_VERSION: &str = "networking.istio.io/v1alpha3";
+
 /// The VirtualService spec Kubeflow's `generateVirtualService` writes.
 fn kubeflow_virtual_service_spec(namespace: &str, name: &str, rewrite: &str, headers: Value) -> Value {
     let prefix = format!("/notebook/{namespace}/{name}/");
@@ -81,6 +91,15 @@ async fn the_kubeflow_example_gets_exactly_kubeflows_objects() {
     let notebook = get_json::<Notebook>(&client, ns, name).await.expect("the Notebook exists");
     assert_eq!(vs["apiVersion"], "networking.istio.io/v1");
     assert_eq!(vs["metadata"]["name"], format!("notebook-{ns}-{name}"));
+    // Read the way Kubeflow's own controller and UIs read it: at
+    // Kubeflow's version, the object is exactly Kubeflow's.
+    let kubeflow_path =
+        format!("/apis/{KUBEFLOW_VIRTUAL_SERVICE_API_VERSION}/namespaces/{ns}/virtualservices/notebook-{ns}-{name}");
+    let as_kubeflow: Value = serde_json::from_str(&plane.kubectl_ok(&["get", "--raw", &kubeflow_path]))
+        .unwrap_or_else(|error| panic!("GET {kubeflow_path}: not JSON: {error}"));
+    assert_eq!(as_kubeflow["apiVersion"], KUBEFLOW_VIRTUAL_SERVICE_API_VERSION);
+    assert_eq!(as_kubeflow["spec"], kubeflow_virtual_service_spec(ns, name, &prefix, json!({})));
+    assert_eq!(as_kubeflow["metadata"]["ownerReferences"], expected_owner(&notebook));
     assert_eq!(vs["metadata"]["ownerReferences"], expected_owner(&notebook));
     assert_eq!(vs["spec"], kubeflow_virtual_service_spec(ns, name, &prefix, json!({})));
     let route = &vs["spec"]["http"][0];
@@ -434,7 +453,21 @@ async fn without_workload_management_only_routing_objects_are_written() {
         || controller.log_tail(),
     )
     .await;
-    // The StatefulSet would have been applied right after the Service.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The controller has seen the Notebook through: a reconcile finished
+    // (counted after the step that would have applied the StatefulSet, and
+    // this controller watches only this namespace, where "routed" is the
+    // only Notebook). Only then does "no StatefulSet" mean something.
+    wait_until(
+        "a finished reconcile (portico_controller_reconcile_total{result=\"success\"})",
+        SETTLE,
+        || async { controller.metric("portico_controller_reconcile_total{result=\"success\"}").filter(|n| *n >= 1.0) },
+        || controller.log_tail(),
+    )
+    .await;
     assert!(get_json::<StatefulSet>(&client, ns, "routed").await.is_none(), "no StatefulSet is written");
+    let metrics = controller.metrics_text();
+    assert!(
+        !metrics.contains("portico_controller_applies_total{kind=\"StatefulSet\""),
+        "the controller applied a StatefulSet:\n{metrics}"
+    );
 }

@@ -214,11 +214,23 @@ fn the_manifests_install_portico_and_the_walkthrough_works() {
         "-n",
         NOTEBOOK_NS,
     ]);
-    assert!(
-        described.contains("Kind:                  Notebook")
-            || described.contains("Kind:  Notebook")
-            || described.contains("Notebook"),
-        "{described}"
+    assert!(described.contains("Notebook"), "{described}");
+    // Owned the way Kubeflow owns it: by this Notebook, as its controller.
+    let notebook_uid =
+        plane.kubectl_ok(&["get", "notebook", "my-notebook", "-n", NOTEBOOK_NS, "-o", "jsonpath={.metadata.uid}"]);
+    let owner = plane.kubectl_ok(&[
+        "get",
+        "virtualservice",
+        "notebook-kubeflow-user-example-com-my-notebook",
+        "-n",
+        NOTEBOOK_NS,
+        "-o",
+        "jsonpath={range .metadata.ownerReferences[*]}{.apiVersion} {.kind} {.name} {.uid} controller={.controller}{\"\\n\"}{end}",
+    ]);
+    assert_eq!(
+        owner.trim(),
+        format!("kubeflow.org/v1 Notebook my-notebook {} controller=true", notebook_uid.trim()),
+        "the VirtualService's ownerReferences"
     );
     transcript.note("The gateways and their routes");
     let proxy_status = poll(SETTLE, || {
@@ -267,12 +279,26 @@ fn the_manifests_install_portico_and_the_walkthrough_works() {
         NOTEBOOK_NS,
         "notebooks.kubeflow.org/http-headers-request-set={not json",
     ]);
+    // A Warning Event with the reason Kubeflow's users search for, about
+    // this Notebook; any other Event does not count.
+    let expected = "InvalidAnnotation Warning Notebook/my-notebook";
+    let mut events = String::new();
     let warned = poll(SETTLE, || {
-        let events =
-            plane.kubectl_ok(&["get", "events.events.k8s.io", "-n", NOTEBOOK_NS, "-o", "jsonpath={.items[*].reason}"]);
-        (!events.trim().is_empty()).then_some(())
+        events = plane.kubectl_ok(&[
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            NOTEBOOK_NS,
+            "-o",
+            "jsonpath={range .items[*]}{.reason} {.type} {.regarding.kind}/{.regarding.name}{\"\\n\"}{end}",
+        ]);
+        events.lines().any(|line| line.trim() == expected).then_some(())
     });
-    assert!(warned.is_some(), "no Event was recorded; log:\n{}", controller.log_tail(40));
+    assert!(
+        warned.is_some(),
+        "no Event {expected:?} was recorded; Events:\n{events}\nlog:\n{}",
+        controller.log_tail(40)
+    );
 
     transcript.note("Delete it (the garbage collector removes what it owns; none runs here, so the test does)");
     transcript.kubectl(&["delete", "notebook", "my-notebook", "-n", NOTEBOOK_NS]);

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use portico_api::ca::CreateCertificateRequest;
@@ -17,6 +17,7 @@ use portico_e2e::{
     Controller, FakeNotebook, KernelSocket, TestNamespace, binary, channels_url, create_kernel, free_port, raw_http,
 };
 use portico_mesh::client::MeshRootVerifier;
+use portico_mesh::identity::Fingerprint;
 use rcgen::{CertificateParams, KeyPair};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -60,11 +61,12 @@ async fn issue(
 
 /// Verifies the server's chain against the mesh root (the mesh's own
 /// verifier, as the gateway uses) and its SPIFFE ID (workload certificates
-/// have no DNS names).
+/// have no DNS names), and keeps the certificate the server presented.
 #[derive(Debug)]
 struct SpiffeVerifier {
     chain: MeshRootVerifier,
     expected: String,
+    presented: Mutex<Option<Fingerprint>>,
 }
 
 impl ServerCertVerifier for SpiffeVerifier {
@@ -77,6 +79,7 @@ impl ServerCertVerifier for SpiffeVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         self.chain.verify_server_cert(end_entity, intermediates, name, ocsp, now)?;
+        *self.presented.lock().unwrap_or_else(|p| p.into_inner()) = portico_mesh::identity::fingerprint(end_entity);
         let sans = portico_mesh::identity::uri_sans(end_entity);
         if sans.contains(&self.expected) {
             Ok(ServerCertVerified::assertion())
@@ -116,18 +119,80 @@ async fn get_through(
     expected_server: &str,
     identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
 ) -> Result<u16, String> {
+    exchange_through(sidecar, root, expected_server, identity).await.map(|(status, _)| status)
+}
+
+/// The certificate the sidecar presents in a handshake now.
+async fn sidecar_certificate(
+    sidecar: SocketAddr,
+    root: &str,
+    expected_server: &str,
+    identity: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
+) -> Fingerprint {
+    let (status, presented) = exchange_through(sidecar, root, expected_server, Some(identity))
+        .await
+        .unwrap_or_else(|error| panic!("a handshake with the sidecar at {sidecar}: {error}"));
+    assert_eq!(status, 200, "GET through the sidecar at {sidecar}");
+    presented.unwrap_or_else(|| panic!("the sidecar at {sidecar} presented no parsable certificate"))
+}
+
+/// The certificate the gateway presented in its latest connection the
+/// sidecar admitted (the sidecar's debug log names each admitted peer's).
+fn latest_gateway_certificate(sidecar_log: &str, gateway_id: &str) -> Option<Fingerprint> {
+    let plain = without_ansi_colors(sidecar_log);
+    let line = plain
+        .lines()
+        .rev()
+        .find(|line| line.contains("mTLS peer admitted") && line.contains(&format!("peer={gateway_id}")))?;
+    let field = |name: &str| {
+        line.split_whitespace().find_map(|word| word.strip_prefix(&format!("{name}=")).map(str::to_string))
+    };
+    Some(Fingerprint { serial: field("peer_serial")?, not_after: field("peer_not_after")?.parse().ok()? })
+}
+
+/// `text` without the ANSI color sequences (`ESC [ ... m`) a log may carry.
+fn without_ansi_colors(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
+/// Asserts that `after` is a renewal of `before`: another serial, a later expiry.
+fn assert_rotated(end: &str, before: &Fingerprint, after: &Fingerprint) {
+    assert_ne!(before.serial, after.serial, "{end}: the same certificate before and after ({before:?})");
+    assert!(
+        after.not_after > before.not_after,
+        "{end}: the certificate after ({after:?}) does not outlive the one before ({before:?})"
+    );
+}
+
+/// The request of [`get_through`], and the certificate the sidecar presented.
+async fn exchange_through(
+    sidecar: SocketAddr,
+    root: &str,
+    expected_server: &str,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> Result<(u16, Option<Fingerprint>), String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut root.as_bytes()) {
         roots.add(cert.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     }
     let chain = MeshRootVerifier::new(roots, Arc::clone(&provider));
-    let verifier = Arc::new(SpiffeVerifier { chain, expected: expected_server.to_string() });
+    let verifier =
+        Arc::new(SpiffeVerifier { chain, expected: expected_server.to_string(), presented: Mutex::new(None) });
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .dangerous()
-        .with_custom_certificate_verifier(verifier);
+        .with_custom_certificate_verifier(Arc::clone(&verifier) as Arc<dyn ServerCertVerifier>);
     let config = match identity {
         Some((certs, key)) => builder.with_client_auth_cert(certs, key).map_err(|e| e.to_string())?,
         None => builder.with_no_client_auth(),
@@ -144,10 +209,13 @@ async fn get_through(
     let mut response = Vec::new();
     tls.read_to_end(&mut response).await.map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&response);
-    text.split_whitespace()
+    let status = text
+        .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
-        .ok_or_else(|| format!("no HTTP response: {text:?}"))
+        .ok_or_else(|| format!("no HTTP response: {text:?}"))?;
+    let presented = verifier.presented.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Ok((status, presented))
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
@@ -304,6 +372,8 @@ async fn iptables_capture_sends_pod_traffic_through_the_sidecar() {
     sidecar.args(["--ca-name", "localhost", "--ca-root", &write(dir.path(), "root.pem", &root)]);
     sidecar.args(["--token-file", &write(dir.path(), "token", &token(&namespace, "notebook"))]);
     clear_settings_env(&mut sidecar);
+    // Its debug log names the certificate each admitted peer presented.
+    sidecar.env("RUST_LOG", "info,portico_sidecar=debug");
     let mut sidecar = ChildProcess::spawn("portico-sidecar", sidecar, &dir.path().join("sidecar.log"), Stop::Kill);
     let pod_port = |port: u16| SocketAddr::new(pod.pod_ip.parse().expect("an IP"), port);
     // 15021 is excluded from capture: the kubelet's probe reaches it directly.
@@ -377,13 +447,35 @@ async fn iptables_capture_sends_pod_traffic_through_the_sidecar() {
         sidecar.log_tail(20)
     );
     // A kernel websocket over the same path, spliced by the gateway over its
-    // own mutual TLS; it keeps working while both certificates rotate.
+    // own mutual TLS (a connection of its own, made with the certificate
+    // current then); it keeps working while both certificates rotate.
     let base = format!("http://127.0.0.1:{gateway_port}/notebook/{ns}/nb/");
     let kernel = create_kernel(&base).await;
-    let mut socket = KernelSocket::connect(&channels_url(&base, &kernel)).await;
+    let channels = channels_url(&base, &kernel);
+    let gateway_id = format!("spiffe://cluster.local/ns/{ns}/sa/gateway");
+    let mut socket = KernelSocket::connect(&channels).await;
     assert_eq!(socket.execute("1+1").await, "2");
+    let gateway_before = latest_gateway_certificate(&sidecar.log(), &gateway_id).unwrap_or_else(|| {
+        panic!("the sidecar logged no admitted gateway certificate; log:\n{}", sidecar.log_tail(30))
+    });
+    let test_client = issue(&controller, &root, &token(&namespace, "gateway")).await;
+    let sidecar_before = sidecar_certificate(pod_port(8888), &root, &notebook_id, test_client).await;
+    // Both certificates live 6 s and are renewed at half-life.
     tokio::time::sleep(Duration::from_secs(8)).await;
-    assert_eq!(socket.execute("1+1").await, "2", "after the certificates rotated");
+    assert_eq!(socket.execute("1+1").await, "2", "the websocket opened before the rotation, after it");
+    // A second websocket: a new connection, with the gateway's certificate of now.
+    let mut second = KernelSocket::connect(&channels).await;
+    assert_eq!(second.execute("2+2").await, "4");
+    let gateway_after = latest_gateway_certificate(&sidecar.log(), &gateway_id).unwrap_or_else(|| {
+        panic!("the sidecar logged no admitted gateway certificate; log:\n{}", sidecar.log_tail(30))
+    });
+    let test_client = issue(&controller, &root, &token(&namespace, "gateway")).await;
+    let sidecar_after = sidecar_certificate(pod_port(8888), &root, &notebook_id, test_client).await;
+    assert_rotated("the gateway's client certificate (as the sidecar saw it)", &gateway_before, &gateway_after);
+    assert_rotated("the sidecar's server certificate", &sidecar_before, &sidecar_after);
+    // The first websocket still runs on its pre-rotation connection.
+    assert_eq!(socket.execute("3+3").await, "6", "the websocket opened before the rotation, at the end");
+    second.close().await;
     socket.close().await;
     let metrics =
         raw_http::get_url(&format!("http://{}/stats/prometheus", pod_port(15090))).expect("sidecar metrics").text();

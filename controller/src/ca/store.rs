@@ -13,11 +13,17 @@ use super::authority::{Authority, CaError};
 pub const CERT_KEY: &str = "ca-cert.pem";
 pub const KEY_KEY: &str = "ca-key.pem";
 
-/// Why the root could not be loaded or stored.
+/// Why the root could not be loaded or stored. Each message is one line an
+/// operator can act on (the API's own message, not its Status dump).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("reading or writing Secret {namespace}/{name}: {source}")]
-    Api { namespace: String, name: String, source: kube::Error },
+    #[error("reading or writing Secret {namespace}/{name}: {reason}")]
+    Api { namespace: String, name: String, reason: String },
+    #[error(
+        "namespace {namespace:?} does not exist (the mesh CA's Secret {name} is kept there): create it with \
+         `kubectl create namespace {namespace}`, or choose another with --namespace (or run with --ca=false)"
+    )]
+    NoNamespace { namespace: String, name: String },
     #[error("Secret {namespace}/{name} lacks {key}")]
     Missing { namespace: String, name: String, key: &'static str },
     #[error("Secret {namespace}/{name}: {source}")]
@@ -34,7 +40,11 @@ pub async fn load_or_create(
     trust_domain: &str,
 ) -> Result<Authority, StoreError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let api_error = |source| StoreError::Api { namespace: namespace.to_string(), name: name.to_string(), source };
+    let api_error = |source| StoreError::Api {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        reason: api_reason(&source),
+    };
     if let Some(secret) = api.get_opt(name).await.map_err(api_error)? {
         return load(&secret, namespace, name, trust_domain);
     }
@@ -69,7 +79,22 @@ pub async fn load_or_create(
             let secret = api.get(name).await.map_err(api_error)?;
             load(&secret, namespace, name, trust_domain)
         }
+        // A create in a namespace that does not exist: `namespaces "x" not found`.
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            Err(StoreError::NoNamespace { namespace: namespace.to_string(), name: name.to_string() })
+        }
         Err(source) => Err(api_error(source)),
+    }
+}
+
+/// The API server's own message for a refused request (`secrets is forbidden:
+/// ...`), or the client's error; never the Status struct's Debug form.
+fn api_reason(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) if !status.message.is_empty() => {
+            format!("{} ({}, {})", status.message, status.reason, status.code)
+        }
+        other => other.to_string(),
     }
 }
 

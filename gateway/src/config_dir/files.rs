@@ -77,10 +77,12 @@ impl FolderState {
     /// when a path is not a plain YAML file of the folder (a directory, a
     /// rename, a ConfigMap volume's swap): the caller then rescans.
     pub fn reread(&mut self, dir: &Path, paths: &BTreeSet<PathBuf>) -> bool {
-        if paths.iter().any(|path| !is_yaml_file_path(dir, path) || path.is_dir()) {
+        if paths.iter().any(|path| hidden_below(dir, path) || path.is_dir()) {
             return false;
         }
-        for path in paths {
+        // Other files (an editor's or a writer's temporary file) are not
+        // part of the folder.
+        for path in paths.iter().filter(|path| is_yaml(path)) {
             if path.exists() { self.read(path) } else { self.forget(path) }
         }
         true
@@ -222,12 +224,15 @@ fn hash_of(text: &str) -> u64 {
     hasher.finish().max(1)
 }
 
-/// A `*.yaml`/`*.yml` path with no hidden component (editor swap files, the
-/// `..data` indirection of ConfigMap volumes).
-fn is_yaml_file_path(dir: &Path, path: &Path) -> bool {
-    let Ok(relative) = path.strip_prefix(dir) else { return false };
-    let hidden = relative.components().any(|c| c.as_os_str().to_string_lossy().starts_with('.'));
-    !hidden && matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+/// Whether `path` is outside `dir` or has a hidden component below it
+/// (editor swap files, the `..data` indirection of ConfigMap volumes).
+fn hidden_below(dir: &Path, path: &Path) -> bool {
+    let Ok(relative) = path.strip_prefix(dir) else { return true };
+    relative.components().any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
+}
+
+fn is_yaml(path: &Path) -> bool {
+    matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
 }
 
 /// `*.yaml`/`*.yml` below `dir`, skipping hidden entries (editor swap files,
@@ -243,7 +248,7 @@ pub fn collect_yaml_files(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Resu
         let path = entry.path();
         if path.is_dir() {
             collect_yaml_files(&path, files)?;
-        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+        } else if is_yaml(&path) {
             files.push(path);
         }
     }
@@ -317,11 +322,11 @@ mod tests {
     }
 
     #[test]
-    fn paths_outside_plain_yaml_files_ask_for_a_rescan() {
+    fn directories_and_hidden_paths_ask_for_a_rescan() {
         let dir = tempfile::tempdir().unwrap();
         let mut folder = state();
         assert!(!folder.reread(dir.path(), &BTreeSet::from([dir.path().join("..data/x.yaml")])));
-        assert!(!folder.reread(dir.path(), &BTreeSet::from([dir.path().join("notes.txt")])));
+        assert!(folder.reread(dir.path(), &BTreeSet::from([dir.path().join("notes.txt")])), "not part of the folder");
         assert!(!folder.reread(dir.path(), &BTreeSet::from([dir.path().to_path_buf()])));
     }
 }
