@@ -130,7 +130,7 @@ fn apply(client: &mut Client, response: &DeltaResponse) {
         let kind = Kind::try_from(kind_delta.kind).unwrap_or(Kind::Unspecified);
         for resource in &kind_delta.resources {
             decode_into(&mut delta, resource);
-            if resource.name.contains(".churn") {
+            if resource.name.contains("-churn") {
                 client.seen.insert(resource.name.clone(), (true, now));
             }
         }
@@ -150,7 +150,7 @@ fn apply(client: &mut Client, response: &DeltaResponse) {
                 }
                 Kind::Unspecified => {}
             }
-            if name.contains(".churn") {
+            if name.contains("-churn") {
                 client.seen.insert(name.clone(), (false, now));
             }
         }
