@@ -36,8 +36,11 @@ fn lock(client: &Mutex<Client>) -> MutexGuard<'_, Client> {
 }
 
 impl Fleet {
-    /// Connects `count` clients to `url`, each as its own gateway replica.
-    pub async fn connect(url: String, count: usize) -> anyhow::Result<Fleet> {
+    /// Connects `count` clients to `url`, each as its own gateway replica,
+    /// one after the other once the previous holds `routes` routes (50
+    /// full states decoded at once would measure the allocator's peak, not
+    /// what a gateway holds).
+    pub async fn connect(url: String, count: usize, routes: usize) -> anyhow::Result<Fleet> {
         let updated = Arc::new(Notify::new());
         let bytes = Arc::new(AtomicU64::new(0));
         let mut fleet =
@@ -71,6 +74,7 @@ impl Fleet {
                 }
             }));
             fleet.clients.push(client);
+            fleet.wait_routes(routes, Duration::from_secs(600)).await?;
         }
         Ok(fleet)
     }
