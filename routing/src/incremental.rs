@@ -92,6 +92,20 @@ impl Object {
         }
     }
 
+    /// What routing reads of the object, and nothing more: a Notebook's
+    /// route comes from its metadata alone, so its pod template (the bulk
+    /// of it) is dropped. A source that holds thousands of Notebooks (folder
+    /// mode) keeps this instead of the whole object.
+    pub fn routing_view(self) -> Object {
+        match self {
+            Object::Notebook(notebook) if notebook.spec != Default::default() || notebook.status.is_some() => {
+                let slim = Notebook { metadata: notebook.metadata.clone(), spec: Default::default(), status: None };
+                Object::Notebook(Arc::new(slim))
+            }
+            other => other,
+        }
+    }
+
     /// `(kind, namespace, name)`: what identifies it.
     pub fn identity(&self) -> (ObjectKind, String, String) {
         let (namespace, name) = key_of(self.metadata());

@@ -152,7 +152,7 @@ impl FolderState {
         state.mesh_config = objects.mesh_config.clone();
         state.meshed_namespaces = objects.meshed_namespaces.clone();
         let objects_by_id: BTreeMap<ObjectId, Object> =
-            objects_of(&objects).into_iter().map(|o| (o.identity(), o)).collect();
+            objects_of(&objects).into_iter().map(|o| (o.identity(), o.routing_view())).collect();
         let previous = std::mem::replace(&mut state.objects, objects_by_id.keys().cloned().collect());
         let objects = objects_by_id;
         if mesh_changed {
