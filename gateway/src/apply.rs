@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use portico_routing::parts::{ListenerPart, TableDelta};
-use portico_routing::{Diagnostic, Matcher, ObjectRef, RouteTable, Severity};
+use portico_routing::{Diagnostic, Matcher, ObjectRef, Severity};
 
 use crate::metrics::Metrics;
 use crate::state::{RouteState, Snapshot};
@@ -60,8 +60,10 @@ impl ConfigSink {
     }
 
     /// Applies a full `table` unless it holds what is serving. Returns
-    /// whether the routes changed.
-    pub fn apply(&self, table: RouteTable, diagnostics: Vec<Diagnostic>) -> bool {
+    /// whether the routes changed. (Both sources now build their matcher
+    /// from pieces; tests use this to start from a table.)
+    #[cfg(test)]
+    pub fn apply(&self, table: portico_routing::RouteTable, diagnostics: Vec<Diagnostic>) -> bool {
         let changed = self.publish(Matcher::new(table), diagnostics, Compare::Content, Certificates::All);
         // The translation's intermediates and the previous table are free
         // now (or, unchanged, the translation left its garbage): worth a
@@ -80,7 +82,9 @@ impl ConfigSink {
             diagnostics.push(Diagnostic::error(&object, "", refused.to_string()));
         }
         matcher.set_version(version);
-        self.publish(matcher, diagnostics, Compare::Revision, Certificates::Changed)
+        // The folder source's deltas: its certificate files may have
+        // appeared since, so every listener's are retried on each change.
+        self.publish(matcher, diagnostics, Compare::Revision, Certificates::All)
     }
 
     /// Publishes a matcher a source already patched (the discovery

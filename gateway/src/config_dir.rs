@@ -107,20 +107,28 @@ impl FolderSource {
         changed
     }
 
-    /// Applies the table [`Self::translate_folder`] returned.
-    pub fn apply_translated(&self, mut table: RouteTable, diagnostics: Vec<Diagnostic>) -> bool {
+    /// Applies what [`Self::translate_folder`] read, as one delta onto the
+    /// empty matcher: the matcher shares the translator's routes instead of
+    /// holding copies.
+    pub fn apply_translated(&self, diagnostics: Vec<Diagnostic>) -> bool {
         let Some(sink) = self.sink.get() else {
             tracing::warn!("config folder applied before it was attached; ignored");
             return false;
         };
-        // What that table holds was applied whole: no delta is owed for it.
-        self.lock().take_delta();
+        let delta = {
+            let mut state = self.lock();
+            // What the full state holds is applied now: no delta is owed for it.
+            state.take_delta();
+            state.full_state()
+        };
         let mut generation = self.generation.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        table.version = format!("folder-{}", *generation + 1);
-        let changed = sink.apply(table, diagnostics);
+        let changed = sink.apply_delta(format!("folder-{}", *generation + 1), delta, diagnostics);
         if changed {
             *generation += 1;
         }
+        // The start-up read's intermediates (parsed documents, the table
+        // that chose the ports) are free now.
+        crate::heap::release_free_memory();
         changed
     }
 

@@ -123,7 +123,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let background: Box<dyn ServiceWithDependents> = match source {
         Source::Folder(folder) => {
             folder.attach(Arc::clone(&sink));
-            folder.apply_translated(initial, diagnostics);
+            // `initial` only chose the ports; the matcher is built from the
+            // translator's own pieces.
+            drop(initial);
+            folder.apply_translated(diagnostics);
             Box::new(background_service("config folder watcher", FolderWatchService(folder)))
         }
         Source::Discovery(mut client) => {

@@ -93,6 +93,12 @@ impl FolderState {
         self.translator.take_delta()
     }
 
+    /// Every piece, sharing the translator's `Arc`s (start-up: the matcher
+    /// then holds each route once, not a copy of it).
+    pub fn full_state(&self) -> TableDelta {
+        self.translator.full_state()
+    }
+
     /// The whole table (start-up: the listeners decide what gets bound).
     pub fn table(&self) -> portico_routing::RouteTable {
         self.translator.table()
