@@ -17,8 +17,14 @@
 
 mod clusters;
 pub mod keys;
+mod listeners;
+mod object;
 mod placement;
 mod tracked;
+
+pub(crate) use self::listeners::listener_name;
+use self::object::key_of;
+pub use self::object::{Key, Object, ObjectKind, objects_of};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -32,119 +38,14 @@ use portico_api::notebook::Notebook;
 use self::clusters::ClusterRefs;
 use self::placement::{DomainState, VirtualHostSlot, VsState};
 use self::tracked::Tracked;
-use crate::diagnostic::{Diagnostic, ObjectRef};
+use crate::diagnostic::Diagnostic;
 use crate::notebook::{NotebookSettings, notebook_virtual_service};
 use crate::parts::{ListenerPart, Placed, TableDelta, TableParts, VirtualHostPart};
 use crate::resources::{InjectedPods, Resources};
 use crate::security::SecurityTable;
-use crate::table::{Cluster, ListenerProtocol, PathNormalizationMode, Route, RouteTable};
+use crate::table::{Cluster, PathNormalizationMode, Route, RouteTable};
 use crate::translate::GatewayIdentity;
-use crate::translate::listeners::{ListenerDraft, listeners};
-
-/// `(namespace, name)`; a missing namespace is `default`, as in translate.
-pub type Key = (String, String);
-
-fn key_of(metadata: &ObjectMeta) -> Key {
-    (metadata.namespace.clone().unwrap_or_else(|| "default".to_string()), metadata.name.clone().unwrap_or_default())
-}
-
-/// An input object, shared (the controller's caches hold the same `Arc`s).
-#[derive(Clone, Debug)]
-pub enum Object {
-    Gateway(Arc<Gateway>),
-    VirtualService(Arc<VirtualService>),
-    Notebook(Arc<Notebook>),
-    Service(Arc<Service>),
-    EndpointSlice(Arc<EndpointSlice>),
-    Secret(Arc<Secret>),
-    RequestAuthentication(Arc<RequestAuthentication>),
-    AuthorizationPolicy(Arc<AuthorizationPolicy>),
-}
-
-impl Object {
-    /// The object's metadata.
-    pub fn metadata(&self) -> &ObjectMeta {
-        match self {
-            Object::Gateway(o) => &o.metadata,
-            Object::VirtualService(o) => &o.metadata,
-            Object::Notebook(o) => &o.metadata,
-            Object::Service(o) => &o.metadata,
-            Object::EndpointSlice(o) => &o.metadata,
-            Object::Secret(o) => &o.metadata,
-            Object::RequestAuthentication(o) => &o.metadata,
-            Object::AuthorizationPolicy(o) => &o.metadata,
-        }
-    }
-}
-
-impl Object {
-    /// The object's kind.
-    pub fn kind(&self) -> ObjectKind {
-        match self {
-            Object::Gateway(_) => ObjectKind::Gateway,
-            Object::VirtualService(_) => ObjectKind::VirtualService,
-            Object::Notebook(_) => ObjectKind::Notebook,
-            Object::Service(_) => ObjectKind::Service,
-            Object::EndpointSlice(_) => ObjectKind::EndpointSlice,
-            Object::Secret(_) => ObjectKind::Secret,
-            Object::RequestAuthentication(_) => ObjectKind::RequestAuthentication,
-            Object::AuthorizationPolicy(_) => ObjectKind::AuthorizationPolicy,
-        }
-    }
-
-    /// What routing reads of the object, and nothing more: a Notebook's
-    /// route comes from its metadata alone, so its pod template (the bulk
-    /// of it) is dropped. A source that holds thousands of Notebooks (folder
-    /// mode) keeps this instead of the whole object.
-    pub fn routing_view(self) -> Object {
-        match self {
-            Object::Notebook(notebook) if notebook.spec != Default::default() || notebook.status.is_some() => {
-                let slim = Notebook { metadata: notebook.metadata.clone(), spec: Default::default(), status: None };
-                Object::Notebook(Arc::new(slim))
-            }
-            other => other,
-        }
-    }
-
-    /// `(kind, namespace, name)`: what identifies it.
-    pub fn identity(&self) -> (ObjectKind, String, String) {
-        let (namespace, name) = key_of(self.metadata());
-        (self.kind(), namespace, name)
-    }
-
-    /// Equal content (what routing reads: metadata and spec), so a file
-    /// saved again unchanged re-translates nothing.
-    pub fn same_as(&self, other: &Object) -> bool {
-        match (self, other) {
-            (Object::Gateway(a), Object::Gateway(b)) => a.metadata == b.metadata && a.spec == b.spec,
-            (Object::VirtualService(a), Object::VirtualService(b)) => a.metadata == b.metadata && a.spec == b.spec,
-            (Object::Notebook(a), Object::Notebook(b)) => a.metadata == b.metadata && a.spec == b.spec,
-            (Object::Service(a), Object::Service(b)) => a == b,
-            (Object::EndpointSlice(a), Object::EndpointSlice(b)) => a == b,
-            (Object::Secret(a), Object::Secret(b)) => a == b,
-            (Object::RequestAuthentication(a), Object::RequestAuthentication(b)) => {
-                a.metadata == b.metadata && a.spec == b.spec
-            }
-            (Object::AuthorizationPolicy(a), Object::AuthorizationPolicy(b)) => {
-                a.metadata == b.metadata && a.spec == b.spec
-            }
-            _ => false,
-        }
-    }
-}
-
-/// The kind of an input object, to delete it by name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ObjectKind {
-    Gateway,
-    VirtualService,
-    Notebook,
-    Service,
-    EndpointSlice,
-    Secret,
-    RequestAuthentication,
-    AuthorizationPolicy,
-}
+use crate::translate::listeners::ListenerDraft;
 
 /// Every input, by kind and key.
 #[derive(Default)]
@@ -656,155 +557,6 @@ impl IncrementalTranslator {
         }
         self.refresh_service_clusters(key);
     }
-
-    /// Recomputes the listeners (Gateways, Secrets, settings) and re-places
-    /// every VirtualService under them.
-    fn rebuild(&mut self) {
-        let mut diagnostics = Vec::new();
-        let (effective, fallback_notes) = self.effective_gateways();
-        let mut selected: Vec<&Gateway> = effective
-            .values()
-            .map(Arc::as_ref)
-            .filter(|g| g.spec.selector.iter().all(|(k, v)| self.identity.labels.get(k) == Some(v)))
-            .collect();
-        selected.sort_by_key(|g| (g.metadata.namespace.clone(), g.metadata.name.clone()));
-        let secrets: Vec<Secret> = self.inputs.secrets.values().map(|s| (**s).clone()).collect();
-        let drafts = listeners(&selected, &secrets, &self.identity.namespace, &mut diagnostics);
-        // A fallback's own diagnostics would be about its old version.
-        let fallbacks: BTreeSet<&ObjectRef> = fallback_notes.iter().map(|d| &d.object).collect();
-        diagnostics.retain(|d| !fallbacks.contains(&d.object));
-        diagnostics.extend(fallback_notes.iter().cloned());
-        let known_gateways = self
-            .inputs
-            .gateways
-            .values()
-            .map(|g| {
-                format!(
-                    "{}/{}",
-                    g.metadata.namespace.as_deref().unwrap_or("default"),
-                    g.metadata.name.as_deref().unwrap_or("")
-                )
-            })
-            .collect();
-        let mut redirect_domains = BTreeMap::new();
-        for draft in drafts.values() {
-            for server in draft.servers.iter().filter(|s| s.https_redirect) {
-                for host in &server.hosts {
-                    let slot = VirtualHostSlot::new(draft, &host.host);
-                    redirect_domains.insert(slot.piece_name(), slot);
-                }
-            }
-        }
-        let old_redirects = std::mem::replace(&mut self.global.redirect_domains, redirect_domains);
-        self.global.drafts = drafts;
-        self.global.known_gateways = known_gateways;
-        self.global.listener_diagnostics = diagnostics;
-        self.diagnostics_changed = true;
-        self.compile_security();
-
-        let mut keys: BTreeSet<Key> = self.virtual_services.keys().cloned().collect();
-        keys.extend(self.inputs.virtual_services.keys().cloned());
-        keys.extend(self.inputs.derived.keys().cloned());
-        for key in &keys {
-            self.refresh_virtual_service(key);
-        }
-        let touched: BTreeSet<String> = old_redirects
-            .into_keys()
-            .chain(self.global.redirect_domains.keys().cloned())
-            .chain(self.domains.keys().cloned())
-            .chain(self.virtual_host_parts.iter().map(|(name, _)| name.clone()))
-            .collect();
-        for name in touched {
-            self.update_virtual_host(&name);
-        }
-        self.update_listeners();
-    }
-
-    /// The Gateways in effect: with `keep_last_good`, a Gateway with errors
-    /// that was clean before is replaced by its clean version; the broken
-    /// version's diagnostics and a note stand for it (as [`crate::LastGood`]).
-    fn effective_gateways(&mut self) -> (BTreeMap<Key, Arc<Gateway>>, Vec<Diagnostic>) {
-        let mut effective = self.inputs.gateways.clone();
-        let mut notes = Vec::new();
-        if !self.keep_last_good {
-            return (effective, notes);
-        }
-        let secrets: Vec<Secret> = self.inputs.secrets.values().map(|s| (**s).clone()).collect();
-        self.last_good_gateways.retain(|key, _| self.inputs.gateways.contains_key(key));
-        for (key, gateway) in &self.inputs.gateways {
-            let mut own = Vec::new();
-            listeners(&[gateway.as_ref()], &secrets, &self.identity.namespace, &mut own);
-            if !own.iter().any(Diagnostic::is_error) {
-                self.last_good_gateways.insert(key.clone(), gateway.clone());
-                continue;
-            }
-            match self.last_good_gateways.get(key) {
-                Some(previous) => {
-                    let object = ObjectRef::new("Gateway", &key.0, &key.1);
-                    notes.extend(own);
-                    notes.push(Diagnostic::warning(&object, "", "invalid; its last good version keeps serving"));
-                    effective.insert(key.clone(), previous.clone());
-                }
-                None => {
-                    self.last_good_gateways.remove(key);
-                }
-            }
-        }
-        (effective, notes)
-    }
-
-    fn compile_security(&mut self) {
-        let resources = Resources {
-            request_authentications: self.inputs.request_authentications.values().map(|o| (**o).clone()).collect(),
-            authorization_policies: self.inputs.authorization_policies.values().map(|o| (**o).clone()).collect(),
-            mesh_config: self.inputs.mesh_config.clone(),
-            ..Resources::default()
-        };
-        let mut diagnostics = Vec::new();
-        self.global.security = crate::security::compile(&resources, &self.identity, &mut diagnostics);
-        self.global.security_diagnostics = diagnostics;
-        self.diagnostics_changed = true;
-    }
-
-    fn refresh_security(&mut self) {
-        self.compile_security();
-        self.update_listeners();
-    }
-
-    /// Sets every listener piece from the drafts and the security table.
-    fn update_listeners(&mut self) {
-        let mut wanted: BTreeMap<String, Placed<ListenerPart>> = BTreeMap::new();
-        for draft in self.global.drafts.values() {
-            let name = listener_name(draft.port, draft.protocol);
-            let value = ListenerPart {
-                name: name.clone(),
-                port: draft.port,
-                protocol: draft.protocol,
-                tls: draft.tls.clone(),
-                path_normalization: self.path_normalization,
-                security: self.global.security.clone(),
-            };
-            wanted.insert(name, Placed { parent: String::new(), order: keys::listener_order(draft.port), value });
-        }
-        let stale: Vec<String> =
-            self.listener_parts.iter().map(|(n, _)| n.clone()).filter(|n| !wanted.contains_key(n)).collect();
-        for name in stale {
-            self.listener_parts.set(&name, None);
-        }
-        for (name, part) in wanted {
-            if self.listener_parts.get(&name) != Some(&part) {
-                self.listener_parts.set(&name, Some(part));
-            }
-        }
-    }
-}
-
-/// `http.80`, `https.443`: like Istio's route configuration names.
-pub(crate) fn listener_name(port: u16, protocol: ListenerProtocol) -> String {
-    match protocol {
-        ListenerProtocol::Http => format!("http.{port}"),
-        ListenerProtocol::Https => format!("https.{port}"),
-    }
 }
 
 /// A Service's ports, as far as routing reads them.
@@ -819,21 +571,6 @@ fn ports_of(service: &Service) -> Vec<(Option<String>, i32)> {
 
 fn slice_service_key(slice: &EndpointSlice) -> Option<Key> {
     crate::translate::endpoints::slice_service(slice).map(|(ns, name)| (ns.to_string(), name.to_string()))
-}
-
-/// Every object of `resources` as inputs.
-pub fn objects_of(resources: &Resources) -> Vec<Object> {
-    let mut objects = Vec::new();
-    objects.extend(resources.gateways.iter().map(|o| Object::Gateway(Arc::new(o.clone()))));
-    objects.extend(resources.virtual_services.iter().map(|o| Object::VirtualService(Arc::new(o.clone()))));
-    objects.extend(resources.notebooks.iter().map(|o| Object::Notebook(Arc::new(o.clone()))));
-    objects.extend(resources.services.iter().map(|o| Object::Service(Arc::new(o.clone()))));
-    objects.extend(resources.endpoint_slices.iter().map(|o| Object::EndpointSlice(Arc::new(o.clone()))));
-    objects.extend(resources.secrets.iter().map(|o| Object::Secret(Arc::new(o.clone()))));
-    objects
-        .extend(resources.request_authentications.iter().map(|o| Object::RequestAuthentication(Arc::new(o.clone()))));
-    objects.extend(resources.authorization_policies.iter().map(|o| Object::AuthorizationPolicy(Arc::new(o.clone()))));
-    objects
 }
 
 #[cfg(test)]
