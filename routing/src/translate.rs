@@ -68,6 +68,20 @@ pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
     Ok(labels)
 }
 
+/// `ns/name` of a Gateway, as VirtualServices name it in `gateways`.
+pub(crate) fn gateway_ref(gateway: &Gateway) -> String {
+    format!(
+        "{}/{}",
+        gateway.metadata.namespace.as_deref().unwrap_or("default"),
+        gateway.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+/// Whether `gateway`'s selector picks the instance `identity`.
+pub(crate) fn selects(gateway: &Gateway, identity: &GatewayIdentity) -> bool {
+    gateway.spec.selector.iter().all(|(k, v)| identity.labels.get(k) == Some(v))
+}
+
 /// `ns/name` for a `gateways` entry written in `namespace`.
 pub(crate) fn qualify_gateway(reference: &str, namespace: &str) -> String {
     if reference.contains('/') { reference.to_string() } else { format!("{namespace}/{reference}") }
@@ -103,23 +117,9 @@ pub fn translate(resources: &Resources, identity: &GatewayIdentity) -> (RouteTab
         domain,
     );
 
-    let mut selected: Vec<&Gateway> = resources
-        .gateways
-        .iter()
-        .filter(|g| g.spec.selector.iter().all(|(k, v)| identity.labels.get(k) == Some(v)))
-        .collect();
+    let mut selected: Vec<&Gateway> = resources.gateways.iter().filter(|g| selects(g, identity)).collect();
     selected.sort_by_key(|g| (g.metadata.namespace.clone(), g.metadata.name.clone()));
-    let known_gateways: BTreeSet<String> = resources
-        .gateways
-        .iter()
-        .map(|g| {
-            format!(
-                "{}/{}",
-                g.metadata.namespace.as_deref().unwrap_or("default"),
-                g.metadata.name.as_deref().unwrap_or("")
-            )
-        })
-        .collect();
+    let known_gateways: BTreeSet<String> = resources.gateways.iter().map(gateway_ref).collect();
     let drafts = listeners::listeners(&selected, &resources.secrets, &identity.namespace, &mut diagnostics);
 
     let virtual_services = all_virtual_services(resources, &mut diagnostics);

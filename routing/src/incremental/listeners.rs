@@ -15,37 +15,24 @@ use crate::parts::{ListenerPart, Placed};
 use crate::resources::Resources;
 use crate::table::ListenerProtocol;
 use crate::translate::listeners::listeners;
+use crate::translate::{gateway_ref, selects};
 
 impl IncrementalTranslator {
     /// Recomputes the listeners (Gateways, Secrets, settings) and re-places
     /// every VirtualService under them.
     pub(super) fn rebuild(&mut self) {
         let mut diagnostics = Vec::new();
-        let (effective, fallback_notes) = self.effective_gateways();
-        let mut selected: Vec<&Gateway> = effective
-            .values()
-            .map(Arc::as_ref)
-            .filter(|g| g.spec.selector.iter().all(|(k, v)| self.identity.labels.get(k) == Some(v)))
-            .collect();
-        selected.sort_by_key(|g| (g.metadata.namespace.clone(), g.metadata.name.clone()));
         let secrets: Vec<Secret> = self.inputs.secrets.values().map(|s| (**s).clone()).collect();
+        let (effective, fallback_notes) = self.effective_gateways(&secrets);
+        let mut selected: Vec<&Gateway> =
+            effective.values().map(Arc::as_ref).filter(|g| selects(g, &self.identity)).collect();
+        selected.sort_by_key(|g| (g.metadata.namespace.clone(), g.metadata.name.clone()));
         let drafts = listeners(&selected, &secrets, &self.identity.namespace, &mut diagnostics);
         // A fallback's own diagnostics would be about its old version.
         let fallbacks: BTreeSet<&ObjectRef> = fallback_notes.iter().map(|d| &d.object).collect();
         diagnostics.retain(|d| !fallbacks.contains(&d.object));
         diagnostics.extend(fallback_notes.iter().cloned());
-        let known_gateways = self
-            .inputs
-            .gateways
-            .values()
-            .map(|g| {
-                format!(
-                    "{}/{}",
-                    g.metadata.namespace.as_deref().unwrap_or("default"),
-                    g.metadata.name.as_deref().unwrap_or("")
-                )
-            })
-            .collect();
+        let known_gateways = self.inputs.gateways.values().map(|g| gateway_ref(g)).collect();
         let mut redirect_domains = BTreeMap::new();
         for draft in drafts.values() {
             for server in draft.servers.iter().filter(|s| s.https_redirect) {
@@ -83,17 +70,16 @@ impl IncrementalTranslator {
     /// The Gateways in effect: with `keep_last_good`, a Gateway with errors
     /// that was clean before is replaced by its clean version; the broken
     /// version's diagnostics and a note stand for it (as [`crate::LastGood`]).
-    fn effective_gateways(&mut self) -> (BTreeMap<Key, Arc<Gateway>>, Vec<Diagnostic>) {
+    fn effective_gateways(&mut self, secrets: &[Secret]) -> (BTreeMap<Key, Arc<Gateway>>, Vec<Diagnostic>) {
         let mut effective = self.inputs.gateways.clone();
         let mut notes = Vec::new();
         if !self.keep_last_good {
             return (effective, notes);
         }
-        let secrets: Vec<Secret> = self.inputs.secrets.values().map(|s| (**s).clone()).collect();
         self.last_good_gateways.retain(|key, _| self.inputs.gateways.contains_key(key));
         for (key, gateway) in &self.inputs.gateways {
             let mut own = Vec::new();
-            listeners(&[gateway.as_ref()], &secrets, &self.identity.namespace, &mut own);
+            listeners(&[gateway.as_ref()], secrets, &self.identity.namespace, &mut own);
             if !own.iter().any(Diagnostic::is_error) {
                 self.last_good_gateways.insert(key.clone(), gateway.clone());
                 continue;
