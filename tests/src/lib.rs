@@ -20,6 +20,7 @@
 //!   a namespace per test, and the `portico-controller` binary against it;
 //! * [`FakeNotebook`] and [`porticoctl`]: a cheap upstream for any notebook
 //!   path, and the CLI as a user runs it;
+//! * [`browser`]: JupyterLab in headless Chromium, a cell run as a user runs it;
 //! * [`kube_wait`] and [`notebooks`]: bounded waits on API objects, Notebook
 //!   fixtures, objects read back as the JSON the API server stored.
 //!
@@ -27,6 +28,7 @@
 //! hanging.
 
 pub mod binary;
+pub mod browser;
 pub mod config_dir;
 pub mod controller;
 pub mod fake_notebook;

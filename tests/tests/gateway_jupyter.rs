@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use portico_e2e::browser::run_cell_in_lab;
 use portico_e2e::fixtures::{
     kubeflow_gateway, kubeflow_gateway_with_https, notebook, notebook_host, notebook_prefix, resolve_args,
     rewrite_virtual_service, tls_secret,
@@ -173,6 +174,24 @@ fn the_lab_page_and_the_api_are_served_through_the_gateway() {
     assert_status(&metrics, 200, "/stats/prometheus", &deployment.gateway);
     let admin_ready = raw_http::get_url(&format!("{}/ready", deployment.gateway.admin_url())).unwrap();
     assert_status(&admin_ready, 200, "admin /ready", &deployment.gateway);
+}
+
+#[test]
+fn jupyterlab_runs_a_cell_in_a_browser_through_the_gateway() {
+    let nb = NotebookServer::start("browser");
+    let deployment = Deployment::start(&[nb.file()], nb.resolve().to_vec());
+    // The listener may come up a moment after /healthz/ready.
+    assert_status(&deployment.get(&format!("{}api/status", nb.prefix())), 200, "api/status", &deployment.gateway);
+
+    let run = run_cell_in_lab(&deployment.url(&format!("{}lab", nb.prefix())), &[]);
+    assert!(
+        run.ok,
+        "JupyterLab through the gateway: {} (screenshot: {:?})\n{}",
+        run.error,
+        run.screenshot,
+        deployment.gateway.log_tail()
+    );
+    assert_eq!(run.output, "42");
 }
 
 #[tokio::test]
