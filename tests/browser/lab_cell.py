@@ -56,6 +56,10 @@ def run_cell(page, args) -> dict:
     card.click()
     editor = page.locator(".jp-NotebookPanel .jp-Cell .cm-content").first
     editor.wait_for(timeout=timeout_ms)
+    # A cell run before the notebook's kernel is connected is dropped (the
+    # prompt stays "[ ]"), as it would be for a person typing that fast:
+    # wait for the kernel's status, as they would see it, to read Idle.
+    page.locator(".jp-StatusBar-TextItem", has_text="Idle").first.wait_for(timeout=timeout_ms)
     editor.click()
     page.keyboard.type(args.code)
     started = time.monotonic()

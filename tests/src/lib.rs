@@ -20,6 +20,9 @@
 //!   a namespace per test, and the `portico-controller` binary against it;
 //! * [`FakeNotebook`] and [`porticoctl`]: a cheap upstream for any notebook
 //!   path, and the CLI as a user runs it;
+//! * [`pod_runner`]: the kubelet's other half for the test cluster's pods:
+//!   their processes (a real Jupyter Server for a notebook) in a network
+//!   namespace holding the pod's IP, Ready when their server answers;
 //! * [`browser`]: JupyterLab in headless Chromium, a cell run as a user runs it;
 //! * [`kube_wait`] and [`notebooks`]: bounded waits on API objects, Notebook
 //!   fixtures, objects read back as the JSON the API server stored.
@@ -31,6 +34,7 @@ pub mod binary;
 pub mod browser;
 pub mod config_dir;
 pub mod controller;
+pub mod deployment;
 pub mod fake_notebook;
 pub mod fixtures;
 pub mod gateway;
@@ -42,6 +46,7 @@ pub mod kube_plane;
 pub mod kube_wait;
 pub mod notebooks;
 pub mod oauth2_proxy;
+pub mod pod_runner;
 pub mod porticoctl;
 pub mod ports;
 pub mod process;

@@ -48,6 +48,28 @@ pub fn example_notebook_yaml(namespace: &str) -> String {
     moved
 }
 
+/// What Kubeflow makes before the example Notebook, in `namespace` (as
+/// `examples/kubeflow/profile.yaml` does in its own): the `default-editor`
+/// ServiceAccount its pod runs as and the `my-notebook-workspace` claim,
+/// with a hostPath volume reserved for that claim (a provisioner's job in a
+/// real cluster).
+pub fn apply_example_profile(plane: &KubePlane, namespace: &str) {
+    let dir = std::env::temp_dir().join(format!("portico-workspace-{namespace}"));
+    let _ = std::fs::create_dir_all(&dir);
+    apply(
+        plane,
+        &format!(
+            "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: default-editor, namespace: {namespace}}}\n---\n\
+             apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: workspace-{namespace}}}\n\
+             spec: {{capacity: {{storage: 10Gi}}, accessModes: [ReadWriteOnce], persistentVolumeReclaimPolicy: Retain, \
+             hostPath: {{path: {dir}}}, claimRef: {{namespace: {namespace}, name: my-notebook-workspace}}}}\n---\n\
+             apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: my-notebook-workspace, namespace: {namespace}}}\n\
+             spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 10Gi}}}}}}\n",
+            dir = dir.display()
+        ),
+    );
+}
+
 /// `kubectl apply -f -` with `yaml`.
 pub fn apply(plane: &KubePlane, yaml: &str) -> String {
     plane.kubectl_stdin(&["apply", "-f", "-"], Some(yaml))

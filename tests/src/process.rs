@@ -65,6 +65,11 @@ impl ChildProcess {
         ChildProcess { name: name.to_string(), child, log_path: log_path.to_path_buf(), stop, stopped: false }
     }
 
+    /// The name it was started under, for messages.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The process id (also the process group id).
     pub fn id(&self) -> u32 {
         self.child.id()

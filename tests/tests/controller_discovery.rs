@@ -1,8 +1,11 @@
 //! Cluster mode end to end: the real API server, the controller's discovery
 //! server, `portico-gateway --discovery` and `porticoctl`.
 //!
-//! Notebooks are applied with kubectl; the gateways reach them through
-//! `--resolve` (no kubelet runs here) at a fake notebook server.
+//! Notebooks are applied with kubectl; their pods run on the test cluster
+//! (the pod runner starts `portico-fake-notebook` in each: these tests are
+//! about routing, not Jupyter), published by Kubernetes' EndpointSlice
+//! controller. A VirtualService to a host with no Service reaches a fake
+//! notebook through `--resolve`.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -11,6 +14,7 @@ use futures_util::{StreamExt, stream};
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use portico_e2e::notebooks::{apply, notebook_yaml};
+use portico_e2e::pod_runner::{PodRunner, fake_notebooks};
 use portico_e2e::porticoctl::{self, proxy_status, synced};
 use portico_e2e::raw_http;
 use portico_e2e::wait::poll;
@@ -93,10 +97,8 @@ fn notebooks_reach_the_gateways_whose_labels_their_gateway_selects() {
         ),
     );
     let fake = FakeNotebook::start();
-    let resolves = vec![
-        format!("alpha.{ns}.svc.cluster.local:80={}", fake.address()),
-        format!("tools.{ns}.svc.cluster.local:80={}", fake.address()),
-    ];
+    let _pods = PodRunner::start_with(ns, fake_notebooks());
+    let resolves = vec![format!("tools.{ns}.svc.cluster.local:80={}", fake.address())];
     let (public_port, internal_port) = (free_port(), free_port());
     let public = start_gateway(&controller, "public-gw", "istio=ingressgateway", public_port, &resolves);
     let internal = start_gateway(&controller, "internal-gw", "app=internal", internal_port, &resolves);
@@ -135,11 +137,9 @@ fn notebooks_reach_the_gateways_whose_labels_their_gateway_selects() {
     assert!(routes.contains(&format!("/notebook/{ns}/alpha/*")), "{routes}");
     assert!(routes.contains(&format!("notebook-{ns}-alpha.{ns}")), "{routes}");
 
-    // Delete the Notebook: its route goes away (404), the other gateway's
-    // stays. No kube-controller-manager runs here, so the test does the
-    // garbage collector's part: the owned VirtualService goes too.
+    // Delete the Notebook: the garbage collector removes the VirtualService
+    // it owns, its route goes away (404), the other gateway's stays.
     plane.kubectl_ok(&["delete", "notebook", "alpha", "-n", ns, "--wait=false"]);
-    plane.kubectl_ok(&["delete", "virtualservice", &format!("notebook-{ns}-alpha"), "-n", ns, "--wait=false"]);
     wait_status(local(public_port), &path, 404, context);
     assert_eq!(status(local(internal_port), "/tools/x"), 200);
 }
@@ -152,10 +152,9 @@ fn gateways_keep_serving_without_the_controller_and_report_rejections() {
     let istio_gateway = format!("{ns}/kubeflow-gateway");
     let mut controller = Controller::start_with_env(ns, &[], &[("ISTIO_GATEWAY", &istio_gateway)]);
     apply(plane, &gateway_yaml(ns, "kubeflow-gateway", "istio: ingressgateway", &[80]));
-    let fake = FakeNotebook::start();
+    let _pods = PodRunner::start_with(ns, fake_notebooks());
     let port = free_port();
-    let resolve = format!("beta.{ns}.svc.cluster.local:80={}", fake.address());
-    let gateway = start_gateway(&controller, "gw", "istio=ingressgateway", port, &[resolve]);
+    let gateway = start_gateway(&controller, "gw", "istio=ingressgateway", port, &[]);
     apply(plane, &notebook_yaml(ns, "beta", &[]));
     let path = format!("/notebook/{ns}/beta/api/status");
     wait_status(local(port), &path, 200, || gateway.log_tail());

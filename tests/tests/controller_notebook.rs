@@ -11,16 +11,21 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+
 use portico_api::istio::VirtualService;
 use portico_api::notebook::Notebook;
 use portico_e2e::kube_wait::{wait_object, wait_until};
-use portico_e2e::notebooks::{apply, example_notebook_yaml, expected_owner, get_json, notebook_events, notebook_yaml};
+use portico_e2e::notebooks::{
+    apply, apply_example_profile, example_notebook_yaml, expected_owner, get_json, notebook_events, notebook_yaml,
+};
+use portico_e2e::pod_runner::{PodRunner, fake_notebooks};
 use portico_e2e::{Controller, TestNamespace};
 use serde_json::{Value, json};
 
 /// Bound on every wait for the controller to act.
 const SETTLE: Duration = Duration::from_secs(30);
+/// Bound on a pod going from created to Ready on the test cluster.
+const POD_START: Duration = Duration::from_secs(120);
 
 /// The apiVersion Kubeflow's notebook-controller writes its VirtualServices
 /// with, and reads them back at: a fact about Kubeflow, copied from its
@@ -150,46 +155,29 @@ async fn the_kubeflow_example_gets_exactly_kubeflows_objects() {
     assert_eq!(controller.metric(&format!("notebook_create_total{{namespace=\"{ns}\"}}")), Some(1.0));
     assert_eq!(controller.metric("portico_controller_leader"), Some(1.0));
 
-    // What a kubelet and the StatefulSet controller would report.
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let pod: Pod = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": format!("{name}-0"), "labels": {"statefulset": name, "notebook-name": name}},
-        "spec": {"containers": [{"name": name, "image": "kubeflownotebookswg/jupyter-scipy:v1.9.2"}]},
-    }))
-    .expect("a pod");
-    pods.create(&PostParams::default(), &pod).await.expect("creating the notebook pod");
-    let started_at = "2026-01-02T03:04:05Z";
-    let pod_status = json!({"status": {
-        "phase": "Running",
-        "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": started_at}],
-        "containerStatuses": [{
-            "name": name, "image": "kubeflownotebookswg/jupyter-scipy:v1.9.2", "imageID": "", "ready": true,
-            "restartCount": 0, "state": {"running": {"startedAt": started_at}},
-        }],
-    }});
-    pods.patch_status(&format!("{name}-0"), &PatchParams::default(), &Patch::Merge(&pod_status))
-        .await
-        .expect("setting the pod's status");
-    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
-    let set_status =
-        json!({"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1, "currentReplicas": 1}});
-    sets.patch_status(name, &PatchParams::default(), &Patch::Merge(&set_status))
-        .await
-        .expect("setting the StatefulSet's status");
-
+    // The StatefulSet controller makes the pod, the scheduler places it,
+    // kwok gives it an IP and the pod runner runs it (a fake notebook
+    // server: this test is about status, not Jupyter) and marks it Ready.
+    apply_example_profile(plane, ns);
+    let _pods = PodRunner::start_with(ns, fake_notebooks());
     let status = wait_object(
         &notebooks,
         name,
         "the status mirrored from the StatefulSet and the pod",
-        SETTLE,
+        POD_START,
         |nb| nb?.status.clone().filter(|s| s.ready_replicas == 1 && !s.conditions.is_empty()),
         || controller.log_tail(),
     )
     .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let pod = pods.get(&format!("{name}-0")).await.expect("the notebook's pod");
+    let pod = serde_json::to_value(&pod).expect("a pod serializes");
     let status = serde_json::to_value(&status).expect("a status serializes");
-    assert_eq!(status["containerState"], json!({"running": {"startedAt": started_at}}));
-    assert_eq!(status["conditions"], json!([{"type": "Ready", "status": "True", "lastTransitionTime": started_at}]));
+    // Kubeflow's mirror: the container's state and the pod's Ready condition.
+    assert_eq!(status["containerState"], pod["status"]["containerStatuses"][0]["state"], "{status:#}");
+    assert!(status["containerState"]["running"]["startedAt"].is_string(), "{status:#}");
+    let ready = status["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "Ready");
+    assert_eq!(ready.map(|c| &c["status"]), Some(&json!("True")), "{status:#}");
     let running = format!("notebook_running{{namespace=\"{ns}\"}}");
     wait_until(
         "notebook_running counts the ready notebook",

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use portico_e2e::jwt_issuer::{ISSUER, IssuerKey, jwks};
 use portico_e2e::notebooks::{apply, notebook_yaml};
+use portico_e2e::pod_runner::{PodRunner, fake_notebooks};
 use portico_e2e::raw_http;
 use portico_e2e::wait::poll;
-use portico_e2e::{Controller, FakeNotebook, Gateway, TestNamespace, free_port};
+use portico_e2e::{Controller, Gateway, TestNamespace, free_port};
 use serde_json::json;
 
 const SETTLE: Duration = Duration::from_secs(30);
@@ -70,21 +71,12 @@ spec:
             jwks = jwks(&[&key])
         ),
     );
-    let fake = FakeNotebook::start();
+    let _pods = PodRunner::start_with(ns, fake_notebooks());
     let port = free_port();
-    let args: Vec<String> = [
-        "--node-name",
-        "secure-gw",
-        "--namespace",
-        ns,
-        "--bind",
-        &format!("80=127.0.0.1:{port}"),
-        "--resolve",
-        &format!("alpha.{ns}.svc.cluster.local:80={}", fake.address()),
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .collect();
+    let args: Vec<String> = ["--node-name", "secure-gw", "--namespace", ns, "--bind", &format!("80=127.0.0.1:{port}")]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
     let gateway = Gateway::start_discovery(&controller.discovery_url(), &args);
     let address = SocketAddr::from(([127, 0, 0, 1], port));
     let context = || {

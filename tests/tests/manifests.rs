@@ -1,5 +1,5 @@
-//! The kustomize manifests against the real API server, and the Kubeflow
-//! walkthrough of examples/kubeflow/README.md run for real.
+//! The kustomize manifests against the test cluster, and the Kubeflow
+//! walkthrough of examples/kubeflow/README.md run for real, pods and all.
 //!
 //! Every overlay passes `kubectl apply --dry-run=server -k`; the standalone
 //! overlay is applied; then the controller and the gateway run with exactly
@@ -9,135 +9,35 @@
 //! its log fails the test. The one substitution is the gateway's discovery
 //! URL, whose Service DNS name is 127.0.0.1 here (no cluster DNS).
 //!
+//! The notebook takes the path it takes in a cluster: Notebook -> (Portico's
+//! controller) StatefulSet, Service, VirtualService -> (Kubernetes'
+//! StatefulSet controller, scheduler, kwok) a Pod with an IP -> (the pod
+//! runner) a real Jupyter Server in the pod's network namespace -> Ready ->
+//! (the EndpointSlice controller) an EndpointSlice -> the gateway -> a cell
+//! run in JupyterLab in headless Chromium. Stopping, starting and deleting
+//! the Notebook go through the same chain, the garbage collector included.
+//!
 //! This file holds one test on purpose: the manifests bind fixed ports
 //! (15010, 15014, 15021, 8080...) and watch all namespaces, and cargo runs
 //! test binaries one at a time, so nothing else runs beside it.
 //!
 //! The walkthrough's commands and their output are written to
-//! `target/walkthrough.md`.
+//! `target/walkthrough.md` (examples/kubeflow/README.md shows a run).
 
-use std::fmt::Write as _;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
-use portico_e2e::process::{ChildProcess, Stop, clear_settings_env};
+use portico_e2e::browser::run_cell_in_lab;
+use portico_e2e::deployment::{Transcript, deployment_command, render, service_account_kubeconfig, spawn};
+use portico_e2e::pod_runner::PodRunner;
 use portico_e2e::wait::poll;
-use portico_e2e::{Jupyter, binary, host_address, kube_plane::plane, porticoctl, raw_http, workspace_root};
-use serde_yaml::Value;
+use portico_e2e::{kube_plane::plane, porticoctl, raw_http, workspace_root};
 
 const SETTLE: Duration = Duration::from_secs(60);
+/// Bound on a pod going from created to serving: scheduling, kwok's IP, a
+/// Jupyter Server starting (seconds alone, much longer on a busy machine).
+const POD_START: Duration = Duration::from_secs(180);
 const NOTEBOOK_NS: &str = "kubeflow-user-example-com";
-
-/// Every document `kubectl kustomize DIR` renders.
-fn render(overlay: &str) -> Vec<Value> {
-    let dir = workspace_root().join("manifests").join(overlay);
-    let yaml = plane().kubectl_ok(&["kustomize", dir.to_str().unwrap_or_default()]);
-    serde_yaml::Deserializer::from_str(&yaml)
-        .map(|document| serde::Deserialize::deserialize(document).expect("kustomize renders YAML"))
-        .collect()
-}
-
-/// The first container of the Deployment `name`: (args, env).
-fn deployment_command(documents: &[Value], name: &str) -> (Vec<String>, Vec<(String, String)>) {
-    let deployment = documents
-        .iter()
-        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"].as_str() == Some(name))
-        .unwrap_or_else(|| panic!("the manifests have no Deployment {name}"));
-    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
-    let args = container["args"]
-        .as_sequence()
-        .map(|args| args.iter().filter_map(|a| a.as_str().map(str::to_string)).collect())
-        .unwrap_or_default();
-    let pod = format!("{name}-7d9f8-x2x4q");
-    let env = container["env"]
-        .as_sequence()
-        .map(|env| {
-            env.iter()
-                .map(|variable| {
-                    let key = variable["name"].as_str().unwrap_or_default().to_string();
-                    let value = match variable["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
-                        // What the downward API would give the pod.
-                        Some("metadata.name") => pod.clone(),
-                        Some("metadata.namespace") => "portico-system".to_string(),
-                        Some(other) => panic!("{name}: env {key} uses an unexpected fieldRef {other}"),
-                        None => variable["value"].as_str().unwrap_or_default().to_string(),
-                    };
-                    (key, value)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    (args, env)
-}
-
-/// A kubeconfig that authenticates as `serviceaccount` in portico-system
-/// with a token from the TokenRequest API.
-fn service_account_kubeconfig(serviceaccount: &str, dir: &std::path::Path) -> PathBuf {
-    let token = plane().kubectl_ok(&["create", "token", serviceaccount, "-n", "portico-system", "--duration=1h"]);
-    let admin: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(plane().kubeconfig()).expect("reading the admin kubeconfig"))
-            .expect("the admin kubeconfig is YAML");
-    let cluster = admin["clusters"][0]["cluster"].clone();
-    let config = serde_json::json!({
-        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
-        "clusters": [{"name": "plane", "cluster": {
-            "server": cluster["server"].as_str(),
-            "certificate-authority-data": cluster["certificate-authority-data"].as_str(),
-        }}],
-        "users": [{"name": "sa", "user": {"token": token.trim()}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "plane", "user": "sa"}}],
-    });
-    let path = dir.join(format!("{serviceaccount}.kubeconfig"));
-    std::fs::write(&path, serde_yaml::to_string(&config).expect("serializing")).expect("writing a kubeconfig");
-    path
-}
-
-fn spawn(
-    binary_name: &str,
-    args: &[String],
-    env: &[(String, String)],
-    kubeconfig: Option<&PathBuf>,
-    log: PathBuf,
-) -> ChildProcess {
-    let mut command = Command::new(binary(binary_name));
-    clear_settings_env(&mut command);
-    command.args(args).envs(env.iter().map(|(k, v)| (k, v))).env("RUST_BACKTRACE", "1");
-    match kubeconfig {
-        Some(path) => command.env("KUBECONFIG", path),
-        // No credentials at all: the gateway must not need any.
-        None => command.env("KUBECONFIG", "/nonexistent"),
-    };
-    // SIGTERM first: the controller releases its Lease, so a restart leads at once.
-    ChildProcess::spawn(binary_name, command, &log, Stop::Terminate(Duration::from_secs(10)))
-}
-
-fn status(url: &str) -> u16 {
-    raw_http::get_url(url).map_or(0, |r| r.status)
-}
-
-/// Runs a shell-visible command for the walkthrough and records it.
-struct Transcript(String);
-
-impl Transcript {
-    fn kubectl(&mut self, args: &[&str]) -> String {
-        let output = plane().kubectl_ok(args);
-        let _ = write!(self.0, "$ kubectl {}\n{}\n", args.join(" "), output.trim_end());
-        output
-    }
-
-    fn porticoctl(&mut self, args: &[&str]) -> String {
-        let (ok, stdout, stderr) = porticoctl::run(args);
-        assert!(ok, "porticoctl {args:?}: {stderr}");
-        let _ = write!(self.0, "$ porticoctl {}\n{}\n", args.join(" "), stdout.trim_end());
-        stdout
-    }
-
-    fn note(&mut self, text: &str) {
-        let _ = write!(self.0, "\n# {text}\n");
-    }
-}
+const VIRTUAL_SERVICE: &str = "notebook-kubeflow-user-example-com-my-notebook";
 
 #[test]
 fn the_manifests_install_portico_and_the_walkthrough_works() {
@@ -145,9 +45,10 @@ fn the_manifests_install_portico_and_the_walkthrough_works() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let manifests = workspace_root().join("manifests");
     let overlay = |name: &str| manifests.join("overlays").join(name).display().to_string();
+    let example = |name: &str| workspace_root().join("examples/kubeflow").join(name).display().to_string();
 
     // Apply the standalone overlay for real, then every overlay in dry-run.
-    let mut transcript = Transcript(String::new());
+    let mut transcript = Transcript::default();
     transcript.note("Install Portico (standalone: no Istio, no Kubeflow needed)");
     transcript.kubectl(&["apply", "-k", &overlay("standalone")]);
     for name in ["standalone", "kubeflow"] {
@@ -174,46 +75,53 @@ fn the_manifests_install_portico_and_the_walkthrough_works() {
     let ready = poll(SETTLE, || (status("http://127.0.0.1:15021/healthz/ready") == 200).then_some(()));
     assert!(ready.is_some(), "the gateway never got ready; log:\n{}", gateway.log_tail(60));
 
-    // The walkthrough: a Notebook from examples/, served by a real Jupyter
-    // that an EndpointSlice points at (no kubelet runs here).
-    let base = format!("/notebook/{NOTEBOOK_NS}/my-notebook/");
-    let jupyter = Jupyter::start_on("0.0.0.0", &base);
-    plane.kubectl_ok(&["create", "namespace", NOTEBOOK_NS]);
-    plane.kubectl_ok(&["create", "serviceaccount", "default", "-n", NOTEBOOK_NS]);
-    transcript.note("Create a Notebook");
-    let notebook = workspace_root().join("examples/kubeflow/notebook.yaml");
-    transcript.kubectl(&["apply", "-f", notebook.to_str().unwrap_or_default()]);
-    let address = SocketAddr::new(host_address(), jupyter.port());
+    // What Kubeflow's profile controller and web app make first; the
+    // cluster's storage (a provisioner's job in a real cluster) is one
+    // hostPath volume, there before the claim so that it binds at once.
+    let volume_dir = dir.path().join("workspace-volume");
+    std::fs::create_dir_all(&volume_dir).expect("creating the volume's directory");
+    // A volume an earlier run left (its path is gone) is not reused.
+    plane.kubectl_ok(&["delete", "persistentvolume", "walkthrough-workspace", "--ignore-not-found"]);
     plane.kubectl_stdin(
         &["apply", "-f", "-"],
         Some(&format!(
-            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: my-notebook-jupyter\n  namespace: {NOTEBOOK_NS}\n  \
-             labels: {{kubernetes.io/service-name: my-notebook}}\naddressType: IPv4\n\
-             ports: [{{name: http-my-notebook, port: {}, protocol: TCP}}]\n\
-             endpoints: [{{addresses: [\"{}\"], conditions: {{ready: true}}}}]\n",
-            address.port(),
-            address.ip()
+            "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: walkthrough-workspace}}\n\
+             spec: {{capacity: {{storage: 10Gi}}, accessModes: [ReadWriteOnce], \
+             persistentVolumeReclaimPolicy: Retain, hostPath: {{path: {}}}, \
+             claimRef: {{namespace: {NOTEBOOK_NS}, name: my-notebook-workspace}}}}\n",
+            volume_dir.display()
         )),
     );
-    let url = format!("http://127.0.0.1:8080{base}api/status");
-    let served = poll(SETTLE, || (status(&url) == 200).then_some(()));
-    assert!(
-        served.is_some(),
-        "{url} never answered 200; gateway log:\n{}\ncontroller log:\n{}",
-        gateway.log_tail(40),
-        controller.log_tail(40)
-    );
+    transcript.note("The user's profile: namespace, ServiceAccount, workspace volume");
+    transcript.kubectl(&["apply", "-f", &example("profile.yaml")]);
+    let runner = PodRunner::start(NOTEBOOK_NS);
 
-    transcript.note("What the controller made: Kubeflow's VirtualService, owned by the Notebook");
+    transcript.note("Create a Notebook");
+    transcript.kubectl(&["apply", "-f", &example("notebook.yaml")]);
+    let base = format!("/notebook/{NOTEBOOK_NS}/my-notebook/");
+    let url = format!("http://127.0.0.1:8080{base}api/status");
+    let served = poll(POD_START, || (status(&url) == 200).then_some(()));
+    let context = |gateway: &portico_e2e::process::ChildProcess, controller: &portico_e2e::process::ChildProcess| {
+        format!(
+            "pods:\n{}\npod runner:\n{}\ngateway log:\n{}\ncontroller log:\n{}",
+            plane.kubectl_ok(&["get", "pods,endpointslices", "-n", NOTEBOOK_NS, "-o", "wide"]),
+            runner.events().join("\n"),
+            gateway.log_tail(30),
+            controller.log_tail(30)
+        )
+    };
+    assert!(served.is_some(), "{url} never answered 200\n{}", context(&gateway, &controller));
+
+    transcript.note("What Kubernetes and the controller made: the pod is Ready, its EndpointSlice names it");
+    let pod_ip =
+        plane.kubectl_ok(&["get", "pod", "my-notebook-0", "-n", NOTEBOOK_NS, "-o", "jsonpath={.status.podIP}"]);
+    assert!(pod_ip.starts_with("198.18."), "the pod's IP {pod_ip:?} is not on the pod network");
+    transcript.kubectl(&["get", "statefulset,pod", "-n", NOTEBOOK_NS]);
+    let slices = transcript.kubectl(&["get", "endpointslices", "-n", NOTEBOOK_NS]);
+    assert!(slices.contains(pod_ip.trim()), "the EndpointSlice does not name the pod {pod_ip}:\n{slices}");
     let list = transcript.kubectl(&["get", "virtualservice", "-n", NOTEBOOK_NS]);
-    assert!(list.contains("notebook-kubeflow-user-example-com-my-notebook"), "{list}");
-    let described = transcript.kubectl(&[
-        "describe",
-        "virtualservice",
-        "notebook-kubeflow-user-example-com-my-notebook",
-        "-n",
-        NOTEBOOK_NS,
-    ]);
+    assert!(list.contains(VIRTUAL_SERVICE), "{list}");
+    let described = transcript.kubectl(&["describe", "virtualservice", VIRTUAL_SERVICE, "-n", NOTEBOOK_NS]);
     assert!(described.contains("Notebook"), "{described}");
     // Owned the way Kubeflow owns it: by this Notebook, as its controller.
     let notebook_uid =
@@ -221,7 +129,7 @@ fn the_manifests_install_portico_and_the_walkthrough_works() {
     let owner = plane.kubectl_ok(&[
         "get",
         "virtualservice",
-        "notebook-kubeflow-user-example-com-my-notebook",
+        VIRTUAL_SERVICE,
         "-n",
         NOTEBOOK_NS,
         "-o",
@@ -241,12 +149,24 @@ fn the_manifests_install_portico_and_the_walkthrough_works() {
     transcript.porticoctl(&["proxy-status", "--controller", "127.0.0.1:15010"]);
     let routes = transcript.porticoctl(&["proxy-config", "routes", "--admin", "127.0.0.1:15000"]);
     assert!(routes.contains(&format!("{base}*")), "{routes}");
-    transcript.note("Open the notebook");
-    let lab = status(&format!("http://127.0.0.1:8080{base}lab"));
-    let _ = write!(transcript.0, "$ curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:8080{base}lab\n{lab}\n");
-    assert_eq!(lab, 200);
 
-    transcript.note("Stop it (Kubeflow's annotation scales the StatefulSet to zero)");
+    transcript.note("Open the notebook: JupyterLab in a browser, one cell run");
+    let lab_url = format!("http://127.0.0.1:8080{base}lab");
+    let run = run_cell_in_lab(&lab_url, &[]);
+    assert!(
+        run.ok,
+        "JupyterLab at {lab_url}: {} (screenshot {:?})\n{}",
+        run.error,
+        run.screenshot,
+        context(&gateway, &controller)
+    );
+    transcript.record(
+        &format!("chromium --headless {lab_url}  # new notebook, print(6 * 7), Shift+Enter"),
+        &format!("cell output: {}", run.output),
+    );
+    assert_eq!(run.output, "42");
+
+    transcript.note("Stop it (Kubeflow's annotation: the StatefulSet goes to zero, the pod goes)");
     transcript.kubectl(&[
         "annotate",
         "notebook",
@@ -255,20 +175,21 @@ fn the_manifests_install_portico_and_the_walkthrough_works() {
         NOTEBOOK_NS,
         "kubeflow-resource-stopped=2026-11-25T00:00:00Z",
     ]);
-    let stopped = poll(SETTLE, || {
-        let replicas = plane.kubectl_ok(&[
-            "get",
-            "statefulset",
-            "my-notebook",
-            "-n",
-            NOTEBOOK_NS,
-            "-o",
-            "jsonpath={.spec.replicas}",
-        ]);
-        (replicas.trim() == "0").then_some(())
+    let gone = poll(POD_START, || {
+        let pods = plane.kubectl_ok(&["get", "pods", "-n", NOTEBOOK_NS, "-o", "name"]);
+        (pods.trim().is_empty() && status(&url) != 200).then_some(())
     });
-    assert!(stopped.is_some(), "the StatefulSet was not scaled to 0; log:\n{}", controller.log_tail(40));
+    assert!(gone.is_some(), "the pod or its route outlived the stop\n{}", context(&gateway, &controller));
     transcript.kubectl(&["get", "statefulset", "my-notebook", "-n", NOTEBOOK_NS]);
+    let stopped = raw_http::get_url(&url).expect("the gateway answers for a stopped notebook");
+    transcript.record(&format!("curl -s -o /dev/null -w '%{{http_code}}' {url}"), &stopped.status.to_string());
+    assert_eq!(stopped.status, 503, "a stopped notebook's route: {}", stopped.text());
+
+    transcript.note("Start it again (remove the annotation)");
+    transcript.kubectl(&["annotate", "notebook", "my-notebook", "-n", NOTEBOOK_NS, "kubeflow-resource-stopped-"]);
+    let back = poll(POD_START, || (status(&url) == 200).then_some(()));
+    assert!(back.is_some(), "the notebook did not come back\n{}", context(&gateway, &controller));
+    transcript.record(&format!("curl -s -o /dev/null -w '%{{http_code}}' {lab_url}"), &status(&lab_url).to_string());
 
     // Bad input exercises Events (a verb the RBAC must grant).
     plane.kubectl_ok(&[
@@ -300,11 +221,17 @@ fn the_manifests_install_portico_and_the_walkthrough_works() {
         controller.log_tail(40)
     );
 
-    transcript.note("Delete it (the garbage collector removes what it owns; none runs here, so the test does)");
+    transcript.note("Delete it (the garbage collector removes what the Notebook owned)");
     transcript.kubectl(&["delete", "notebook", "my-notebook", "-n", NOTEBOOK_NS]);
-    plane.kubectl_ok(&["delete", "virtualservice,service,statefulset,endpointslice", "--all", "-n", NOTEBOOK_NS]);
-    let gone = poll(SETTLE, || (status(&url) == 404).then_some(()));
-    assert!(gone.is_some(), "the route outlived its Notebook");
+    let collected = poll(SETTLE, || {
+        let left =
+            plane.kubectl_ok(&["get", "virtualservice,service,statefulset,pod", "-n", NOTEBOOK_NS, "-o", "name"]);
+        (left.trim().is_empty() && status(&url) == 404).then_some(())
+    });
+    assert!(collected.is_some(), "the Notebook's objects or its route outlived it\n{}", context(&gateway, &controller));
+    transcript.kubectl(&["get", "virtualservice,service,statefulset,pod", "-n", NOTEBOOK_NS]);
+    transcript.record(&format!("curl -s -o /dev/null -w '%{{http_code}}' {url}"), &status(&url).to_string());
+    drop(runner);
 
     // The RBAC granted everything the controller did.
     let log = controller.log();
@@ -333,47 +260,31 @@ fn the_manifests_install_portico_and_the_walkthrough_works() {
         spawn("portico-controller", &args, &env, Some(&kubeconfig), dir.path().join("controller-2.log"));
     let ready = poll(SETTLE, || (status("http://127.0.0.1:15014/readyz") == 200).then_some(()));
     assert!(ready.is_some(), "the controller never got ready again; log:\n{}", controller.log_tail(60));
-    let probe = std::fs::read_to_string(&notebook).expect("reading the example").replace("my-notebook", "rbac-probe");
+    let probe = std::fs::read_to_string(example("notebook.yaml"))
+        .expect("reading the example")
+        .replace("my-notebook", "rbac-probe");
     plane.kubectl_stdin(&["apply", "-f", "-"], Some(&probe));
     let refused = poll(SETTLE, || controller.log().contains("forbidden").then_some(()));
     assert!(refused.is_some(), "a missing verb went unnoticed; log:\n{}", controller.log_tail(40));
 
-    // Leave the shared plane as other test binaries expect it: no
+    // Leave the shared cluster as other test binaries expect it: no
     // controller, gateway or extra namespaces (the CRDs stay: every test
-    // binary applies them anyway, and deleting them would race that).
+    // binary applies them anyway, and deleting them would race that). The
+    // namespace controller empties and removes the namespaces.
     controller.stop();
     gateway.stop();
     let cleanup: [&[&str]; 5] = [
-        &[
-            "delete",
-            "deployment,service,serviceaccount,role,rolebinding,poddisruptionbudget,horizontalpodautoscaler,lease",
-            "--all",
-            "-n",
-            "portico-system",
-            "--wait=false",
-        ],
-        &["delete", "gateway", "--all", "-n", "kubeflow", "--wait=false"],
-        &["delete", "notebook,serviceaccount,event", "--all", "-n", NOTEBOOK_NS, "--wait=false"],
+        &["delete", "namespace", NOTEBOOK_NS, "portico-system", "kubeflow", "--wait=false"],
         &["delete", "clusterrole,clusterrolebinding", "portico-controller", "--wait=false", "--ignore-not-found"],
         &["delete", "mutatingwebhookconfiguration", "portico-sidecar-injector", "--wait=false", "--ignore-not-found"],
+        &["delete", "persistentvolume", "walkthrough-workspace", "--wait=false", "--ignore-not-found"],
+        &["delete", "gateway", "--all", "-n", "kubeflow", "--wait=false"],
     ];
     for args in cleanup {
         let _ = plane.kubectl().args(args).output();
     }
-    for namespace in [NOTEBOOK_NS, "portico-system", "kubeflow"] {
-        let _ = plane.kubectl().args(["delete", "namespace", namespace, "--wait=false"]).output();
-        let finalize = format!(
-            r#"{{"apiVersion":"v1","kind":"Namespace","metadata":{{"name":"{namespace}"}},"spec":{{"finalizers":[]}}}}"#
-        );
-        let mut command = plane.kubectl();
-        let path = format!("/api/v1/namespaces/{namespace}/finalize");
-        command.args(["replace", "--raw", &path, "-f", "-"]).stdin(std::process::Stdio::piped());
-        command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-        if let Ok(mut child) = command.spawn() {
-            if let Some(mut stdin) = child.stdin.take() {
-                let _ = std::io::Write::write_all(&mut stdin, finalize.as_bytes());
-            }
-            let _ = child.wait();
-        }
-    }
+}
+
+fn status(url: &str) -> u16 {
+    raw_http::get_url(url).map_or(0, |r| r.status)
 }
