@@ -134,5 +134,8 @@ async fn many_notebooks_100() {
 #[tokio::test]
 async fn many_notebooks_1000() {
     let _serial = SERIAL.lock().await;
-    many_notebooks(1000, Duration::from_secs(150)).await;
+    // Each Notebook's StatefulSet now makes a pod that the scheduler places
+    // and kwok addresses, all on the same two cores: a correctness bound,
+    // not a speed target (bench/run measures that).
+    many_notebooks(1000, Duration::from_secs(300)).await;
 }
