@@ -21,6 +21,8 @@
 //! * [`FakeNotebook`] and [`porticoctl`]: a cheap upstream for any notebook
 //!   path, and the CLI as a user runs it;
 //! * [`browser`]: JupyterLab in headless Chromium, a cell run as a user runs it;
+//! * [`chp_proxy`]: `portico-gateway chp`, Portico as JupyterHub's
+//!   configurable-http-proxy, and its REST API;
 //! * [`kube_wait`] and [`notebooks`]: bounded waits on API objects, Notebook
 //!   fixtures, objects read back as the JSON the API server stored.
 //!
@@ -29,6 +31,7 @@
 
 pub mod binary;
 pub mod browser;
+pub mod chp_proxy;
 pub mod config_dir;
 pub mod controller;
 pub mod fake_notebook;
