@@ -22,7 +22,8 @@
 //!   path, and the CLI as a user runs it;
 //! * [`browser`]: JupyterLab in headless Chromium, a cell run as a user runs it;
 //! * [`chp_proxy`]: `portico-gateway chp`, Portico as JupyterHub's
-//!   configurable-http-proxy, and its REST API;
+//!   configurable-http-proxy, and its REST API; [`jupyterhub`]: a real
+//!   JupyterHub whose proxy is Portico;
 //! * [`kube_wait`] and [`notebooks`]: bounded waits on API objects, Notebook
 //!   fixtures, objects read back as the JSON the API server stored.
 //!
@@ -39,6 +40,7 @@ pub mod fixtures;
 pub mod gateway;
 pub mod http_stub;
 pub mod jupyter;
+pub mod jupyterhub;
 pub mod jwt_issuer;
 pub mod kernel;
 pub mod kube_plane;
