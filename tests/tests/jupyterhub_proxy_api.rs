@@ -167,3 +167,52 @@ fn unknown_and_unsupported_flags_are_refused_by_name() {
         assert!(stderr.contains(expected), "{flag}: {stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_the_https_redirect_and_the_forwarding_flags() {
+    const HOST: &str = "hub.example.com";
+    let certified = rcgen::generate_simple_self_signed(vec![HOST.to_string()]).expect("generating a certificate");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let upstream = HttpStub::echo();
+    let redirect_port = free_port();
+    let proxy = ChpProxy::start(&args(&[
+        &format!("--ssl-cert={}", cert.display()),
+        &format!("--ssl-key={}", key.display()),
+        &format!("--redirect-port={redirect_port}"),
+        "--redirect-to=443",
+        "--no-include-prefix",
+        "--change-origin",
+        "--custom-header=X-Served-By: portico",
+    ]));
+    proxy.add_route("/user/a", &format!("http://{}", upstream.address()));
+
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap())
+        .resolve(HOST, proxy.proxy)
+        .build()
+        .unwrap();
+    let health = client.get(format!("https://{HOST}:{}/_chp_healthz", proxy.proxy.port())).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let response = client.get(format!("https://{HOST}:{}/user/a/lab?x=1", proxy.proxy.port())).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{}", proxy.log_tail());
+    let seen = upstream.requests().pop().expect("the upstream saw the request");
+    assert_eq!(seen.target, "/lab?x=1", "--no-include-prefix strips the route's prefix");
+    assert_eq!(seen.header("host"), Some(upstream.address().to_string().as_str()), "--change-origin");
+    assert_eq!(seen.header("x-served-by"), Some("portico"));
+    assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+
+    let plain = portico_e2e::raw_http::get(
+        std::net::SocketAddr::from(([127, 0, 0, 1], redirect_port)),
+        &format!("{HOST}:{redirect_port}"),
+        "/user/a/lab?x=1",
+    )
+    .unwrap();
+    assert_eq!(plain.status, 301);
+    assert_eq!(plain.header("location"), Some(format!("https://{HOST}/user/a/lab?x=1").as_str()));
+}
