@@ -53,6 +53,12 @@ impl JupyterHub {
     /// Writes a `jupyterhub_config.py` for `proxy`, starts the hub and waits
     /// until `/hub/api` answers through the proxy.
     pub fn start(proxy: HubProxy) -> JupyterHub {
+        JupyterHub::start_with(proxy, "")
+    }
+
+    /// [`JupyterHub::start`] with `extra` lines appended to the config
+    /// (`venv` in them is the venv's `bin` folder: `{venv}/python`).
+    pub fn start_with(proxy: HubProxy, extra: &str) -> JupyterHub {
         let dir = tempfile::Builder::new().prefix("portico-jupyterhub-").tempdir().expect("creating a hub dir");
         let hub_port = free_port();
         let (public, proxy_api, proxy_config) = match proxy {
@@ -91,10 +97,12 @@ c.ConfigurableHTTPProxy.pid_file = "{pid_file}"
 c.JupyterHub.services = [{{"name": "portico-test", "api_token": "{HUB_TOKEN}"}}]
 c.JupyterHub.load_roles = [{{
     "name": "portico-test",
-    "scopes": ["admin:users", "admin:servers", "read:users:activity", "list:users"],
+    "scopes": ["admin:users", "admin:servers", "read:users:activity", "list:users", "access:servers"],
     "services": ["portico-test"],
 }}]
+{extra}
 "#,
+            extra = extra.replace("{venv}", &venv_bin.display().to_string()),
             dir = dir.path().display(),
             pid_file = proxy_pid_file.display(),
             venv_bin = venv_bin.display(),
@@ -187,6 +195,17 @@ c.JupyterHub.load_roles = [{{
             .unwrap_or_else(|error| panic!("{method} {path}: {error}; log:\n{}", self.log_tail()))
     }
 
+    /// `method path` through the proxy with `Authorization: token <token>`
+    /// (a single-user server's API, as the test service).
+    pub fn request_with_token(&self, method: &str, path: &str, token: &str) -> RawResponse {
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: token {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.public
+        );
+        raw_http::exchange(self.public, request.as_bytes())
+            .unwrap_or_else(|error| panic!("{method} {path}: {error}; log:\n{}", self.log_tail()))
+    }
+
     /// The hub's REST API through the proxy, as the test service.
     pub fn api(&self, method: &str, path: &str) -> RawResponse {
         let request = format!(
@@ -195,6 +214,12 @@ c.JupyterHub.load_roles = [{{
         );
         raw_http::exchange(self.public, request.as_bytes())
             .unwrap_or_else(|error| panic!("{method} /hub/api{path}: {error}; log:\n{}", self.log_tail()))
+    }
+
+    /// Creates `user` in the hub (what a first login does).
+    pub fn create_user(&self, user: &str) {
+        let response = self.api("POST", &format!("/users/{user}"));
+        assert!([201, 409].contains(&response.status), "create {user}: {}\n{}", response.head, response.text());
     }
 
     /// Starts `user`'s server and waits until the hub says it is ready.
