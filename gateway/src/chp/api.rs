@@ -71,6 +71,7 @@ impl ChpApi {
         let given = header
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.split_once("token"))
+            .filter(|(_, rest)| rest.starts_with(char::is_whitespace))
             .and_then(|(_, rest)| rest.split_whitespace().next());
         given.is_some_and(|given| constant_time_eq(given.as_bytes(), expected.as_bytes()))
     }
