@@ -129,7 +129,7 @@ async def measure(args) -> dict:
                     *(add_then_first_200(session, api, public, f"/user/b{batch}x{i}", target) for i in range(50))
                 )
             return {
-                "proxy": " ".join(command[:2]),
+                "proxy": " ".join(command[: command.index("--ip")]),
                 "routes": args.prefill + len(alone) + len(together),
                 "post_route_with_prefill": percentiles(prefill[-1000:]) if prefill else None,
                 "add_to_first_200_concurrency_1": percentiles(alone),
