@@ -487,7 +487,17 @@ impl GatewayProxy {
             _ => Vec::new(),
         };
         let client = tunnel::detach(session).await?;
-        tokio::spawn(tunnel::splice(client, upstream, early, leftover, self.metrics.active_websockets.clone()));
+        let splice = tunnel::splice(client, upstream, early, leftover, self.metrics.active_websockets.clone());
+        match (&self.chp, ctx.forward.as_ref()) {
+            // As CHP: the route is active while the websocket is open.
+            (Some(chp), Some(forward)) => {
+                let (chp, route) = (Arc::clone(chp), forward.route().name.clone());
+                tokio::spawn(async move { chp.websocket(&route, splice).await });
+            }
+            _ => {
+                tokio::spawn(splice);
+            }
+        }
         Ok(true)
     }
 

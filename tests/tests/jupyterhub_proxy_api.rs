@@ -5,10 +5,11 @@
 //! error pages, and bad input changes nothing.
 
 use std::process::Command;
+use std::time::Duration;
 
 use portico_e2e::chp_proxy::{ChpProxy, TOKEN};
 use portico_e2e::http_stub::{HttpStub, StubResponse};
-use portico_e2e::{Jupyter, binary, channels_url, create_kernel, execute, free_port};
+use portico_e2e::{Jupyter, KernelSocket, binary, channels_url, create_kernel, execute, free_port};
 use serde_json::Value;
 
 fn args(args: &[&str]) -> Vec<String> {
@@ -130,8 +131,20 @@ async fn a_kernel_websocket_runs_through_a_chp_route() {
     let base = format!("http://{}/user/alice/", proxy.proxy);
     let kernel = create_kernel(&base).await;
     assert_eq!(execute(&channels_url(&base, &kernel), "6*7").await, "42");
-    let routes = proxy.routes();
-    assert!(routes["/user/alice"]["last_activity"].is_string(), "{routes}");
+
+    // As with CHP, a route with a websocket open is active: its
+    // last_activity moves while the socket idles, and stops when it closes.
+    let last_activity = || proxy.routes()["/user/alice"]["last_activity"].as_str().map(str::to_string);
+    let socket = KernelSocket::connect(&channels_url(&base, &kernel)).await;
+    let opened = last_activity().expect("last_activity");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let idle_but_open = last_activity().expect("last_activity");
+    assert!(idle_but_open > opened, "{idle_but_open} should be later than {opened}");
+    socket.close().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let closed = last_activity();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(last_activity(), closed, "no websocket, no request: no activity");
 }
 
 #[test]

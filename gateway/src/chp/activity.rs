@@ -1,15 +1,18 @@
 //! Each route's `last_activity`, kept where the data plane can stamp it
 //! without taking a lock shared with the API.
 //!
-//! The rule is CHP's: a route is active when a request through it
-//! completes with a status below 300 (a websocket's 101 included) and when
-//! it is added. CHP also counts every byte relayed on an open websocket;
-//! Portico does not yet see those (the websocket is spliced outside the
-//! proxy), which JupyterHub covers: single-user servers report their own
-//! activity to the hub, and the hub's `last_activity` is the later of both.
+//! The rule is CHP's: a route is active when it is added, when a request
+//! through it completes with a status below 300 (a websocket's 101
+//! included), and while bytes flow on a websocket through it. Portico
+//! splices websockets without looking at their bytes, so a route with a
+//! websocket open counts as active now, and the websocket's end stamps it
+//! once more. That is what CHP reports for Jupyter's websockets too: Jupyter
+//! Server pings every open kernel and terminal websocket (every 30 s by
+//! default), and CHP counts the ping's bytes.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 
 use super::timestamp::now_ms;
@@ -17,7 +20,16 @@ use super::timestamp::now_ms;
 /// Milliseconds since the epoch of the last activity, by CHP route key.
 #[derive(Default)]
 pub struct Activity {
-    routes: RwLock<HashMap<String, Arc<AtomicI64>>>,
+    routes: RwLock<HashMap<String, Arc<RouteActivity>>>,
+}
+
+/// One route's activity.
+#[derive(Default)]
+struct RouteActivity {
+    /// Milliseconds since the epoch.
+    last: AtomicI64,
+    /// Websockets open through the route.
+    open: AtomicU32,
 }
 
 impl Activity {
@@ -26,19 +38,34 @@ impl Activity {
         if !(100..300).contains(&status) {
             return;
         }
-        let routes = self.routes.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(last) = routes.get(route) {
-            last.fetch_max(now_ms(), Ordering::Relaxed);
+        if let Some(route) = self.find(route) {
+            route.last.fetch_max(now_ms(), Ordering::Relaxed);
         }
+    }
+
+    /// Runs `websocket` (the splice of an upgraded connection through
+    /// `route`): the route is active while it runs, and when it ends.
+    pub async fn websocket<F: Future>(&self, route: &str, websocket: F) -> F::Output {
+        let Some(route) = self.find(route) else { return websocket.await };
+        route.open.fetch_add(1, Ordering::Relaxed);
+        let output = websocket.await;
+        route.open.fetch_sub(1, Ordering::Relaxed);
+        route.last.fetch_max(now_ms(), Ordering::Relaxed);
+        output
+    }
+
+    fn find(&self, route: &str) -> Option<Arc<RouteActivity>> {
+        self.routes.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(route).cloned()
     }
 
     /// A route added (or replaced) at `at`.
     pub fn set(&self, route: &str, at: i64) {
         let mut routes = self.routes.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         match routes.get(route) {
-            Some(last) => last.store(at, Ordering::Relaxed),
+            Some(activity) => activity.last.store(at, Ordering::Relaxed),
             None => {
-                routes.insert(route.to_string(), Arc::new(AtomicI64::new(at)));
+                let activity = RouteActivity { last: AtomicI64::new(at), open: AtomicU32::new(0) };
+                routes.insert(route.to_string(), Arc::new(activity));
             }
         }
     }
@@ -47,10 +74,14 @@ impl Activity {
         self.routes.write().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(route);
     }
 
-    /// Milliseconds since the epoch, if `route` is known.
+    /// Milliseconds since the epoch, if `route` is known: now while a
+    /// websocket through it is open.
     pub fn last(&self, route: &str) -> Option<i64> {
-        let routes = self.routes.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        routes.get(route).map(|last| last.load(Ordering::Relaxed))
+        let route = self.find(route)?;
+        if route.open.load(Ordering::Relaxed) > 0 {
+            return Some(now_ms());
+        }
+        Some(route.last.load(Ordering::Relaxed))
     }
 }
 
@@ -69,5 +100,24 @@ mod tests {
         assert!(activity.last("/user/a").unwrap() > 5);
         activity.record("/unknown", 200);
         assert_eq!(activity.last("/unknown"), None);
+    }
+
+    #[tokio::test]
+    async fn a_route_with_a_websocket_open_is_active() {
+        let activity = Arc::new(Activity::default());
+        activity.set("/user/a", 5);
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let websocket = {
+            let activity = Arc::clone(&activity);
+            tokio::spawn(async move { activity.websocket("/user/a", released).await })
+        };
+        tokio::task::yield_now().await;
+        let before = now_ms();
+        assert!(activity.last("/user/a").unwrap() >= before, "open: active now");
+        release.send(()).unwrap();
+        websocket.await.unwrap().unwrap();
+        let closed = activity.last("/user/a").unwrap();
+        assert!(closed >= before, "its end is the last activity");
+        assert_eq!(activity.last("/user/a"), Some(closed), "and it stays that");
     }
 }

@@ -42,6 +42,11 @@ impl ProxyHooks {
         self.activity.record(route, status);
     }
 
+    /// Runs the splice of a websocket through CHP route `route`.
+    pub async fn websocket<F: std::future::Future>(&self, route: &str, splice: F) -> F::Output {
+        self.activity.websocket(route, splice).await
+    }
+
     /// `--no-x-forward`: the upstream request carries no X-Forwarded-*.
     pub fn forwarding_headers(&self, request: &mut RequestHeader) {
         if !self.x_forward {
