@@ -208,12 +208,18 @@ c.JupyterHub.load_roles = [{{
 
     /// The hub's REST API through the proxy, as the test service.
     pub fn api(&self, method: &str, path: &str) -> RawResponse {
+        self.try_api(method, path)
+            .unwrap_or_else(|error| panic!("{method} /hub/api{path}: {error}; log:\n{}", self.log_tail()))
+    }
+
+    /// [`Self::api`], an I/O error returned (polls retry: a hub busy with
+    /// a spawn on a loaded machine can take longer than a read timeout).
+    pub fn try_api(&self, method: &str, path: &str) -> std::io::Result<RawResponse> {
         let request = format!(
             "{method} /hub/api{path} HTTP/1.1\r\nHost: {}\r\nAuthorization: token {HUB_TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
             self.public
         );
         raw_http::exchange(self.public, request.as_bytes())
-            .unwrap_or_else(|error| panic!("{method} /hub/api{path}: {error}; log:\n{}", self.log_tail()))
     }
 
     /// Creates `user` in the hub (what a first login does).
@@ -233,7 +239,7 @@ c.JupyterHub.load_roles = [{{
             self.log_tail()
         );
         let ready = poll(timeout, || {
-            let user = self.api("GET", &format!("/users/{user}"));
+            let user = self.try_api("GET", &format!("/users/{user}")).ok()?;
             let user: Value = serde_json::from_slice(&user.body).ok()?;
             (user["servers"][""]["ready"] == true).then_some(())
         });
@@ -247,7 +253,7 @@ c.JupyterHub.load_roles = [{{
         let response = self.api("DELETE", &format!("/users/{user}/server"));
         assert!([202, 204].contains(&response.status), "stop: {}\n{}", response.head, response.text());
         let stopped = poll(timeout, || {
-            let user = self.api("GET", &format!("/users/{user}"));
+            let user = self.try_api("GET", &format!("/users/{user}")).ok()?;
             let user: Value = serde_json::from_slice(&user.body).ok()?;
             user["servers"].get("").is_none().then_some(())
         });
