@@ -36,6 +36,16 @@ fn main() -> anyhow::Result<()> {
         return run_chp(command_line);
     }
     let args = cli::Args::parse();
+    if args.config_dir.is_none() && args.discovery.is_none() {
+        // The argument group cannot require a source (CHP mode has none).
+        use clap::CommandFactory;
+        cli::Args::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "give --config-dir DIR or --discovery URL (or run `portico-gateway chp` as JupyterHub's proxy)",
+            )
+            .exit();
+    }
     logging::init(args.log_format, "info");
     server::run(args, None)
 }
