@@ -87,6 +87,21 @@ impl ConfigSink {
         self.publish(matcher, diagnostics, Compare::Revision, Certificates::All)
     }
 
+    /// Patches `delta` onto the serving matcher like [`Self::apply_delta`],
+    /// for a source whose changes never touch certificate files (the CHP
+    /// API: its one TLS listener is loaded with the first change, and each
+    /// route added later costs no certificate reload).
+    pub fn apply_route_delta(&self, version: String, delta: TableDelta) -> bool {
+        let mut matcher = Matcher::clone(&self.state.load().matcher);
+        let mut diagnostics = Vec::new();
+        for refused in matcher.apply(&delta) {
+            let object = ObjectRef::new("TableDelta", "", &version);
+            diagnostics.push(Diagnostic::error(&object, "", refused.to_string()));
+        }
+        matcher.set_version(version);
+        self.publish(matcher, diagnostics, Compare::Revision, Certificates::Changed)
+    }
+
     /// Publishes a matcher a source already patched (the discovery
     /// receiver). `full_state`: it was rebuilt from a full state, so the
     /// memory of the previous one is worth returning to the system.

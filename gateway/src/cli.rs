@@ -11,7 +11,9 @@ use crate::auth::AuthSettings;
 /// Portico's gateway: Istio Gateway/VirtualService semantics on Pingora.
 #[derive(Debug, Parser)]
 #[command(name = "portico-gateway", version, about)]
-#[command(group(clap::ArgGroup::new("source").required(true).args(["config_dir", "discovery"])))]
+// One source at most; none is refused by `server::run` (CHP mode has its
+// own, the REST API).
+#[command(group(clap::ArgGroup::new("source").args(["config_dir", "discovery"])))]
 pub struct Args {
     /// Folder of Kubernetes YAML (Gateway, VirtualService, Notebook, Service,
     /// EndpointSlice, Secret); every *.yaml/*.yml below it is read and watched.
@@ -297,8 +299,9 @@ mod tests {
     }
 
     #[test]
-    fn exactly_one_source_is_required() {
-        assert!(Args::try_parse_from(["portico-gateway"]).is_err());
+    fn at_most_one_source_is_given() {
+        // None parses (CHP mode builds its settings so); `server::run` refuses it.
+        assert!(Args::try_parse_from(["portico-gateway"]).is_ok());
         assert!(
             Args::try_parse_from(["portico-gateway", "--config-dir", "x", "--discovery", "http://c:15010"]).is_err()
         );

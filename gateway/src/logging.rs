@@ -1,4 +1,5 @@
-//! `tracing` setup: human-readable text or JSON lines, filtered by `RUST_LOG`.
+//! `tracing` setup: human-readable text or JSON lines, filtered by
+//! `RUST_LOG` (else by the level given: `info`, or CHP's `--log-level`).
 
 use tracing_subscriber::EnvFilter;
 
@@ -6,8 +7,8 @@ use crate::cli::LogFormat;
 
 /// Installs the global subscriber. Pingora logs through the `log` crate;
 /// tracing-subscriber bridges those records too.
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+pub fn init(format: LogFormat, level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
     let result = match format {

@@ -8,6 +8,7 @@
 mod admin;
 mod apply;
 mod auth;
+mod chp;
 mod cli;
 mod config_dir;
 mod decision;
@@ -31,7 +32,39 @@ use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
     heap::limit_arenas();
+    if let Some(command_line) = chp::chp_command_line() {
+        return run_chp(command_line);
+    }
     let args = cli::Args::parse();
-    logging::init(args.log_format);
-    server::run(args)
+    if args.config_dir.is_none() && args.discovery.is_none() {
+        // The argument group cannot require a source (CHP mode has none).
+        use clap::CommandFactory;
+        cli::Args::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "give --config-dir DIR or --discovery URL (or run `portico-gateway chp` as JupyterHub's proxy)",
+            )
+            .exit();
+    }
+    logging::init(args.log_format, "info");
+    server::run(args, None)
+}
+
+/// As configurable-http-proxy: CHP's flags, then the gateway's settings
+/// from `PORTICO_*` variables where CHP has no flag.
+fn run_chp(command_line: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
+    let settings = match chp::ChpArgs::parse_from(command_line).settings() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("{}: error: {error}", chp::CHP_COMMAND);
+            std::process::exit(2);
+        }
+    };
+    let mut args = cli::Args::parse_from([chp::CHP_COMMAND]);
+    logging::init(args.log_format, &settings.log_level);
+    let mode = chp::ChpMode::new(settings)?;
+    args.binds = mode.binds();
+    // CHP's keep-alive timeout is in milliseconds; the gateway's in seconds.
+    args.idle_timeout_secs = mode.settings.keep_alive_timeout.as_millis().div_ceil(1000).max(1) as u64;
+    server::run(args, Some(mode))
 }

@@ -16,6 +16,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::auth::{Guard, ResponseHeaders, Routed};
+use crate::chp::ProxyHooks;
 use crate::decision::{Decision, Forward, LocalResponse, decide};
 use crate::headers;
 use crate::mesh::MeshIdentity;
@@ -55,6 +56,8 @@ pub struct GatewayProxy {
     pub mesh: Option<Arc<MeshIdentity>>,
     /// Authentication, authorization and browser safety.
     pub guard: Arc<Guard>,
+    /// Serving as configurable-http-proxy: route activity, error pages.
+    pub chp: Option<Arc<ProxyHooks>>,
 }
 
 /// The identity a meshed endpoint must present.
@@ -147,6 +150,8 @@ impl ProxyHttp for GatewayProxy {
         }
         match decide(&snapshot, session.req_header(), self.port, self.scheme) {
             Decision::Respond(response) => {
+                let page = self.chp_error_page(session, response.status, response.flags).await;
+                let response = page.unwrap_or(response);
                 // Bytes of an unread request body must never be parsed as the
                 // next request: close instead of draining.
                 let close = response.status >= 400 || headers::has_body(session.req_header());
@@ -275,7 +280,11 @@ impl ProxyHttp for GatewayProxy {
     ) -> Result<()> {
         let Some(forward) = ctx.forward.as_ref() else { return Ok(()) };
         let client = session.client_addr().and_then(PingoraAddr::as_inet).map(|a| a.ip());
-        headers::prepare_upstream_request(upstream_request, forward, client, self.scheme)
+        headers::prepare_upstream_request(upstream_request, forward, client, self.scheme)?;
+        if let Some(chp) = &self.chp {
+            chp.forwarding_headers(upstream_request);
+        }
+        Ok(())
     }
 
     async fn response_filter(
@@ -322,7 +331,19 @@ impl ProxyHttp for GatewayProxy {
         ctx.status = status;
         if status > 0 && session.response_written().is_none() {
             session.set_keepalive(None);
-            let _ = session.respond_error_with_body(status, Bytes::from_static(body.as_bytes())).await;
+            // A websocket gets the bare status, as from CHP.
+            let page = match session.is_upgrade_req() {
+                false => self.chp_error_page(session, status, flags).await,
+                true => None,
+            };
+            match page {
+                Some(page) => {
+                    let _ = self.respond(session, ctx, page, true).await;
+                }
+                None => {
+                    let _ = session.respond_error_with_body(status, Bytes::from_static(body.as_bytes())).await;
+                }
+            }
         }
         FailToProxy { error_code: status, can_reuse_downstream: false }
     }
@@ -356,6 +377,9 @@ impl ProxyHttp for GatewayProxy {
             request_bytes: session.body_bytes_read(),
             response_bytes: session.body_bytes_sent(),
         });
+        if let (Some(chp), Some(forward)) = (&self.chp, &ctx.forward) {
+            chp.request_done(&forward.route().name, status);
+        }
         if self.settings.access_log {
             access_log(session, ctx, status, duration, destination, error);
         }
@@ -402,6 +426,9 @@ impl GatewayProxy {
         let client = session.client_addr().and_then(PingoraAddr::as_inet).map(|a| a.ip());
         let mut request = session.req_header().clone();
         headers::prepare_upstream_request(&mut request, forward, client, self.scheme)?;
+        if let Some(chp) = &self.chp {
+            chp.forwarding_headers(&mut request);
+        }
         let connected = match target.mesh {
             None => tunnel::Upstream::plain(target.address, status::CONNECT_TIMEOUT).await,
             Some(mesh_peer) => {
@@ -460,7 +487,17 @@ impl GatewayProxy {
             _ => Vec::new(),
         };
         let client = tunnel::detach(session).await?;
-        tokio::spawn(tunnel::splice(client, upstream, early, leftover, self.metrics.active_websockets.clone()));
+        let splice = tunnel::splice(client, upstream, early, leftover, self.metrics.active_websockets.clone());
+        match (&self.chp, ctx.forward.as_ref()) {
+            // As CHP: the route is active while the websocket is open.
+            (Some(chp), Some(forward)) => {
+                let (chp, route) = (Arc::clone(chp), forward.route().name.clone());
+                tokio::spawn(async move { chp.websocket(&route, splice).await });
+            }
+            _ => {
+                tokio::spawn(splice);
+            }
+        }
         Ok(true)
     }
 
@@ -476,6 +513,17 @@ impl GatewayProxy {
         let Outcome { status, flags, body } = status::outcome(error, flags);
         self.respond(session, ctx, LocalResponse::text(status, body, flags), true).await?;
         Ok(true)
+    }
+
+    /// As configurable-http-proxy with `--error-target`/`--error-path`:
+    /// the page for a 404 (no route) or a 5xx in place of the plain answer.
+    async fn chp_error_page(&self, session: &Session, status: u16, flags: &'static str) -> Option<LocalResponse> {
+        let chp = self.chp.as_ref()?;
+        if status != 404 && status < 500 {
+            return None;
+        }
+        let url = String::from_utf8_lossy(session.req_header().raw_path()).into_owned();
+        chp.error_page(status, flags, &url).await
     }
 
     async fn respond(

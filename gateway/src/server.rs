@@ -24,6 +24,7 @@ use portico_routing::{GatewayIdentity, NotebookSettings, PathNormalization};
 use crate::admin::{AdminApp, HealthApp, MetricsApp};
 use crate::apply::ConfigSink;
 use crate::auth::Guard;
+use crate::chp::{ChpMode, ProxyHooks};
 use crate::cli::Args;
 use crate::config_dir::{FolderSource, FolderWatchService};
 use crate::discovery::bootstrap;
@@ -76,7 +77,8 @@ struct NoTlsCallbacks;
 impl TlsAccept for NoTlsCallbacks {}
 
 /// Builds everything and runs until SIGTERM/SIGINT (never returns on success).
-pub fn run(args: Args) -> anyhow::Result<()> {
+/// `chp`: serve as configurable-http-proxy, routes from its REST API.
+pub fn run(args: Args, chp: Option<ChpMode>) -> anyhow::Result<()> {
     let normalization = PathNormalization::parse(&args.path_normalization)
         .with_context(|| format!("--path-normalization {:?} is not an Istio mode", args.path_normalization))?;
     let state = Arc::new(RouteState::new());
@@ -96,6 +98,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // the folder once, or wait for the controller's first full state. Ports
     // `--bind` names but no Gateway uses yet serve HTTP.
     let source = match (&args.config_dir, &args.discovery) {
+        _ if chp.is_some() => Source::Chp,
         (Some(dir), _) => {
             Source::Folder(Arc::new(FolderSource::new(dir.clone(), identity, settings, normalization.into())))
         }
@@ -105,6 +108,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (initial, diagnostics) = match &source {
         Source::Folder(folder) => folder.translate_folder(),
         Source::Discovery(client) => bootstrap::first_table(client, args.health)?,
+        Source::Chp => (chp.as_ref().map(ChpMode::listeners).unwrap_or_default(), Vec::new()),
     };
     let mut listeners: BTreeMap<u16, ListenerProtocol> =
         initial.listeners.iter().map(|l| (l.port, l.protocol)).collect();
@@ -120,6 +124,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .map(|(port, _)| (*port, Arc::new(SniCertResolver::new())))
         .collect();
     let sink = Arc::new(ConfigSink::new(Arc::clone(&state), Arc::clone(&metrics), certificates));
+    // CHP mode: the data plane's hooks, and its metrics listener if any.
+    let mut chp_mode: Option<(Arc<ProxyHooks>, Option<SocketAddr>)> = None;
     let background: Box<dyn ServiceWithDependents> = match source {
         Source::Folder(folder) => {
             folder.attach(Arc::clone(&sink));
@@ -134,6 +140,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             // The first full state as received; `initial` only chose the ports.
             client.publish();
             Box::new(background_service("discovery client", DiscoveryService(Arc::new(*client))))
+        }
+        Source::Chp => {
+            drop(initial);
+            let Some(chp) = chp else { anyhow::bail!("CHP mode without its settings") };
+            let hooks = Arc::clone(&chp.hooks);
+            let metrics_address = chp.settings.metrics;
+            chp_mode = Some((hooks, metrics_address));
+            Box::new(chp.start(Arc::clone(&sink))?)
         }
     };
 
@@ -190,6 +204,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             settings: Arc::clone(&proxy_settings),
             mesh: mesh.clone(),
             guard: Arc::clone(&guard),
+            chp: chp_mode.as_ref().map(|(hooks, _)| Arc::clone(hooks)),
         };
         let mut proxy = pingora_proxy::http_proxy(&server.configuration, proxy);
         let mut server_options = HttpServerOptions::default();
@@ -223,9 +238,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         server.add_service(service);
     }
 
-    server.add_service(small_service("admin", AdminApp { state: Arc::clone(&state) }, args.admin));
-    server.add_service(small_service("health", HealthApp { state: Arc::clone(&state) }, args.health));
-    server.add_service(small_service("metrics", MetricsApp { metrics: Arc::clone(&metrics) }, args.metrics));
+    match &chp_mode {
+        // As CHP: health is `/_chp_healthz` on the proxy port, metrics
+        // only with --metrics-port, no admin listener.
+        Some((_, metrics_address)) => {
+            if let Some(address) = metrics_address {
+                server.add_service(small_service("metrics", MetricsApp { metrics: Arc::clone(&metrics) }, *address));
+            }
+        }
+        None => {
+            server.add_service(small_service("admin", AdminApp { state: Arc::clone(&state) }, args.admin));
+            server.add_service(small_service("health", HealthApp { state: Arc::clone(&state) }, args.health));
+            server.add_service(small_service("metrics", MetricsApp { metrics: Arc::clone(&metrics) }, args.metrics));
+        }
+    }
     server.add_boxed_service(background);
     tracing::info!(admin = %args.admin, health = %args.health, metrics = %args.metrics, "portico-gateway started");
     server.run_forever()
@@ -235,6 +261,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 enum Source {
     Folder(Arc<FolderSource>),
     Discovery(Box<DiscoveryClient>),
+    /// configurable-http-proxy's REST API (the settings stay in `run`'s `chp`).
+    Chp,
 }
 
 /// How this gateway introduces itself to the controller.

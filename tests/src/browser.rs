@@ -38,11 +38,21 @@ pub struct LabRun {
 ///
 /// Never panics on what the page did: the caller asserts on [`LabRun`].
 pub fn run_cell_in_lab(lab_url: &str, headers: &[(&str, &str)]) -> LabRun {
+    run_cell_in_lab_with_cookies(lab_url, headers, &[])
+}
+
+/// [`run_cell_in_lab`] with `cookies` set for the lab's origin first (a
+/// JupyterHub user's login cookies: the hub's OAuth redirects then let the
+/// browser into the user's server).
+pub fn run_cell_in_lab_with_cookies(lab_url: &str, headers: &[(&str, &str)], cookies: &[(String, String)]) -> LabRun {
     let screenshot = std::env::temp_dir().join(format!("portico-lab-{}.png", std::process::id()));
     let mut command = Command::new(venv_python());
     command.arg(workspace_root().join("tests/browser/lab_cell.py")).arg(lab_url).arg("--screenshot").arg(&screenshot);
     for (name, value) in headers {
         command.arg("--header").arg(format!("{name}:{value}"));
+    }
+    for (name, value) in cookies {
+        command.arg("--cookie").arg(format!("{name}={value}"));
     }
     let output = command.output().expect("running tests/browser/lab_cell.py");
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -24,6 +24,9 @@
 //!   their processes (a real Jupyter Server for a notebook) in a network
 //!   namespace holding the pod's IP, Ready when their server answers;
 //! * [`browser`]: JupyterLab in headless Chromium, a cell run as a user runs it;
+//! * [`chp_proxy`]: `portico-gateway chp`, Portico as JupyterHub's
+//!   configurable-http-proxy, and its REST API; [`jupyterhub`]: a real
+//!   JupyterHub whose proxy is Portico;
 //! * [`kube_wait`] and [`notebooks`]: bounded waits on API objects, Notebook
 //!   fixtures, objects read back as the JSON the API server stored.
 //!
@@ -32,6 +35,7 @@
 
 pub mod binary;
 pub mod browser;
+pub mod chp_proxy;
 pub mod config_dir;
 pub mod controller;
 pub mod deployment;
@@ -40,6 +44,7 @@ pub mod fixtures;
 pub mod gateway;
 pub mod http_stub;
 pub mod jupyter;
+pub mod jupyterhub;
 pub mod jwt_issuer;
 pub mod kernel;
 pub mod kube_plane;

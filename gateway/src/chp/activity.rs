@@ -1,0 +1,123 @@
+//! Each route's `last_activity`, kept where the data plane can stamp it
+//! without taking a lock shared with the API.
+//!
+//! The rule is CHP's: a route is active when it is added, when a request
+//! through it completes with a status below 300 (a websocket's 101
+//! included), and while bytes flow on a websocket through it. Portico
+//! splices websockets without looking at their bytes, so a route with a
+//! websocket open counts as active now, and the websocket's end stamps it
+//! once more. That is what CHP reports for Jupyter's websockets too: Jupyter
+//! Server pings every open kernel and terminal websocket (every 30 s by
+//! default), and CHP counts the ping's bytes.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
+
+use super::timestamp::now_ms;
+
+/// Milliseconds since the epoch of the last activity, by CHP route key.
+#[derive(Default)]
+pub struct Activity {
+    routes: RwLock<HashMap<String, Arc<RouteActivity>>>,
+}
+
+/// One route's activity.
+#[derive(Default)]
+struct RouteActivity {
+    /// Milliseconds since the epoch.
+    last: AtomicI64,
+    /// Websockets open through the route.
+    open: AtomicU32,
+}
+
+impl Activity {
+    /// A request through `route` ended with `status`.
+    pub fn record(&self, route: &str, status: u16) {
+        if !(100..300).contains(&status) {
+            return;
+        }
+        if let Some(route) = self.find(route) {
+            route.last.fetch_max(now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// Runs `websocket` (the splice of an upgraded connection through
+    /// `route`): the route is active while it runs, and when it ends.
+    pub async fn websocket<F: Future>(&self, route: &str, websocket: F) -> F::Output {
+        let Some(route) = self.find(route) else { return websocket.await };
+        route.open.fetch_add(1, Ordering::Relaxed);
+        let output = websocket.await;
+        route.open.fetch_sub(1, Ordering::Relaxed);
+        route.last.fetch_max(now_ms(), Ordering::Relaxed);
+        output
+    }
+
+    fn find(&self, route: &str) -> Option<Arc<RouteActivity>> {
+        self.routes.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(route).cloned()
+    }
+
+    /// A route added (or replaced) at `at`.
+    pub fn set(&self, route: &str, at: i64) {
+        let mut routes = self.routes.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match routes.get(route) {
+            Some(activity) => activity.last.store(at, Ordering::Relaxed),
+            None => {
+                let activity = RouteActivity { last: AtomicI64::new(at), open: AtomicU32::new(0) };
+                routes.insert(route.to_string(), Arc::new(activity));
+            }
+        }
+    }
+
+    pub fn remove(&self, route: &str) {
+        self.routes.write().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(route);
+    }
+
+    /// Milliseconds since the epoch, if `route` is known: now while a
+    /// websocket through it is open.
+    pub fn last(&self, route: &str) -> Option<i64> {
+        let route = self.find(route)?;
+        if route.open.load(Ordering::Relaxed) > 0 {
+            return Some(now_ms());
+        }
+        Some(route.last.load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_successful_requests_count() {
+        let activity = Activity::default();
+        activity.set("/user/a", 5);
+        activity.record("/user/a", 503);
+        activity.record("/user/a", 404);
+        assert_eq!(activity.last("/user/a"), Some(5));
+        activity.record("/user/a", 101);
+        assert!(activity.last("/user/a").unwrap() > 5);
+        activity.record("/unknown", 200);
+        assert_eq!(activity.last("/unknown"), None);
+    }
+
+    #[tokio::test]
+    async fn a_route_with_a_websocket_open_is_active() {
+        let activity = Arc::new(Activity::default());
+        activity.set("/user/a", 5);
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let websocket = {
+            let activity = Arc::clone(&activity);
+            tokio::spawn(async move { activity.websocket("/user/a", released).await })
+        };
+        tokio::task::yield_now().await;
+        let before = now_ms();
+        assert!(activity.last("/user/a").unwrap() >= before, "open: active now");
+        release.send(()).unwrap();
+        websocket.await.unwrap().unwrap();
+        let closed = activity.last("/user/a").unwrap();
+        assert!(closed >= before, "its end is the last activity");
+        assert_eq!(activity.last("/user/a"), Some(closed), "and it stays that");
+    }
+}

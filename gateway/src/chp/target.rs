@@ -1,0 +1,88 @@
+//! A route's `target`: where CHP forwards, `http://host[:port]`.
+//!
+//! JupyterHub's targets are a server's `proto://host:port` with no path.
+//! Anything Portico would have to guess about is refused with the reason,
+//! at the API, before it can reach a serving route.
+
+use std::fmt;
+
+/// A checked `http://host[:port]` target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// Host name or IP (IPv6 without brackets), lower-case.
+    pub host: String,
+    pub port: u16,
+}
+
+/// Why a target is refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error("{0:?} is not a URL: {1}")]
+    NotUrl(String, String),
+    #[error("{0:?}: scheme {1:?} is not supported (only http:// targets are)")]
+    Scheme(String, String),
+    #[error("{0:?} has no host")]
+    NoHost(String),
+    #[error("{0:?} has a path, query or credentials; a target is proto://host[:port]")]
+    HasPath(String),
+}
+
+impl Target {
+    pub fn parse(text: &str) -> Result<Target, TargetError> {
+        let url =
+            reqwest::Url::parse(text).map_err(|error| TargetError::NotUrl(text.to_string(), error.to_string()))?;
+        if url.scheme() != "http" {
+            return Err(TargetError::Scheme(text.to_string(), url.scheme().to_string()));
+        }
+        let host = match url.host_str() {
+            Some(host) if !host.is_empty() => host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase(),
+            _ => return Err(TargetError::NoHost(text.to_string())),
+        };
+        if (url.path() != "/" && !url.path().is_empty())
+            || url.query().is_some()
+            || url.fragment().is_some()
+            || !url.username().is_empty()
+            || url.password().is_some()
+        {
+            return Err(TargetError::HasPath(text.to_string()));
+        }
+        Ok(Target { host, port: url.port_or_known_default().unwrap_or(80) })
+    }
+
+    /// `host:port`, brackets around an IPv6 address.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "http://{}", self.authority())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jupyterhub_targets_parse() {
+        assert_eq!(Target::parse("http://127.0.0.1:56789").unwrap(), Target { host: "127.0.0.1".into(), port: 56789 });
+        assert_eq!(Target::parse("http://Hub:8081/").unwrap().authority(), "hub:8081");
+        assert_eq!(Target::parse("http://[::1]:8888").unwrap().authority(), "[::1]:8888");
+        assert_eq!(Target::parse("http://nb").unwrap().port, 80);
+    }
+
+    #[test]
+    fn what_portico_would_guess_about_is_refused() {
+        assert!(matches!(Target::parse("nope"), Err(TargetError::NotUrl(..))));
+        assert!(matches!(Target::parse("https://a:1"), Err(TargetError::Scheme(..))));
+        assert!(matches!(Target::parse("http+unix://%2Ftmp%2Fs"), Err(TargetError::Scheme(..))));
+        assert!(matches!(Target::parse("http://a:1/base"), Err(TargetError::HasPath(..))));
+        assert!(matches!(Target::parse("http://u:p@a:1"), Err(TargetError::HasPath(..))));
+    }
+}
