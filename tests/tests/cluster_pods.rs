@@ -111,9 +111,11 @@ fn a_restarted_pod_is_routed_only_once_it_is_ready_again() {
     // The pod goes (its processes stop); the EndpointSlice controller drops
     // it; the gateway's table loses the address.
     plane.kubectl_ok(&["delete", "pod", "nb-0", "-n", ns, "--wait=false"]);
+    // The dump lists an endpoint as {"address": "<ip>", "port": 8888}.
+    let old_address = format!("\"{old_ip}\"");
     let propagated = poll(SETTLE, || {
         let dump = cluster.gateway.config_dump().to_string();
-        (!dump.contains(&old_endpoint)).then_some(())
+        (!dump.contains(&old_address)).then_some(())
     });
     assert!(propagated.is_some(), "the gateway kept {old_endpoint} after its pod was deleted\n{}", cluster.context());
     let log_mark = cluster.gateway.log().len();
