@@ -89,7 +89,8 @@ spec:
     // The route and the policies arrive together: never a 200 without a token.
     wait_status(address, &path, None, 401, context);
     let token = key.token("user@example.com", json!({}));
-    assert_eq!(status(address, &path, Some(&token)), 200, "{}", context());
+    // With a token: 200 once the notebook's pod is Ready and published.
+    wait_status(address, &path, Some(&token), 200, context);
     assert_eq!(status(address, &path, Some("not.a.jwt")), 401);
 
     // Deleting the policy opens the route again, with no restart.
