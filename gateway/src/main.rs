@@ -6,6 +6,8 @@
 #![deny(unsafe_code)]
 
 mod admin;
+#[cfg(feature = "count-allocs")]
+mod alloc_count;
 mod apply;
 mod auth;
 mod cli;
@@ -29,8 +31,15 @@ mod upstream;
 
 use clap::Parser;
 
+/// Bench builds only: allocations per request (`alloc_count.rs`).
+#[cfg(feature = "count-allocs")]
+#[global_allocator]
+static ALLOCATOR: alloc_count::Counting = alloc_count::Counting;
+
 fn main() -> anyhow::Result<()> {
     heap::limit_arenas();
+    #[cfg(feature = "count-allocs")]
+    alloc_count::report_from_env();
     let args = cli::Args::parse();
     logging::init(args.log_format);
     server::run(args)
