@@ -14,6 +14,7 @@ use portico_routing::rewrite::{RedirectRequest, https_location, redirect_locatio
 use portico_routing::table::{CorsPolicy, Route, RouteAction, WeightedDestination};
 use portico_routing::{RequestView, normalize};
 
+use crate::metrics::OutcomeKey;
 use crate::state::Snapshot;
 use crate::upstream::{pick_weighted, random_u32};
 
@@ -38,6 +39,13 @@ pub struct Forward {
 impl Forward {
     pub fn route(&self) -> &Route {
         &self.route
+    }
+
+    /// This request's metric series in its snapshot's cache.
+    pub fn outcome_key(&self, grpc: bool, status: u16, flags: &'static str) -> OutcomeKey {
+        // The snapshot holds the route, so its address names it as long as
+        // the cache (in the same snapshot) lives.
+        OutcomeKey { route: Arc::as_ptr(&self.route) as usize, destination: self.destination, grpc, status, flags }
     }
 
     /// The chosen destination's namespace (`<service>.<namespace>.svc...`):

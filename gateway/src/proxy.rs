@@ -336,26 +336,28 @@ impl ProxyHttp for GatewayProxy {
         let duration = ctx.started.elapsed();
         let destination = ctx.forward.as_ref().and_then(|f| f.destination()).map_or("", |d| d.host.as_str());
         let request = session.req_header();
-        let protocol = if request
+        let grpc = request
             .headers
             .get(http::header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
-        {
-            "grpc"
-        } else {
-            "http"
-        };
-        self.metrics.record(&RequestRecord {
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let record = RequestRecord {
             workload: &self.settings.workload,
             workload_namespace: &self.settings.workload_namespace,
             destination_host: destination,
-            protocol,
+            protocol: if grpc { "grpc" } else { "http" },
             status,
             flags: ctx.flags,
             duration_ms: duration.as_secs_f64() * 1000.0,
             request_bytes: session.body_bytes_read(),
             response_bytes: session.body_bytes_sent(),
-        });
+        };
+        match ctx.forward.as_ref() {
+            Some(forward) => {
+                let key = forward.outcome_key(grpc, status, ctx.flags);
+                self.metrics.record_cached(&forward.snapshot.series, key, &record);
+            }
+            None => self.metrics.record(&record),
+        }
         if self.settings.access_log {
             access_log(session, ctx, status, duration, destination, error);
         }
