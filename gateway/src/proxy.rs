@@ -167,8 +167,13 @@ impl ProxyHttp for GatewayProxy {
             return Ok(true);
         }
         let snapshot = self.state.load();
-        // HTTP/1.x and HTTP/2 alike (strict_http::check_request).
-        if let Err(error) = strict_http::check_request(session.req_header(), snapshot.normalization) {
+        // An HTTP/1.x head's headers were checked above, in its one pass.
+        let checked = if session.as_downstream().is_http2() {
+            strict_http::check_request(session.req_header(), snapshot.normalization)
+        } else {
+            strict_http::check_target(session.req_header().raw_path(), snapshot.normalization)
+        };
+        if let Err(error) = checked {
             tracing::debug!(%error, "request refused");
             self.respond(session, ctx, LocalResponse::text(error.status(), error.body(), "DPE"), true).await?;
             return Ok(true);
