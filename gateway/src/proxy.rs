@@ -260,7 +260,8 @@ impl ProxyHttp for GatewayProxy {
             HttpPeer::new(address, false, String::new())
         };
         peer.options.connection_timeout = Some(status::CONNECT_TIMEOUT);
-        peer.options.idle_timeout = Some(status::UPSTREAM_IDLE_TIMEOUT);
+        // No pool idle timer (a timer per request); see upstream_tcp_keepalive.
+        peer.options.tcp_keepalive = Some(status::upstream_tcp_keepalive());
         let route = forward.route();
         let upgrade = session.is_upgrade_req();
         // Istio's `timeout` bounds a response, never an upgraded stream:
