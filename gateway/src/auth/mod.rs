@@ -17,6 +17,7 @@
 mod browser;
 mod ext_authz;
 mod jwt;
+mod token_cache;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, header};
@@ -205,8 +206,8 @@ impl Guard {
             None if security.jwt_rules.is_empty() => Credentials::NotApplicable,
             None => Credentials::Missing,
         };
-        let principal = verified.as_ref().map(|v| v.principal.as_str());
-        let claims = verified.as_ref().map(|v| &v.claims);
+        let principal = verified.as_ref().map(|v| &*v.principal);
+        let claims = verified.as_ref().map(|v| &*v.claims);
         // The gateway's own policies: the peer is the remote client.
         let gateway = attributes(request, routed, None, principal, claims, client_ip, port);
         check(&security.gateway, &gateway, request, &self.settings, credentials)?;
