@@ -16,6 +16,7 @@ mod decision;
 mod discovery;
 mod headers;
 mod heap;
+mod log_writer;
 mod logging;
 mod mesh;
 mod metrics;
