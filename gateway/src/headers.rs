@@ -26,8 +26,10 @@ pub fn prepare_upstream_request(
     scheme: &'static str,
 ) -> Result<()> {
     let route = forward.route();
-    if request.raw_path() != forward.upstream_path.as_bytes() {
-        request.set_raw_path(forward.upstream_path.as_bytes())?;
+    if let Some(path) = &forward.upstream_path
+        && request.raw_path() != path.as_bytes()
+    {
+        request.set_raw_path(path.as_bytes())?;
     }
     if let portico_routing::table::RouteAction::Forward(action) = &route.action
         && let Some(authority) = &action.rewrite.authority
