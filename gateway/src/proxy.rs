@@ -202,7 +202,13 @@ impl ProxyHttp for GatewayProxy {
                 let client = session.client_addr().and_then(PingoraAddr::as_inet).map(|a| a.ip());
                 let request = session.req_header_mut();
                 let routed = Routed::forward(&forward);
-                match self.guard.admit(request, &routed, &self.resolver, client, self.port, self.scheme).await {
+                let admitted = if Guard::has_policies(&forward.snapshot) {
+                    self.guard.admit(request, &routed, &self.resolver, client, self.port, self.scheme).await
+                } else {
+                    // No policy applies: nothing to wait for.
+                    self.guard.admit_without_policies(request, &routed).map(|()| Vec::new())
+                };
+                match admitted {
                     Ok(response_headers) => {
                         ctx.response_headers = response_headers;
                         ctx.forward = Some(forward);
