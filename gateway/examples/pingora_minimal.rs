@@ -8,7 +8,10 @@
 //!
 //!     pingora_minimal <listen address> <upstream address> <threads>
 
-#![forbid(unsafe_code)]
+// The bench-only counting allocator (feature `count-allocs`) is the one
+// unsafe impl; the default build has none.
+#![cfg_attr(not(feature = "count-allocs"), forbid(unsafe_code))]
+#![cfg_attr(feature = "count-allocs", deny(unsafe_code))]
 
 use std::net::SocketAddr;
 
@@ -18,6 +21,14 @@ use pingora_core::server::Server;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_error::Result;
 use pingora_proxy::{ProxyHttp, Session};
+
+/// Bench builds only: allocations per request, reported like the gateway's.
+#[cfg(feature = "count-allocs")]
+#[path = "../src/alloc_count.rs"]
+mod alloc_count;
+#[cfg(feature = "count-allocs")]
+#[global_allocator]
+static ALLOCATOR: alloc_count::Counting = alloc_count::Counting;
 
 struct Minimal {
     upstream: SocketAddr,
@@ -35,6 +46,8 @@ impl ProxyHttp for Minimal {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    #[cfg(feature = "count-allocs")]
+    alloc_count::report_from_env();
     let mut args = std::env::args().skip(1);
     let usage = "usage: pingora_minimal <listen address> <upstream address> <threads>";
     let listen = args.next().ok_or(usage)?;

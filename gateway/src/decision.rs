@@ -4,6 +4,7 @@
 //! Kept apart from Pingora's session so the whole policy reads top to bottom
 //! and is testable on plain request headers.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,8 +13,9 @@ use pingora_http::RequestHeader;
 use portico_routing::request::host_of;
 use portico_routing::rewrite::{RedirectRequest, https_location, redirect_location, rewritten_path};
 use portico_routing::table::{CorsPolicy, Route, RouteAction, WeightedDestination};
-use portico_routing::{RequestView, normalize};
+use portico_routing::{RequestView, normalize_ref};
 
+use crate::metrics::OutcomeKey;
 use crate::state::Snapshot;
 use crate::upstream::{pick_weighted, random_u32};
 
@@ -24,8 +26,9 @@ pub struct Forward {
     pub snapshot: Arc<Snapshot>,
     route: Arc<Route>,
     destination: usize,
-    /// Path and query to send upstream (rewritten).
-    pub upstream_path: String,
+    /// Path and query to send upstream when normalization or a rewrite
+    /// changed them; `None` forwards the client's own target.
+    pub upstream_path: Option<String>,
     /// The request's host (lower-case, no port), for X-Forwarded-Host.
     pub host: String,
     /// The normalized path (no query) that routing matched: authorization
@@ -38,6 +41,13 @@ pub struct Forward {
 impl Forward {
     pub fn route(&self) -> &Route {
         &self.route
+    }
+
+    /// This request's metric series in its snapshot's cache.
+    pub fn outcome_key(&self, grpc: bool, status: u16, flags: &'static str) -> OutcomeKey {
+        // The snapshot holds the route, so its address names it as long as
+        // the cache (in the same snapshot) lives.
+        OutcomeKey { route: Arc::as_ptr(&self.route) as usize, destination: self.destination, grpc, status, flags }
     }
 
     /// The chosen destination's namespace (`<service>.<namespace>.svc...`):
@@ -96,7 +106,7 @@ pub fn decide(snapshot: &Arc<Snapshot>, request: &RequestHeader, port: u16, sche
     let Ok(raw_target) = std::str::from_utf8(request.raw_path()) else {
         return Decision::Respond(LocalResponse::text(400, "request target is not ASCII\n", "DPE"));
     };
-    let target = match normalize(raw_target, snapshot.normalization) {
+    let target = match normalize_ref(raw_target, snapshot.normalization) {
         Ok(target) => target,
         Err(error) => {
             tracing::debug!(%error, target = raw_target, "request target rejected");
@@ -111,7 +121,7 @@ pub fn decide(snapshot: &Arc<Snapshot>, request: &RequestHeader, port: u16, sche
         authority,
         host: &host,
         path: &target.path,
-        query: target.query.as_deref(),
+        query: target.query,
         headers: &request.headers,
     };
     let Some(selection) = snapshot.matcher.select(&view) else {
@@ -121,10 +131,10 @@ pub fn decide(snapshot: &Arc<Snapshot>, request: &RequestHeader, port: u16, sche
     let local = |response: LocalResponse| Decision::Local {
         response,
         host: host.clone().into_owned(),
-        path: target.path.clone(),
+        path: target.path.clone().into_owned(),
     };
     if vhost.https_redirect {
-        let location = https_location(authority, &target.path_and_query());
+        let location = https_location(authority, &path_and_query(&target.path, target.query));
         return local(redirect(301, location));
     }
     let Some(selected) = selection.route else {
@@ -143,13 +153,7 @@ pub fn decide(snapshot: &Arc<Snapshot>, request: &RequestHeader, port: u16, sche
         RouteAction::Redirect(redirect_action) => {
             let location = redirect_location(
                 redirect_action,
-                &RedirectRequest {
-                    scheme,
-                    authority,
-                    listener_port: port,
-                    path: &target.path,
-                    query: target.query.as_deref(),
-                },
+                &RedirectRequest { scheme, authority, listener_port: port, path: &target.path, query: target.query },
             );
             local(redirect(redirect_action.status, location))
         }
@@ -161,21 +165,36 @@ pub fn decide(snapshot: &Arc<Snapshot>, request: &RequestHeader, port: u16, sche
         }),
         RouteAction::Forward(forward) => {
             let matched = match_index.map(|i| &route.matches[i]);
-            let mut upstream_path = rewritten_path(&target.path, matched, &forward.rewrite).into_owned();
-            if let Some(query) = &target.query {
-                upstream_path.push('?');
-                upstream_path.push_str(query);
-            }
+            let rewritten = rewritten_path(&target.path, matched, &forward.rewrite);
+            // Borrowed twice: the path is the client's, unchanged.
+            let unchanged = matches!((&target.path, &rewritten), (Cow::Borrowed(_), Cow::Borrowed(_)));
+            let upstream_path = (!unchanged).then(|| path_and_query(&rewritten, target.query));
+            drop(rewritten);
             Decision::Forward(Box::new(Forward {
                 snapshot: Arc::clone(snapshot),
                 route: Arc::clone(route),
                 destination: pick_weighted(&forward.destinations, random_u32()),
                 upstream_path,
                 host: host.into_owned(),
-                path: target.path.clone(),
+                path: target.path.into_owned(),
                 cors_origin: cors_origin.map(|(_, origin)| origin.to_string()),
             }))
         }
+    }
+}
+
+/// `path`, then `?` and the query when there was one (a bare trailing `?`
+/// is kept).
+fn path_and_query(path: &str, query: Option<&str>) -> String {
+    match query {
+        Some(query) => {
+            let mut target = String::with_capacity(path.len() + 1 + query.len());
+            target.push_str(path);
+            target.push('?');
+            target.push_str(query);
+            target
+        }
+        None => path.to_string(),
     }
 }
 

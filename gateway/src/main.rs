@@ -6,6 +6,8 @@
 #![deny(unsafe_code)]
 
 mod admin;
+#[cfg(feature = "count-allocs")]
+mod alloc_count;
 mod apply;
 mod auth;
 mod chp;
@@ -15,6 +17,7 @@ mod decision;
 mod discovery;
 mod headers;
 mod heap;
+mod log_writer;
 mod logging;
 mod mesh;
 mod metrics;
@@ -30,8 +33,15 @@ mod upstream;
 
 use clap::Parser;
 
+/// Bench builds only: allocations per request (`alloc_count.rs`).
+#[cfg(feature = "count-allocs")]
+#[global_allocator]
+static ALLOCATOR: alloc_count::Counting = alloc_count::Counting;
+
 fn main() -> anyhow::Result<()> {
     heap::limit_arenas();
+    #[cfg(feature = "count-allocs")]
+    alloc_count::report_from_env();
     if let Some(command_line) = chp::chp_command_line() {
         return run_chp(command_line);
     }

@@ -1,8 +1,13 @@
 //! Prometheus metrics with Istio's names and labels, so existing dashboards
 //! and alerts keep working when Portico replaces the ingress gateway.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Istio's standard request labels (the subset a gateway knows).
@@ -39,6 +44,52 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub config_diagnostics: IntGaugeVec,
     pub routes: IntGauge,
+}
+
+/// Outcomes a [`SeriesCache`] holds at most: past it, requests resolve
+/// their series by labels as before (a bound against unusual status and
+/// flag mixes, not a size a gateway normally reaches).
+const MAX_CACHED_OUTCOMES: usize = 4096;
+
+/// The four series one outcome adds to, resolved from their labels once.
+///
+/// Resolving by labels hashes nine label values and takes the vector's lock,
+/// four times per request; a resolved series is a plain atomic update.
+pub struct OutcomeSeries {
+    requests: IntCounter,
+    duration: Histogram,
+    request_bytes: Histogram,
+    response_bytes: Histogram,
+}
+
+impl OutcomeSeries {
+    fn observe(&self, record: &RequestRecord<'_>) {
+        self.requests.inc();
+        self.duration.observe(record.duration_ms);
+        self.request_bytes.observe(record.request_bytes as f64);
+        self.response_bytes.observe(record.response_bytes as f64);
+    }
+}
+
+/// What tells one outcome's series from another's within one snapshot: the
+/// route (by identity: the snapshot holds it, so its address is not
+/// reused while the cache lives) and destination, and the labels a request
+/// adds (protocol, status, flags). Workload labels are the gateway's own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct OutcomeKey {
+    pub route: usize,
+    pub destination: usize,
+    pub grpc: bool,
+    pub status: u16,
+    pub flags: &'static str,
+}
+
+/// Resolved series by outcome, kept in a routing snapshot: a route table
+/// change starts a new cache, so series of removed routes are not held.
+/// Reads take no lock (a new map is published on the rare miss).
+#[derive(Default)]
+pub struct SeriesCache {
+    series: ArcSwap<HashMap<OutcomeKey, Arc<OutcomeSeries>>>,
 }
 
 /// What one finished request reports.
@@ -105,6 +156,29 @@ impl Metrics {
 
     /// Records one finished request under Istio's labels.
     pub fn record(&self, record: &RequestRecord<'_>) {
+        self.resolve(record).observe(record);
+    }
+
+    /// Records one forwarded request, resolving its series by labels only
+    /// the first time `key` is seen in `cache`.
+    pub fn record_cached(&self, cache: &SeriesCache, key: OutcomeKey, record: &RequestRecord<'_>) {
+        if let Some(series) = cache.series.load().get(&key) {
+            series.observe(record);
+            return;
+        }
+        let series = Arc::new(self.resolve(record));
+        series.observe(record);
+        cache.series.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            if next.len() < MAX_CACHED_OUTCOMES {
+                next.insert(key, Arc::clone(&series));
+            }
+            next
+        });
+    }
+
+    /// The series of `record`'s labels.
+    fn resolve(&self, record: &RequestRecord<'_>) -> OutcomeSeries {
         let (name, namespace) = service_name_and_namespace(record.destination_host);
         let mut code_buffer = itoa_buffer();
         let code = format_status(record.status, &mut code_buffer);
@@ -119,10 +193,12 @@ impl Metrics {
             code,
             record.flags,
         ];
-        self.requests_total.with_label_values(&labels).inc();
-        self.request_duration.with_label_values(&labels).observe(record.duration_ms);
-        self.request_bytes.with_label_values(&labels).observe(record.request_bytes as f64);
-        self.response_bytes.with_label_values(&labels).observe(record.response_bytes as f64);
+        OutcomeSeries {
+            requests: self.requests_total.with_label_values(&labels),
+            duration: self.request_duration.with_label_values(&labels),
+            request_bytes: self.request_bytes.with_label_values(&labels),
+            response_bytes: self.response_bytes.with_label_values(&labels),
+        }
     }
 
     /// The Prometheus text exposition.
@@ -180,5 +256,31 @@ mod tests {
         assert!(text.contains("destination_service_namespace=\"team\""), "{text}");
         assert!(text.contains("response_code=\"200\""), "{text}");
         assert!(text.contains("istio_request_duration_milliseconds_bucket"), "{text}");
+    }
+
+    #[test]
+    fn cached_series_are_the_labelled_ones() {
+        let metrics = Metrics::new().unwrap();
+        let cache = SeriesCache::default();
+        let record = |status| RequestRecord {
+            workload: "gw",
+            workload_namespace: "istio-system",
+            destination_host: "nb.team.svc.cluster.local",
+            protocol: "http",
+            status,
+            flags: "-",
+            duration_ms: 1.0,
+            request_bytes: 0,
+            response_bytes: 10,
+        };
+        let key = |status| OutcomeKey { route: 1, destination: 0, grpc: false, status, flags: "-" };
+        for _ in 0..3 {
+            metrics.record_cached(&cache, key(200), &record(200));
+        }
+        metrics.record_cached(&cache, key(503), &record(503));
+        metrics.record(&record(200));
+        let labels = ["source", "gw", "istio-system", "nb.team.svc.cluster.local", "nb", "team", "http", "200", "-"];
+        assert_eq!(metrics.requests_total.with_label_values(&labels).get(), 4);
+        assert_eq!(cache.series.load().len(), 2);
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use pingora_core::modules::http::HttpModules;
 use pingora_core::prelude::HttpPeer;
 use pingora_core::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora_error::{Error, ErrorType, Result};
@@ -21,6 +22,7 @@ use crate::decision::{Decision, Forward, LocalResponse, decide};
 use crate::headers;
 use crate::mesh::MeshIdentity;
 use crate::metrics::{Metrics, RequestRecord};
+use crate::read_timeouts::RequestClock;
 use crate::state::RouteState;
 use crate::status::{self, Outcome};
 use crate::strict_http;
@@ -100,6 +102,8 @@ pub struct RequestContext {
     mesh_expected: Option<ExpectedPeer>,
     /// Added to the client's response (external authorization's allow headers).
     response_headers: ResponseHeaders,
+    /// Reports the request's progress to its connection's read clock.
+    clock: RequestClock,
 }
 
 #[async_trait]
@@ -118,7 +122,31 @@ impl ProxyHttp for GatewayProxy {
             upgraded: false,
             mesh_expected: None,
             response_headers: Vec::new(),
+            clock: RequestClock::current(),
         }
+    }
+
+    /// No downstream modules: Pingora's default is a disabled compression
+    /// module, which still costs every request a boxed object and a boxed
+    /// future per filter call while doing nothing.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
+
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut RequestContext) -> Result<()> {
+        ctx.clock.head_parsed(session.req_header());
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestContext,
+    ) -> Result<()> {
+        if end_of_stream {
+            ctx.clock.body_ended();
+        }
+        Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestContext) -> Result<bool> {
@@ -142,8 +170,13 @@ impl ProxyHttp for GatewayProxy {
             return Ok(true);
         }
         let snapshot = self.state.load();
-        // HTTP/1.x and HTTP/2 alike (strict_http::check_request).
-        if let Err(error) = strict_http::check_request(session.req_header(), snapshot.normalization) {
+        // An HTTP/1.x head's headers were checked above, in its one pass.
+        let checked = if session.as_downstream().is_http2() {
+            strict_http::check_request(session.req_header(), snapshot.normalization)
+        } else {
+            strict_http::check_target(session.req_header().raw_path(), snapshot.normalization)
+        };
+        if let Err(error) = checked {
             tracing::debug!(%error, "request refused");
             self.respond(session, ctx, LocalResponse::text(error.status(), error.body(), "DPE"), true).await?;
             return Ok(true);
@@ -174,7 +207,13 @@ impl ProxyHttp for GatewayProxy {
                 let client = session.client_addr().and_then(PingoraAddr::as_inet).map(|a| a.ip());
                 let request = session.req_header_mut();
                 let routed = Routed::forward(&forward);
-                match self.guard.admit(request, &routed, &self.resolver, client, self.port, self.scheme).await {
+                let admitted = if Guard::has_policies(&forward.snapshot) {
+                    self.guard.admit(request, &routed, &self.resolver, client, self.port, self.scheme).await
+                } else {
+                    // No policy applies: nothing to wait for.
+                    self.guard.admit_without_policies(request, &routed).map(|()| Vec::new())
+                };
+                match admitted {
                     Ok(response_headers) => {
                         ctx.response_headers = response_headers;
                         ctx.forward = Some(forward);
@@ -232,7 +271,8 @@ impl ProxyHttp for GatewayProxy {
             HttpPeer::new(address, false, String::new())
         };
         peer.options.connection_timeout = Some(status::CONNECT_TIMEOUT);
-        peer.options.idle_timeout = Some(status::UPSTREAM_IDLE_TIMEOUT);
+        // No pool idle timer (a timer per request); see upstream_tcp_keepalive.
+        peer.options.tcp_keepalive = Some(status::upstream_tcp_keepalive());
         let route = forward.route();
         let upgrade = session.is_upgrade_req();
         // Istio's `timeout` bounds a response, never an upgraded stream:
@@ -357,26 +397,28 @@ impl ProxyHttp for GatewayProxy {
         let duration = ctx.started.elapsed();
         let destination = ctx.forward.as_ref().and_then(|f| f.destination()).map_or("", |d| d.host.as_str());
         let request = session.req_header();
-        let protocol = if request
+        let grpc = request
             .headers
             .get(http::header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
-        {
-            "grpc"
-        } else {
-            "http"
-        };
-        self.metrics.record(&RequestRecord {
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let record = RequestRecord {
             workload: &self.settings.workload,
             workload_namespace: &self.settings.workload_namespace,
             destination_host: destination,
-            protocol,
+            protocol: if grpc { "grpc" } else { "http" },
             status,
             flags: ctx.flags,
             duration_ms: duration.as_secs_f64() * 1000.0,
             request_bytes: session.body_bytes_read(),
             response_bytes: session.body_bytes_sent(),
-        });
+        };
+        match ctx.forward.as_ref() {
+            Some(forward) => {
+                let key = forward.outcome_key(grpc, status, ctx.flags);
+                self.metrics.record_cached(&forward.snapshot.series, key, &record);
+            }
+            None => self.metrics.record(&record),
+        }
         if let (Some(chp), Some(forward)) = (&self.chp, &ctx.forward) {
             chp.request_done(&forward.route().name, status);
         }

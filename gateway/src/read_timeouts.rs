@@ -13,13 +13,15 @@
 //!   bytes received, so uploads of any size pass at a modest rate while a
 //!   trickle is cut off.
 //!
-//! Three pieces, none of them in the proxy logic:
+//! Three pieces:
 //!
 //! * [`TimedApp`] wraps the proxy service: it wraps each accepted stream in
 //!   a [`TimedStream`] and makes the connection's [`ReadClock`] visible to
 //!   the connection's task (Pingora processes HTTP/1.x requests on it).
-//! * [`RequestPhases`], a Pingora HTTP module, tells the clock when a head
-//!   has been parsed, when the body ended and when the request is over.
+//! * [`RequestClock`], held by each request's context, tells the clock when
+//!   a head has been parsed, when the body ended and when the request is
+//!   over (a plain field, not a Pingora module: a module costs a boxed
+//!   object and a boxed future per filter call on every request).
 //! * [`TimedStream`] fails a read that is pending past the current deadline.
 //!
 //! HTTP/2 connections are left alone here (h2's own limits and Pingora's
@@ -35,10 +37,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use http::header;
 use pingora_core::apps::ServerApp;
-use pingora_core::modules::http::{HttpModule, HttpModuleBuilder, Module};
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::tls::{SslDigest, TlsRef};
 use pingora_core::protocols::{
@@ -194,51 +194,36 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TimedApp<A> {
     }
 }
 
-/// Builds a [`RequestPhase`] per request.
-pub struct RequestPhases;
-
-impl HttpModuleBuilder for RequestPhases {
-    fn init(&self) -> Module {
-        Box::new(RequestPhase { clock: CLOCK.try_with(Arc::clone).ok() })
-    }
-}
-
-/// Reports one request's progress to its connection's clock (none for
-/// HTTP/2 streams, which run on tasks of their own).
-pub struct RequestPhase {
+/// One request's view of its connection's clock (none for HTTP/2 streams,
+/// which run on tasks of their own). Dropped with the request's context:
+/// the connection may then wait for its next request.
+#[derive(Debug)]
+pub struct RequestClock {
     clock: Option<Arc<ReadClock>>,
 }
 
-#[async_trait]
-impl HttpModule for RequestPhase {
-    async fn request_header_filter(&mut self, request: &mut RequestHeader) -> pingora_error::Result<()> {
+impl RequestClock {
+    /// The clock of the connection whose task calls this.
+    pub fn current() -> Self {
+        Self { clock: CLOCK.try_with(Arc::clone).ok() }
+    }
+
+    /// The head was parsed: a declared body (not an upgrade's) is timed next.
+    pub fn head_parsed(&self, request: &RequestHeader) {
         if let Some(clock) = &self.clock {
             clock.head_done(announces_body(request) && !request.headers.contains_key(header::UPGRADE), Instant::now());
         }
-        Ok(())
     }
 
-    async fn request_body_filter(
-        &mut self,
-        _body: &mut Option<Bytes>,
-        end_of_stream: bool,
-    ) -> pingora_error::Result<()> {
-        if end_of_stream && let Some(clock) = &self.clock {
+    /// The request body ended: what follows is the wait for the response.
+    pub fn body_ended(&self) {
+        if let Some(clock) = &self.clock {
             clock.body_done();
         }
-        Ok(())
-    }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-        self
     }
 }
 
-impl Drop for RequestPhase {
+impl Drop for RequestClock {
     fn drop(&mut self) {
         if let Some(clock) = &self.clock {
             clock.request_done();

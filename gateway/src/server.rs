@@ -32,7 +32,7 @@ use crate::discovery::client::{DiscoveryClient, DiscoveryService};
 use crate::mesh::{MeshIdentity, MeshIdentityService};
 use crate::metrics::Metrics;
 use crate::proxy::{GatewayProxy, ProxySettings};
-use crate::read_timeouts::{ReadTimeouts, RequestPhases, TimedApp};
+use crate::read_timeouts::{ReadTimeouts, TimedApp};
 use crate::state::RouteState;
 use crate::tls::SniCertResolver;
 use crate::upstream::Resolver;
@@ -214,7 +214,6 @@ pub fn run(args: Args, chp: Option<ChpMode>) -> anyhow::Result<()> {
         server_options.h2_idle_timeout = Some(Duration::from_secs(args.idle_timeout_secs));
         proxy.server_options = Some(server_options);
         proxy.h2_options = Some(h2_options(args.h2_max_concurrent_streams, proxy_settings.max_request_head));
-        proxy.downstream_modules.add_module(Box::new(RequestPhases));
         let timeouts = ReadTimeouts {
             header: args.request_header_timeout,
             body: args.request_body_timeout,

@@ -13,6 +13,8 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use portico_routing::{Diagnostic, Matcher, PathNormalization};
 
+use crate::metrics::SeriesCache;
+
 /// One applied configuration.
 pub struct Snapshot {
     /// Shared between snapshots that differ only in diagnostics.
@@ -21,12 +23,21 @@ pub struct Snapshot {
     /// Problems found in the inputs of this version (skipped objects, files).
     pub diagnostics: Vec<Diagnostic>,
     pub applied_at: SystemTime,
+    /// Request metric series by route and outcome, resolved on first use
+    /// (a new table starts afresh, so removed routes' handles go with it).
+    pub series: SeriesCache,
 }
 
 impl Snapshot {
     pub fn new(matcher: Matcher, diagnostics: Vec<Diagnostic>) -> Self {
         let normalization = matcher.path_normalization().into();
-        Self { matcher: Arc::new(matcher), normalization, diagnostics, applied_at: SystemTime::now() }
+        Self {
+            matcher: Arc::new(matcher),
+            normalization,
+            diagnostics,
+            applied_at: SystemTime::now(),
+            series: SeriesCache::default(),
+        }
     }
 
     pub fn version(&self) -> &str {
@@ -69,6 +80,7 @@ impl RouteState {
             normalization: current.normalization,
             diagnostics,
             applied_at: current.applied_at,
+            series: SeriesCache::default(),
         };
         self.current.store(Arc::new(snapshot));
     }

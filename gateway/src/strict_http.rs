@@ -8,11 +8,12 @@
 //! here is answered 4xx and the connection is closed, so no byte after the
 //! ambiguity is ever read as a request.
 //!
-//! [`check_request`] reads the parsed request, HTTP/1.x or HTTP/2 alike
-//! (an HTTP/2 request is forwarded as HTTP/1.1, so what HTTP/1.1 forbids must
-//! be refused for it too): security headers given twice, header bytes that
-//! would split an HTTP/1.1 header, and encoded slashes that the gateway and
-//! the notebook would read differently.
+//! [`check_request`] reads a parsed HTTP/2 request (it is forwarded as
+//! HTTP/1.1, so what HTTP/1.1 forbids must be refused for it too): security
+//! headers given twice, header bytes that would split an HTTP/1.1 header,
+//! and encoded slashes that the gateway and the notebook would read
+//! differently. For HTTP/1.x, [`check_head`] already saw every header byte
+//! in its one pass over the raw head, so only [`check_target`] is left.
 
 use pingora_http::RequestHeader;
 use portico_routing::PathNormalization;
@@ -79,16 +80,33 @@ impl HeadError {
 const SINGLETON_SECURITY_HEADERS: [&str; 4] =
     ["authorization", "proxy-authorization", "kubeflow-userid", "kubeflow-groups"];
 
-/// Checks a parsed request (HTTP/1.x or HTTP/2) before it is routed.
-/// `normalization` is the path normalization in force: only
-/// `DECODE_AND_MERGE_SLASHES` gives `%2F` and `%5C` one meaning.
-pub fn check_request(request: &RequestHeader, normalization: PathNormalization) -> Result<(), HeadError> {
-    for name in SINGLETON_SECURITY_HEADERS {
-        if request.headers.get_all(name).iter().nth(1).is_some() {
-            return Err(HeadError::DuplicateSecurityHeader(name));
+/// Which singleton security header `name` is, if any.
+fn singleton_index(name: &[u8]) -> Option<usize> {
+    SINGLETON_SECURITY_HEADERS.iter().position(|singleton| name.eq_ignore_ascii_case(singleton.as_bytes()))
+}
+
+/// Counts singleton security headers; the second copy of one is an error.
+#[derive(Default)]
+struct Singletons([bool; SINGLETON_SECURITY_HEADERS.len()]);
+
+impl Singletons {
+    fn saw(&mut self, name: &[u8]) -> Result<(), HeadError> {
+        let Some(index) = singleton_index(name) else { return Ok(()) };
+        if std::mem::replace(&mut self.0[index], true) {
+            return Err(HeadError::DuplicateSecurityHeader(SINGLETON_SECURITY_HEADERS[index]));
         }
+        Ok(())
     }
+}
+
+/// Checks a parsed request (HTTP/2; HTTP/1.x in tests) before it is routed,
+/// in one pass over its headers. `normalization` is the path normalization
+/// in force: only `DECODE_AND_MERGE_SLASHES` gives `%2F` and `%5C` one
+/// meaning.
+pub fn check_request(request: &RequestHeader, normalization: PathNormalization) -> Result<(), HeadError> {
+    let mut singletons = Singletons::default();
     for (name, value) in &request.headers {
+        singletons.saw(name.as_str().as_bytes())?;
         // Some backends (CGI, WSGI) map `-` and `_` to the same variable:
         // `kubeflow_userid` would arrive as the identity header the gateway
         // never checked.
@@ -101,7 +119,13 @@ pub fn check_request(request: &RequestHeader, normalization: PathNormalization) 
             return Err(HeadError::BadValue);
         }
     }
-    if normalization != PathNormalization::DecodeAndMergeSlashes && has_escaped_slash(request.raw_path()) {
+    check_target(request.raw_path(), normalization)
+}
+
+/// The request target's part of [`check_request`], for HTTP/1.x requests
+/// whose headers [`check_head`] checked.
+pub fn check_target(target: &[u8], normalization: PathNormalization) -> Result<(), HeadError> {
+    if normalization != PathNormalization::DecodeAndMergeSlashes && has_escaped_slash(target) {
         return Err(HeadError::EscapedSlash);
     }
     Ok(())
@@ -123,7 +147,7 @@ fn has_escaped_slash(target: &[u8]) -> bool {
 }
 
 /// Checks a raw HTTP/1.x request head (request line and headers, up to and
-/// including the blank line).
+/// including the blank line), security headers given twice included.
 pub fn check_head(raw: &[u8], max_len: usize) -> Result<(), HeadError> {
     if raw.len() > max_len {
         return Err(HeadError::TooLarge);
@@ -143,6 +167,7 @@ pub fn check_head(raw: &[u8], max_len: usize) -> Result<(), HeadError> {
     let mut content_lengths = 0;
     let mut transfer_encoding = false;
     let mut hosts = 0;
+    let mut singletons = Singletons::default();
     for line in lines {
         if line.is_empty() {
             break;
@@ -161,6 +186,7 @@ pub fn check_head(raw: &[u8], max_len: usize) -> Result<(), HeadError> {
         if value.iter().any(|b| (*b < 0x20 && *b != b'\t') || *b == 0x7f) {
             return Err(HeadError::BadValue);
         }
+        singletons.saw(name)?;
         let value = value.trim_ascii();
         if name.eq_ignore_ascii_case(b"content-length") {
             content_lengths += 1;
@@ -283,6 +309,15 @@ mod tests {
         }
         // Cookies legitimately come as several fields over HTTP/2.
         assert_eq!(check_parsed("/", &[("cookie", "a=1"), ("cookie", "b=2")]), Ok(()));
+    }
+
+    #[test]
+    fn the_raw_head_pass_refuses_security_headers_given_twice() {
+        for name in SINGLETON_SECURITY_HEADERS {
+            let head = format!("GET / HTTP/1.1\r\nHost: a\r\n{name}: a\r\nX: b\r\n{}: b\r\n\r\n", name.to_uppercase());
+            assert_eq!(check(&head), Err(HeadError::DuplicateSecurityHeader(name)));
+        }
+        assert_eq!(check("GET / HTTP/1.1\r\nHost: a\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n"), Ok(()));
     }
 
     #[test]

@@ -59,10 +59,11 @@ impl Resolver {
     /// whether it is a meshed pod (reached with mutual TLS).
     /// `matcher` holds the clusters (endpoints) of the snapshot in use.
     pub async fn resolve(&self, matcher: &Matcher, host: &str, port: u16) -> Result<Target, ResolveError> {
-        let name = cluster_name(host, port);
-        if let Some(cluster) = matcher.cluster(&name) {
+        let mut key = ClusterKey::default();
+        let name = key.write(host, port);
+        if let Some(cluster) = matcher.cluster(name) {
             if cluster.endpoints.is_empty() {
-                return Err(ResolveError::NoEndpoints(name));
+                return Err(ResolveError::NoEndpoints(name.to_string()));
             }
             let endpoint = &cluster.endpoints[self.next() % cluster.endpoints.len()];
             let address = SocketAddr::new(endpoint.address, endpoint.port);
@@ -70,7 +71,7 @@ impl Resolver {
                 .then(|| MeshPeer { service_account: endpoint.service_account.clone() });
             return Ok(Target { address, mesh });
         }
-        if let Some(address) = self.overrides.get(&name) {
+        if let Some(address) = self.overrides.get(name) {
             return Ok(Target { address: *address, mesh: None });
         }
         let addresses = self.lookup(host, port).await?;
@@ -96,6 +97,50 @@ impl Resolver {
         }
         self.dns_cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (Instant::now(), addresses.clone()));
         Ok(addresses)
+    }
+}
+
+/// Longest `host:port` written on the stack; longer names (DNS allows 253
+/// bytes) are formatted on the heap.
+const CLUSTER_KEY_INLINE: usize = 128;
+
+/// A cluster's `host:port` name ([`cluster_name`]) built without
+/// allocating: it is looked up on every proxied request.
+struct ClusterKey {
+    inline: [u8; CLUSTER_KEY_INLINE],
+    heap: String,
+}
+
+impl Default for ClusterKey {
+    fn default() -> Self {
+        Self { inline: [0; CLUSTER_KEY_INLINE], heap: String::new() }
+    }
+}
+
+impl ClusterKey {
+    fn write(&mut self, host: &str, port: u16) -> &str {
+        let mut digits = [0u8; 5];
+        let mut start = digits.len();
+        let mut rest = port;
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        let text = &digits[start..];
+        let len = host.len() + 1 + text.len();
+        if len > CLUSTER_KEY_INLINE {
+            self.heap = cluster_name(host, port);
+            return &self.heap;
+        }
+        self.inline[..host.len()].copy_from_slice(host.as_bytes());
+        self.inline[host.len()] = b':';
+        self.inline[host.len() + 1..len].copy_from_slice(text);
+        // ASCII digits and a colon after a &str: always UTF-8.
+        std::str::from_utf8(&self.inline[..len]).unwrap_or_default()
     }
 }
 
@@ -161,6 +206,15 @@ mod tests {
         }
         assert!((8_500..9_500).contains(&counts[0]), "{counts:?}");
         assert_eq!(pick_weighted(&[destination(0), destination(5)], 3), 1);
+    }
+
+    #[test]
+    fn cluster_keys_are_cluster_names() {
+        let mut key = ClusterKey::default();
+        for (host, port) in [("nb.ns.svc.cluster.local", 80), ("h", 0), ("h", 65535), ("a".repeat(200).as_str(), 8080)]
+        {
+            assert_eq!(key.write(host, port), cluster_name(host, port));
+        }
     }
 
     #[tokio::test]

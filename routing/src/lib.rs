@@ -42,7 +42,7 @@ pub use diagnostic::{Diagnostic, ObjectRef, Severity};
 pub use incremental::IncrementalTranslator;
 pub use last_good::LastGood;
 pub use matcher::{EditError, Matcher, RouteSelection, Selection};
-pub use normalize::{NormalizedTarget, PathError, PathNormalization, normalize};
+pub use normalize::{NormalizedRef, NormalizedTarget, PathError, PathNormalization, normalize, normalize_ref};
 pub use notebook::{NotebookSettings, notebook_service, notebook_virtual_service};
 pub use request::{HeaderSource, RequestView};
 pub use resources::Resources;

@@ -125,6 +125,16 @@ impl NormalizedTarget {
     }
 }
 
+/// [`NormalizedTarget`] borrowing from the request target: the path is
+/// only copied when normalization changed it, the query never.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NormalizedRef<'a> {
+    /// The normalized path; always starts with `/`.
+    pub path: Cow<'a, str>,
+    /// Everything after the first `?`, verbatim; `None` when there was no `?`.
+    pub query: Option<&'a str>,
+}
+
 /// Validates the origin-form request `target` (path plus optional `?query`)
 /// and normalizes its path according to `mode`.
 ///
@@ -141,6 +151,16 @@ impl NormalizedTarget {
 /// The query is split off at the first `?` and returned verbatim: it may hold
 /// any visible ASCII but `#`, and is neither decoded nor normalized.
 pub fn normalize(target: &str, mode: PathNormalization) -> Result<NormalizedTarget, PathError> {
+    let NormalizedRef { path, query } = normalize_ref(target, mode)?;
+    Ok(NormalizedTarget { path: path.into_owned(), query: query.map(str::to_owned) })
+}
+
+/// [`normalize`] without copies where nothing changes (the request path).
+///
+/// # Errors
+///
+/// As [`normalize`].
+pub fn normalize_ref(target: &str, mode: PathNormalization) -> Result<NormalizedRef<'_>, PathError> {
     let bytes = target.as_bytes();
     if bytes.contains(&b'#') {
         return Err(PathError::Fragment);
@@ -160,10 +180,10 @@ pub fn normalize(target: &str, mode: PathNormalization) -> Result<NormalizedTarg
         validate_query(query.as_bytes())?;
     }
     let path = match mode {
-        PathNormalization::None => path.to_owned(),
+        PathNormalization::None => Cow::Borrowed(path),
         _ => normalize_path(path, has_escape, mode)?,
     };
-    Ok(NormalizedTarget { path, query: query.map(str::to_owned) })
+    Ok(NormalizedRef { path, query })
 }
 
 /// Checks every byte of the path and every escape in it. Returns whether the
@@ -204,15 +224,15 @@ fn validate_query(query: &[u8]) -> Result<(), PathError> {
 }
 
 /// Applies a normalizing mode to a validated path.
-fn normalize_path(path: &str, has_escape: bool, mode: PathNormalization) -> Result<String, PathError> {
+fn normalize_path(path: &str, has_escape: bool, mode: PathNormalization) -> Result<Cow<'_, str>, PathError> {
     // Decoding comes first, so that `%2E%2E` is a `..` segment (and, in
     // DecodeAndMergeSlashes, `%2F` a separator) by the time segments are read.
     let decoded = if has_escape { Cow::Owned(decode(path, mode.decodes_slashes())?) } else { Cow::Borrowed(path) };
     let merge = mode.merges_slashes();
     if !needs_segment_pass(&decoded, merge) {
-        return Ok(decoded.into_owned());
+        return Ok(decoded);
     }
-    remove_dot_segments(&decoded, merge)
+    remove_dot_segments(&decoded, merge).map(Cow::Owned)
 }
 
 /// Decodes the escapes of unreserved characters (and, when `slashes`, of `/`

@@ -18,7 +18,13 @@ pub fn rewritten_path<'a>(path: &'a str, matched: Option<&RouteMatch>, rewrite: 
             Some(PathMatchKind::Exact(_) | PathMatchKind::Regex(_)) => path.len(),
             None => 1,
         };
-        let rest = path.get(replaced_len.min(path.len())..).unwrap_or_default();
+        let replaced_len = replaced_len.min(path.len());
+        // Kubeflow's notebook routes rewrite their prefix to itself: then
+        // the path is already the result, and nothing need be copied.
+        if path.get(..replaced_len) == Some(uri.as_str()) {
+            return Cow::Borrowed(path);
+        }
+        let rest = path.get(replaced_len..).unwrap_or_default();
         return Cow::Owned(format!("{uri}{rest}"));
     }
     if let Some(regex_rewrite) = &rewrite.uri_regex {

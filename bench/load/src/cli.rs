@@ -73,6 +73,16 @@ pub struct HttpArgs {
     /// HTTP/1.1 client: `raw` (prebuilt requests on a raw socket, fastest) or `hyper`.
     #[arg(long, value_enum, default_value_t = Engine::Raw)]
     pub engine: Engine,
+
+    /// Extra request header, "Name: value" (repeatable; the `raw` engine
+    /// only): e.g. a bearer token for an authenticated route.
+    #[arg(long = "header", value_parser = parse_header)]
+    pub headers: Vec<(String, String)>,
+}
+
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text.split_once(':').ok_or_else(|| format!("{text:?} is not \"Name: value\""))?;
+    Ok((name.trim().to_string(), value.trim().to_string()))
 }
 
 /// Which HTTP/1.1 client implementation sends the load.

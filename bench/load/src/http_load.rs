@@ -83,10 +83,14 @@ pub fn run(args: &HttpArgs, common: &Common) -> Result<Report, SetupError> {
     let uri = |text: String, url: &str| {
         text.parse::<Uri>().map_err(|e| SetupError::Url { url: url.to_string(), reason: e.to_string() })
     };
+    if !args.headers.is_empty() && (args.engine != Engine::Raw || args.h2) {
+        return Err(SetupError::Usage("--header needs the raw HTTP/1.1 engine".into()));
+    }
+    let headers: Vec<(&str, &str)> = args.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
     let plan = Arc::new(Plan {
         raw_requests: targets
             .iter()
-            .map(|t| Bytes::from(build_request("GET", &t.path, &t.authority, &[], None)))
+            .map(|t| Bytes::from(build_request("GET", &t.path, &t.authority, &headers, None)))
             .collect(),
         origin_uris: targets.iter().map(|t| uri(t.path.clone(), &t.url)).collect::<Result<_, _>>()?,
         absolute_uris: targets

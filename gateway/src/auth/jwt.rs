@@ -7,6 +7,10 @@
 //! cache does not have, which is how an issuer's key rotation shows up.
 //! Envoy waits for the cache to expire instead, so a rotation locks users
 //! out for minutes.
+//!
+//! Verified tokens are remembered ([`TokenCache`]): a browser session sends
+//! the same token on every request, and its signature is checked once, not
+//! per request, for as long as its `exp`, the rule and the key set allow.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,6 +22,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use pingora_http::RequestHeader;
 use portico_routing::security::JwtIssuer;
 
+use super::token_cache::{CachedToken, TokenCache, now_secs};
+
 /// How long a fetched JWKS is trusted before it is fetched again.
 const JWKS_REFRESH: Duration = Duration::from_secs(600);
 /// Clock skew allowed on `exp` and `nbf` (Envoy's default).
@@ -27,8 +33,8 @@ const LEEWAY_SECS: u64 = 60;
 #[derive(Debug)]
 pub struct Verified {
     /// `<iss>/<sub>`: Istio's request principal.
-    pub principal: String,
-    pub claims: serde_json::Value,
+    pub principal: Arc<str>,
+    pub claims: Arc<serde_json::Value>,
     /// Index of the rule in the security table's `jwt_rules`.
     pub rule: usize,
     /// Where the token was found, to remove it unless forwarded.
@@ -62,6 +68,8 @@ pub struct JwtVerifier {
     cache: Mutex<HashMap<String, CachedKeys>>,
     /// Least time between two fetches of one JWKS caused by unknown keys.
     refetch_interval: Duration,
+    /// Tokens verified before, by their text.
+    verified: TokenCache,
 }
 
 struct CachedKeys {
@@ -71,7 +79,7 @@ struct CachedKeys {
 
 impl JwtVerifier {
     pub fn new(client: reqwest::Client, refetch_interval: Duration) -> Self {
-        Self { client, cache: Mutex::new(HashMap::new()), refetch_interval }
+        Self { client, cache: Mutex::new(HashMap::new()), refetch_interval, verified: TokenCache::default() }
     }
 
     /// The first token any rule's locations hold, verified. `Ok(None)`
@@ -82,6 +90,9 @@ impl JwtVerifier {
         request: &RequestHeader,
     ) -> Result<Option<Verified>, JwtError> {
         let Some((token, location)) = find_token(rules, request) else { return Ok(None) };
+        if let Some(verified) = self.remembered(rules, &token, &location).await {
+            return Ok(Some(verified));
+        }
         let issuer = unverified_issuer(&token)?;
         // A rule of this issuer that reads tokens from where this one was.
         let (index, rule) = rules
@@ -89,12 +100,46 @@ impl JwtVerifier {
             .enumerate()
             .find(|(_, rule)| rule.issuer == issuer && reads_from(rule, &location))
             .ok_or_else(|| JwtError::UnknownIssuer(issuer.clone()))?;
-        let claims = self.verify(rule, &token).await?;
+        let (claims, keys) = self.verify(rule, &token).await?;
         let subject = claims.get("sub").and_then(|s| s.as_str()).unwrap_or_default();
-        Ok(Some(Verified { principal: format!("{issuer}/{subject}"), claims, rule: index, location }))
+        let principal: Arc<str> = Arc::from(format!("{issuer}/{subject}"));
+        let claims = Arc::new(claims);
+        let entry = CachedToken::new(rule, Arc::clone(&principal), Arc::clone(&claims), keys);
+        self.verified.insert(token, entry, LEEWAY_SECS);
+        Ok(Some(Verified { principal, claims, rule: index, location }))
     }
 
-    async fn verify(&self, rule: &JwtIssuer, token: &str) -> Result<serde_json::Value, JwtError> {
+    /// A token verified before, still valid under the rule that takes it now
+    /// and the issuer's current keys.
+    async fn remembered(&self, rules: &[JwtIssuer], token: &str, location: &TokenLocation) -> Option<Verified> {
+        let entry = self.verified.get(token)?;
+        let (index, rule) =
+            rules.iter().enumerate().find(|(_, rule)| rule.issuer == entry.issuer && reads_from(rule, location))?;
+        // Inline keys are compared as text in still_valid; fetched ones by
+        // identity, so a refetched JWKS (rotation) verifies again.
+        let keys = match rule.jwks_uri.as_deref().filter(|_| rule.jwks.is_none()) {
+            Some(_) => Some(self.keys(rule, false).await.ok()?),
+            None => None,
+        };
+        if !entry.still_valid(rule, keys.as_ref(), now_secs(), LEEWAY_SECS) {
+            self.verified.remove(token);
+            return None;
+        }
+        Some(Verified {
+            principal: Arc::clone(&entry.principal),
+            claims: Arc::clone(&entry.claims),
+            rule: index,
+            location: location.clone(),
+        })
+    }
+
+    /// The token's claims, and the fetched key set that verified it (None
+    /// for inline keys).
+    async fn verify(
+        &self,
+        rule: &JwtIssuer,
+        token: &str,
+    ) -> Result<(serde_json::Value, Option<Arc<JwkSet>>), JwtError> {
         let header = jsonwebtoken::decode_header(token)?;
         let no_key = |reason: String| JwtError::NoKey { issuer: rule.issuer.clone(), reason };
         let mut keys = self.keys(rule, false).await.map_err(no_key)?;
@@ -107,6 +152,7 @@ impl JwtVerifier {
         if candidates.is_empty() {
             return Err(no_key(format!("no key for kid {:?} and algorithm {:?}", header.kid, header.alg)));
         }
+        let fetched = rule.jwks.is_none();
         let mut validation = Validation::new(header.alg);
         validation.leeway = LEEWAY_SECS;
         validation.set_issuer(&[&rule.issuer]);
@@ -122,7 +168,7 @@ impl JwtVerifier {
         for jwk in candidates {
             let key = DecodingKey::from_jwk(jwk)?;
             match jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation) {
-                Ok(data) => return Ok(data.claims),
+                Ok(data) => return Ok((data.claims, fetched.then(|| Arc::clone(&keys)))),
                 Err(error) => last_error = Some(error),
             }
         }

@@ -17,6 +17,7 @@
 mod browser;
 mod ext_authz;
 mod jwt;
+mod token_cache;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, header};
@@ -56,6 +57,9 @@ pub struct AuthSettings {
 /// Shared by every request of every listener.
 pub struct Guard {
     settings: AuthSettings,
+    /// `settings.identity_headers`, parsed once (they are removed from
+    /// every request).
+    identity_names: Vec<HeaderName>,
     client: reqwest::Client,
     jwt: JwtVerifier,
 }
@@ -94,7 +98,59 @@ impl Guard {
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         let jwt = JwtVerifier::new(client.clone(), settings.jwks_refetch_interval);
-        Self { settings, jwt, client }
+        let identity_names = settings
+            .identity_headers
+            .iter()
+            .filter_map(|name| match HeaderName::from_bytes(name.as_bytes()) {
+                Ok(name) => Some(name),
+                Err(_) => {
+                    tracing::warn!(header = %name, "not a header name; ignored");
+                    None
+                }
+            })
+            .collect();
+        Self { settings, identity_names, jwt, client }
+    }
+
+    /// Whether requests routed with `snapshot` need the policy path of
+    /// [`Guard::admit`]; when not, [`Guard::admit_without_policies`] does
+    /// the whole job without an await.
+    pub fn has_policies(snapshot: &Snapshot) -> bool {
+        !snapshot.matcher.security().is_empty()
+    }
+
+    /// [`Guard::admit`] where no policy applies: identity headers removed,
+    /// the websocket origin checked, session cookies removed.
+    pub fn admit_without_policies(
+        &self,
+        request: &mut RequestHeader,
+        routed: &Routed<'_>,
+    ) -> Result<(), LocalResponse> {
+        self.screen(request, routed.snapshot.matcher.security())?;
+        browser::strip_cookies(request, &self.settings.session_cookies);
+        Ok(())
+    }
+
+    /// What every request gets, policies or not: client copies of identity
+    /// headers removed, and a websocket upgrade from a foreign origin refused.
+    fn screen(&self, request: &mut RequestHeader, security: &SecurityTable) -> Result<(), LocalResponse> {
+        for name in security.identity_headers() {
+            request.remove_header(name);
+        }
+        for name in &self.identity_names {
+            request.remove_header(name);
+        }
+        if request.headers.contains_key(header::UPGRADE)
+            && !browser::websocket_origin_allowed(
+                request,
+                &self.settings.allowed_origins,
+                self.settings.require_websocket_origin,
+            )
+        {
+            tracing::debug!(origin = ?request.headers.get(header::ORIGIN), "cross-origin websocket refused");
+            return Err(LocalResponse::text(403, "websocket origin not allowed\n", "-"));
+        }
+        Ok(())
     }
 
     /// Checks `request` (and rewrites its identity headers) for the route
@@ -109,26 +165,13 @@ impl Guard {
         scheme: &str,
     ) -> Result<ResponseHeaders, LocalResponse> {
         let security = routed.snapshot.matcher.security();
-        for name in
-            security.identity_headers().into_iter().chain(self.settings.identity_headers.iter().map(String::as_str))
-        {
-            request.remove_header(name);
-        }
-        let upgrade = request.headers.contains_key(header::UPGRADE);
-        if upgrade
-            && !browser::websocket_origin_allowed(
-                request,
-                &self.settings.allowed_origins,
-                self.settings.require_websocket_origin,
-            )
-        {
-            tracing::debug!(origin = ?request.headers.get(header::ORIGIN), "cross-origin websocket refused");
-            return Err(LocalResponse::text(403, "websocket origin not allowed\n", "-"));
-        }
+        self.screen(request, security)?;
         let mut response_headers = Vec::new();
         if !security.is_empty() {
+            // Boxed: the policy path (external authorization, JWKS fetches)
+            // is a large future that requests without policies never hold.
             response_headers =
-                self.check_policies(request, routed, security, resolver, client_ip, port, scheme).await?;
+                Box::pin(self.check_policies(request, routed, security, resolver, client_ip, port, scheme)).await?;
         }
         browser::strip_cookies(request, &self.settings.session_cookies);
         Ok(response_headers)
@@ -205,8 +248,8 @@ impl Guard {
             None if security.jwt_rules.is_empty() => Credentials::NotApplicable,
             None => Credentials::Missing,
         };
-        let principal = verified.as_ref().map(|v| v.principal.as_str());
-        let claims = verified.as_ref().map(|v| &v.claims);
+        let principal = verified.as_ref().map(|v| &*v.principal);
+        let claims = verified.as_ref().map(|v| &*v.claims);
         // The gateway's own policies: the peer is the remote client.
         let gateway = attributes(request, routed, None, principal, claims, client_ip, port);
         check(&security.gateway, &gateway, request, &self.settings, credentials)?;
