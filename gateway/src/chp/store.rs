@@ -276,7 +276,11 @@ mod tests {
         let mut request = RequestHeader::build("GET", path.as_bytes(), None).unwrap();
         request.insert_header("host", host).unwrap();
         match decide(&store.sink.state.load(), &request, 8000, "http") {
-            Decision::Forward(forward) => Ok((forward.route().name.clone(), forward.upstream_path.clone())),
+            Decision::Forward(forward) => {
+                // No rewritten path: the request's own goes upstream.
+                let upstream = forward.upstream_path.clone().unwrap_or_else(|| path.to_string());
+                Ok((forward.route().name.clone(), upstream))
+            }
             Decision::Local { response, .. } | Decision::Respond(response) => Err(response.status),
         }
     }
