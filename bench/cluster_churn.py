@@ -31,10 +31,10 @@ class Churn:
     """Creates churn-<i> at `rate` per second and deletes each one a second
     later, from a thread pool over keep-alive connections.
 
-    The test control plane has no garbage collector (no kube-controller-manager),
-    so deleting a Notebook leaves the VirtualService the controller made for it
-    (owned by the Notebook). The driver deletes that VirtualService too, as the
-    garbage collector would."""
+    The driver also deletes the VirtualService the controller made for the
+    Notebook, at once: the test cluster's garbage collector would too, but a
+    moment later and at its own pace under this load, and the probe measures
+    the gateways, not the collector."""
 
     def __init__(self, api: ApiClient, ns: str, rate: int, threads: int = 16):
         self.api, self.ns, self.rate = api, ns, rate
