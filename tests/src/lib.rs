@@ -43,6 +43,7 @@ pub mod fake_notebook;
 pub mod fixtures;
 pub mod gateway;
 pub mod http_stub;
+pub mod injection_webhook;
 pub mod jupyter;
 pub mod jupyterhub;
 pub mod jwt_issuer;

@@ -70,6 +70,18 @@ pub fn apply_example_profile(plane: &KubePlane, namespace: &str) {
     );
 }
 
+/// Kubeflow's `kubeflow-gateway` Gateway (port 80, any host, selecting
+/// `istio: ingressgateway`), in `namespace`.
+pub fn apply_kubeflow_gateway(plane: &KubePlane, namespace: &str) {
+    apply(
+        plane,
+        &format!(
+            "apiVersion: networking.istio.io/v1beta1\nkind: Gateway\nmetadata: {{name: kubeflow-gateway, namespace: {namespace}}}\n\
+             spec:\n  selector: {{istio: ingressgateway}}\n  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: [\"*\"]}}]\n"
+        ),
+    );
+}
+
 /// `kubectl apply -f -` with `yaml`.
 pub fn apply(plane: &KubePlane, yaml: &str) -> String {
     plane.kubectl_stdin(&["apply", "-f", "-"], Some(yaml))

@@ -8,7 +8,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use portico_e2e::browser::run_cell_in_lab;
-use portico_e2e::notebooks::{apply, notebook_yaml};
+use portico_e2e::injection_webhook::InjectionWebhook;
+use portico_e2e::notebooks::{apply, apply_kubeflow_gateway, notebook_yaml};
 use portico_e2e::pod_runner::{PodRunner, RunnerOptions};
 use portico_e2e::wait::poll;
 use portico_e2e::{Controller, Gateway, TestNamespace, free_port, raw_http};
@@ -72,23 +73,12 @@ impl Cluster {
     }
 }
 
-fn apply_kubeflow_gateway(namespace: &TestNamespace) {
-    let ns = namespace.name();
-    apply(
-        namespace.plane(),
-        &format!(
-            "apiVersion: networking.istio.io/v1beta1\nkind: Gateway\nmetadata: {{name: kubeflow-gateway, namespace: {ns}}}\n\
-             spec:\n  selector: {{istio: ingressgateway}}\n  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: [\"*\"]}}]\n"
-        ),
-    );
-}
-
 /// A plain (unmeshed) cluster in a new namespace.
 fn plain_cluster(prefix: &str) -> Cluster {
     let namespace = TestNamespace::create(prefix);
     let ns = namespace.name().to_string();
     let controller = Controller::start_with_env(&ns, &[], &[("ISTIO_GATEWAY", &format!("{ns}/kubeflow-gateway"))]);
-    apply_kubeflow_gateway(&namespace);
+    apply_kubeflow_gateway(namespace.plane(), namespace.name());
     let port = free_port();
     let args: Vec<String> =
         ["--node-name", "gw", "--bind", &format!("80=127.0.0.1:{port}")].iter().map(|a| a.to_string()).collect();
@@ -175,19 +165,6 @@ fn a_pod_whose_server_never_becomes_ready_is_never_routed() {
     assert_eq!(status, 503, "a NotReady pod is not routed\n{}", cluster.context());
 }
 
-/// Deletes the (cluster-scoped) webhook configuration even when the test fails.
-struct WebhookConfig {
-    name: String,
-}
-
-impl Drop for WebhookConfig {
-    fn drop(&mut self) {
-        let plane = portico_e2e::kube_plane::plane();
-        let _ =
-            plane.kubectl().args(["delete", "mutatingwebhookconfiguration", &self.name, "--ignore-not-found"]).output();
-    }
-}
-
 #[test]
 fn an_injected_notebook_pod_is_reached_over_mutual_tls() {
     let namespace = TestNamespace::create("pod-mesh");
@@ -195,38 +172,17 @@ fn an_injected_notebook_pod_is_reached_over_mutual_tls() {
     let plane = namespace.plane();
     // A label of this test's own for the webhook: no other test's pod is injected.
     let label = format!("portico-injection-{ns}");
-    let config = WebhookConfig { name: format!("portico-sidecar-injector-{ns}") };
+    let webhook = InjectionWebhook::for_namespace(&ns);
     let controller = Controller::start_with_env(
         &ns,
-        &["--webhook-config", &config.name, "--injection-label", &label, "--injection-resync", "1s"],
+        &["--webhook-config", webhook.name(), "--injection-label", &label, "--injection-resync", "1s"],
         &[("ISTIO_GATEWAY", &format!("{ns}/kubeflow-gateway"))],
     );
-    plane.kubectl_stdin(
-        &["apply", "-f", "-"],
-        Some(&format!(
-            "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {{name: {name}}}\n\
-             webhooks:\n- name: inject.portico.dev\n  clientConfig: {{url: \"https://127.0.0.1:{port}/inject\"}}\n  \
-             namespaceSelector: {{matchLabels: {{{label}: enabled}}}}\n  \
-             rules: [{{operations: [CREATE], apiGroups: [\"\"], apiVersions: [v1], resources: [pods]}}]\n  \
-             failurePolicy: Fail\n  sideEffects: None\n  admissionReviewVersions: [v1]\n  timeoutSeconds: 10\n",
-            name = config.name,
-            port = controller.webhook_addr().port(),
-        )),
-    );
-    let bundled = poll(SETTLE, || {
-        let bundle = plane.kubectl_ok(&[
-            "get",
-            "mutatingwebhookconfiguration",
-            &config.name,
-            "-o",
-            "jsonpath={.webhooks[0].clientConfig.caBundle}",
-        ]);
-        (!bundle.trim().is_empty()).then_some(())
-    });
-    assert!(bundled.is_some(), "the controller never set the caBundle; log:\n{}", controller.log_tail());
+    webhook.install(controller.webhook_addr().port(), &label);
+    assert!(webhook.wait_ca_bundle(SETTLE), "the controller never set the caBundle; log:\n{}", controller.log_tail());
     // Meshed for routing (mutual TLS to its pods) and for the webhook.
     plane.kubectl_ok(&["label", "namespace", &ns, "portico-injection=enabled", &format!("{label}=enabled")]);
-    apply_kubeflow_gateway(&namespace);
+    apply_kubeflow_gateway(namespace.plane(), namespace.name());
 
     // The gateway holds the identity the sidecars admit by default.
     let dir = tempfile::tempdir().expect("a temp dir");

@@ -7,28 +7,13 @@
 
 use std::time::Duration;
 
+use portico_e2e::injection_webhook::InjectionWebhook;
 use portico_e2e::kube_plane::KubePlane;
 use portico_e2e::wait::poll;
 use portico_e2e::{Controller, TestNamespace};
 use serde_json::Value;
 
 const SETTLE: Duration = Duration::from_secs(30);
-
-/// Deletes the (cluster-scoped) webhook configuration even when the test fails.
-struct WebhookConfig<'a> {
-    plane: &'a KubePlane,
-    name: String,
-}
-
-impl Drop for WebhookConfig<'_> {
-    fn drop(&mut self) {
-        let _ = self
-            .plane
-            .kubectl()
-            .args(["delete", "mutatingwebhookconfiguration", &self.name, "--ignore-not-found"])
-            .output();
-    }
-}
 
 fn pod_yaml(ns: &str, name: &str, labels: &str) -> String {
     format!(
@@ -57,30 +42,15 @@ fn pods_in_labelled_namespaces_get_the_sidecar() {
     let (ns, other) = (meshed.name(), plain.name());
     let label = format!("portico-injection-{}", std::process::id());
     plane.kubectl_ok(&["label", "namespace", ns, &format!("{label}=enabled")]);
-    let config = WebhookConfig { plane, name: format!("portico-sidecar-injector-{ns}") };
+    let webhook = InjectionWebhook::for_namespace(ns);
     let controller = Controller::start(
         ns,
-        &["--webhook-config", &config.name, "--injection-label", &label, "--injection-resync", "1s"],
+        &["--webhook-config", webhook.name(), "--injection-label", &label, "--injection-resync", "1s"],
     );
-    plane.kubectl_stdin(
-        &["apply", "-f", "-"],
-        Some(&format!(
-            "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {{name: {name}}}\n\
-             webhooks:\n- name: inject.portico.dev\n  clientConfig: {{url: \"https://127.0.0.1:{port}/inject\"}}\n  \
-             namespaceSelector: {{matchLabels: {{{label}: enabled}}}}\n  \
-             objectSelector: {{matchExpressions: [{{key: sidecar.istio.io/inject, operator: NotIn, values: [\"false\"]}}]}}\n  \
-             rules: [{{operations: [CREATE], apiGroups: [\"\"], apiVersions: [v1], resources: [pods]}}]\n  \
-             failurePolicy: Fail\n  sideEffects: None\n  admissionReviewVersions: [v1]\n  timeoutSeconds: 10\n",
-            name = config.name,
-            port = controller.webhook_addr().port(),
-        )),
-    );
+    webhook.install(controller.webhook_addr().port(), &label);
     // The controller fills in the caBundle (re-asserted every --injection-resync).
-    let bundled = poll(Duration::from_secs(45), || {
-        let webhook = get_json(plane, &["mutatingwebhookconfiguration", &config.name]);
-        webhook["webhooks"][0]["clientConfig"]["caBundle"].as_str().filter(|b| !b.is_empty()).map(|_| ())
-    });
-    assert!(bundled.is_some(), "the controller never set the caBundle; log:\n{}", controller.log_tail());
+    let bundled = webhook.wait_ca_bundle(Duration::from_secs(45));
+    assert!(bundled, "the controller never set the caBundle; log:\n{}", controller.log_tail());
 
     plane.kubectl_stdin(&["apply", "-f", "-"], Some(&pod_yaml(ns, "nb-0", "app: nb")));
     let pod = get_json(plane, &["pod", "nb-0", "-n", ns]);

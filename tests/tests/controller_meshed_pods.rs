@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use portico_e2e::notebooks::{apply, notebook_yaml};
+use portico_e2e::notebooks::{apply, apply_kubeflow_gateway, notebook_yaml};
 use portico_e2e::raw_http;
 use portico_e2e::wait::poll;
 use portico_e2e::{Controller, FakeNotebook, Gateway, TestNamespace, free_port, host_address};
@@ -33,17 +33,6 @@ fn endpoint_slice_yaml(ns: &str, name: &str, pod: &str, address: SocketAddr) -> 
         port = address.port(),
         ip = address.ip(),
     )
-}
-
-/// Kubeflow's Gateway, in the test namespace.
-fn apply_kubeflow_gateway(plane: &portico_e2e::KubePlane, ns: &str) {
-    apply(
-        plane,
-        &format!(
-            "apiVersion: networking.istio.io/v1beta1\nkind: Gateway\nmetadata: {{name: kubeflow-gateway, namespace: {ns}}}\n\
-             spec:\n  selector: {{istio: ingressgateway}}\n  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: [\"*\"]}}]\n"
-        ),
-    );
 }
 
 /// Status of the notebook's `api/status` through the gateway on `port`, 0
