@@ -124,7 +124,7 @@ impl DiscoveryClient {
         tracing::info!(url = %self.url, "discovery stream open");
         while let Some(response) = responses.message().await? {
             let rejected = self.apply(&response);
-            let answer = DeltaRequest { node: None, response_nonce: response.nonce.clone(), rejected };
+            let answer = DeltaRequest { response_nonce: response.nonce.clone(), rejected, ..DeltaRequest::default() };
             if requests.send(answer).await.is_err() {
                 return Err(StreamError::Ended);
             }
