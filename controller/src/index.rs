@@ -12,6 +12,7 @@
 
 pub mod builder;
 pub mod changes;
+pub mod workloads;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +24,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 use portico_api::istio::{AuthorizationPolicy, Gateway, MeshConfig, RequestAuthentication, VirtualService};
+use portico_api::notebook::Notebook;
 use portico_routing::incremental::{Object, ObjectKind};
 use portico_routing::resources::{INJECTED_POD_LABEL, INJECTED_POD_VALUE, MESH_NAMESPACE_LABEL};
 use portico_routing::{GatewayIdentity, IncrementalTranslator, NotebookSettings, Resources};
@@ -70,6 +72,9 @@ pub struct IndexStores {
     pub authorization_policies: Store<AuthorizationPolicy>,
     /// The `--mesh-config` ConfigMap, when one is named.
     pub mesh_config: Option<Store<ConfigMap>>,
+    /// Notebooks: their phase goes to gateways beside their endpoints
+    /// (waking, starting pages), and the admin endpoint counts them.
+    pub notebooks: Store<Notebook>,
 }
 
 impl IndexStores {
@@ -85,6 +90,7 @@ impl IndexStores {
             // before the policies that protect them would open the door.
             && self.request_authentications.wait_until_ready().await.is_ok()
             && self.authorization_policies.wait_until_ready().await.is_ok()
+            && self.notebooks.wait_until_ready().await.is_ok()
             && match &self.mesh_config {
                 Some(store) => store.wait_until_ready().await.is_ok(),
                 None => true,
@@ -227,6 +233,8 @@ pub fn spawn(client: &Client, settings: IndexSettings, metrics: Metrics, tasks: 
     tasks.spawn(watch_kind(scoped_api::<RequestAuthentication>(client, namespace), config(), writer, sink.clone()));
     let (authorization_policies, writer) = reflector::store();
     tasks.spawn(watch_kind(scoped_api::<AuthorizationPolicy>(client, namespace), config(), writer, sink.clone()));
+    let (notebooks, writer) = reflector::store();
+    tasks.spawn(watch_kind(scoped_api::<Notebook>(client, namespace), config(), writer, sink.clone()));
     let mesh_config = settings.mesh_config.as_ref().map(|(config_namespace, name)| {
         let (store, writer) = reflector::store();
         tasks.spawn(watch_kind(
@@ -247,6 +255,7 @@ pub fn spawn(client: &Client, settings: IndexSettings, metrics: Metrics, tasks: 
         request_authentications,
         authorization_policies,
         mesh_config,
+        notebooks,
     };
     let (publisher, snapshots) = Publisher::new();
     let (encoded_sender, encoded) = watch::channel(Arc::new(EncodedSnapshot::default()));

@@ -1,4 +1,4 @@
-//! Watched caches (kube-runtime reflectors) with a change signal.
+//! Watched caches (kube-runtime reflectors).
 //!
 //! A watch that breaks (API server restart, `410 Gone` after compaction) is
 //! re-established by kube-runtime's watcher with its default backoff, and the
@@ -7,14 +7,12 @@
 
 use std::fmt::Debug;
 use std::hash::Hash;
-use std::sync::Arc;
 
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
-use tokio::sync::Notify;
 
 /// `Api<K>` over all namespaces, or over `namespace` when one is given
 /// (`--watch-namespace`).
@@ -44,28 +42,4 @@ where
     K::DynamicType: Default + Eq + Hash + Clone,
 {
     watcher(api, config).default_backoff().modify(|object| object.managed_fields_mut().clear()).reflect(writer)
-}
-
-/// Drives [`reflected`] until the process ends, calling `changed.notify_one()`
-/// after the initial list and after every change.
-pub async fn reflect<K>(api: Api<K>, config: watcher::Config, writer: Writer<K>, changed: Option<Arc<Notify>>)
-where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + Hash + Clone,
-{
-    let kind = K::kind(&K::DynamicType::default()).into_owned();
-    let stream = reflected(api, config, writer);
-    futures_util::pin_mut!(stream);
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => {
-                if let Some(changed) = &changed {
-                    changed.notify_one();
-                }
-            }
-            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
-            // The watcher retries with backoff by itself; say why it has to.
-            Err(error) => tracing::warn!(%kind, %error, "watch failed; retrying"),
-        }
-    }
 }

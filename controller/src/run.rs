@@ -40,7 +40,7 @@ use crate::inject;
 use crate::leader::{LeaderElector, LeaseTiming};
 use crate::metrics::Metrics;
 use crate::reconcile::{error_policy, reconcile};
-use crate::reflect::{reflect, reflected, scoped_api};
+use crate::reflect::{reflected, scoped_api};
 use crate::workload::WorkloadSettings;
 
 /// Pod label that ties a notebook pod to its Notebook.
@@ -57,8 +57,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let namespace = args.watch_namespace.clone();
     let mut tasks = JoinSet::new();
 
-    let (notebooks, notebooks_writer) = reflector::store::<Notebook>();
-    tasks.spawn(reflect(scoped_api(&client, namespace.as_deref()), watcher::Config::default(), notebooks_writer, None));
+    let index_settings = IndexSettings {
+        identities: args.gateway_identities(),
+        notebook_settings: args.notebook_settings(),
+        debounce: args.debounce,
+        namespace: namespace.clone(),
+        mesh_config: args.mesh_config.clone(),
+    };
+    let index = index::spawn(&client, index_settings, metrics.clone(), &mut tasks);
+    // The index watches Notebooks (their phase goes to gateways); the admin
+    // endpoint counts them from the same cache.
+    let notebooks = index.stores.notebooks.clone();
     let notebooks_listed = Arc::new(AtomicBool::new(false));
     {
         let (notebooks, listed) = (notebooks.clone(), notebooks_listed.clone());
@@ -69,15 +78,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         });
     }
-
-    let index_settings = IndexSettings {
-        identities: args.gateway_identities(),
-        notebook_settings: args.notebook_settings(),
-        debounce: args.debounce,
-        namespace: namespace.clone(),
-        mesh_config: args.mesh_config.clone(),
-    };
-    let index = index::spawn(&client, index_settings, metrics.clone(), &mut tasks);
     let (shutdown_tx, shutdown) = watch::channel(false);
 
     let discovery_listener = TcpListener::bind(args.discovery)

@@ -407,6 +407,7 @@ impl IncrementalTranslator {
             virtual_hosts: self.virtual_host_parts.take(),
             routes: self.route_parts.take(),
             clusters: self.cluster_parts.take(),
+            workloads: BTreeMap::new(),
         }
     }
 
@@ -417,6 +418,7 @@ impl IncrementalTranslator {
             virtual_hosts: self.virtual_host_parts.iter().map(|(n, p)| (n.clone(), Some(p.clone()))).collect(),
             routes: self.route_parts.iter().map(|(n, p)| (n.clone(), Some(p.clone()))).collect(),
             clusters: self.cluster_parts.iter().map(|(n, c)| (n.clone(), Some(c.clone()))).collect(),
+            workloads: BTreeMap::new(),
         }
     }
 

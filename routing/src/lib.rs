@@ -37,6 +37,7 @@ pub mod rewrite;
 pub mod security;
 pub mod table;
 pub mod translate;
+pub mod workload;
 
 pub use diagnostic::{Diagnostic, ObjectRef, Severity};
 pub use incremental::IncrementalTranslator;
@@ -48,3 +49,4 @@ pub use request::{HeaderSource, RequestView};
 pub use resources::Resources;
 pub use table::RouteTable;
 pub use translate::{GatewayIdentity, translate};
+pub use workload::{WorkloadPhase, WorkloadState, notebook_workload};

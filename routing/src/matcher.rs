@@ -33,6 +33,7 @@ use crate::parts::{ListenerPart, OrderHistory, Placed, TableDelta, TableParts, V
 use crate::request::RequestView;
 use crate::security::SecurityTable;
 use crate::table::{Cluster, Listener, PathNormalizationMode, Route, RouteTable, VirtualHost};
+use crate::workload::WorkloadState;
 
 /// What a matcher without listeners enforces.
 static NO_SECURITY: LazyLock<SecurityTable> = LazyLock::new(SecurityTable::default);
@@ -49,6 +50,8 @@ pub struct Matcher {
     /// Route name -> its virtual host's name and its key there.
     route_places: imbl::HashMap<Arc<str>, RoutePlace>,
     clusters: imbl::HashMap<String, Arc<Cluster>>,
+    /// Destination host -> what runs there (see [`crate::workload`]).
+    workloads: imbl::HashMap<String, Arc<WorkloadState>>,
     /// Stamp of the last effective edit, unique across matchers: equal
     /// revisions mean equal content (0: never edited, empty).
     revision: u64,
@@ -132,6 +135,11 @@ impl Matcher {
     /// Endpoints of `host:port`.
     pub fn cluster(&self, name: &str) -> Option<&Arc<Cluster>> {
         self.clusters.get(name)
+    }
+
+    /// What runs behind the destination `host`, when the controller said.
+    pub fn workload(&self, host: &str) -> Option<&Arc<WorkloadState>> {
+        self.workloads.get(host)
     }
 
     pub fn route_count(&self) -> usize {
@@ -239,7 +247,9 @@ impl Matcher {
                             Arc::ptr_eq(a, b) || (a.key == b.key && a.part == b.part && a.routes.same_routes(&b.routes))
                         }))
             });
-        listeners_equal && (self.clusters.ptr_eq(&other.clusters) || self.clusters == other.clusters)
+        listeners_equal
+            && (self.clusters.ptr_eq(&other.clusters) || self.clusters == other.clusters)
+            && (self.workloads.ptr_eq(&other.workloads) || self.workloads == other.workloads)
     }
 
     fn listener_position(&self, name: &str) -> Option<usize> {

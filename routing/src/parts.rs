@@ -17,6 +17,7 @@ use crate::security::SecurityTable;
 use crate::table::{
     Cluster, Listener, ListenerProtocol, PathNormalizationMode, Route, RouteTable, TlsServer, VirtualHost,
 };
+use crate::workload::WorkloadState;
 
 /// A listener without its virtual hosts.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -77,17 +78,24 @@ pub struct TableDelta {
     pub virtual_hosts: BTreeMap<String, Option<Placed<VirtualHostPart>>>,
     pub routes: BTreeMap<String, Option<Placed<Arc<Route>>>>,
     pub clusters: BTreeMap<String, Option<Arc<Cluster>>>,
+    /// What runs behind a destination host (cluster mode only: the
+    /// controller derives it from Notebooks; see [`crate::workload`]).
+    pub workloads: BTreeMap<String, Option<Arc<WorkloadState>>>,
 }
 
 impl TableDelta {
     /// Nothing changed.
     pub fn is_empty(&self) -> bool {
-        self.listeners.is_empty() && self.virtual_hosts.is_empty() && self.routes.is_empty() && self.clusters.is_empty()
+        self.listeners.is_empty()
+            && self.virtual_hosts.is_empty()
+            && self.routes.is_empty()
+            && self.clusters.is_empty()
+            && self.workloads.is_empty()
     }
 
     /// Number of pieces changed or removed.
     pub fn len(&self) -> usize {
-        self.listeners.len() + self.virtual_hosts.len() + self.routes.len() + self.clusters.len()
+        self.listeners.len() + self.virtual_hosts.len() + self.routes.len() + self.clusters.len() + self.workloads.len()
     }
 
     /// Folds `later` into `self`: the later change of a piece wins.
@@ -96,6 +104,7 @@ impl TableDelta {
         self.virtual_hosts.extend(later.virtual_hosts);
         self.routes.extend(later.routes);
         self.clusters.extend(later.clusters);
+        self.workloads.extend(later.workloads);
     }
 
     /// Every piece of `parts`, as additions (a full state).
@@ -120,6 +129,7 @@ impl TableDelta {
                 .iter()
                 .map(|(name, cluster)| (name.clone(), Some(Arc::new(cluster.clone()))))
                 .collect(),
+            workloads: BTreeMap::new(),
         }
     }
 }

@@ -115,6 +115,9 @@ impl SimulatedCluster {
         let (injected_pods, _) = filled(Vec::<PartialObjectMeta<Pod>>::new());
         let (request_authentications, _) = filled(Vec::<RequestAuthentication>::new());
         let (authorization_policies, _) = filled(Vec::<AuthorizationPolicy>::new());
+        // The simulation feeds VirtualServices, as the reconciler writes
+        // them; Notebooks (their phase for waking) are not part of it.
+        let (notebooks, _) = filled(Vec::<portico_api::notebook::Notebook>::new());
         let stores = IndexStores {
             gateways,
             virtual_services: virtual_service_store.clone(),
@@ -125,6 +128,7 @@ impl SimulatedCluster {
             request_authentications,
             authorization_policies,
             mesh_config: None,
+            notebooks,
         };
         let identity = GatewayIdentity::default();
         let wake = Arc::new(Notify::new());

@@ -152,6 +152,9 @@ fn apply(client: &mut Client, response: &DeltaResponse) {
                 Kind::Endpoints => {
                     delta.clusters.insert(name.clone(), None);
                 }
+                Kind::Workloads => {
+                    delta.workloads.insert(name.clone(), None);
+                }
                 Kind::Unspecified => {}
             }
             if name.contains("-churn") {
@@ -181,6 +184,9 @@ fn decode_into(delta: &mut TableDelta, resource: &Resource) {
         }),
         "route" => serde_json::from_slice::<Route>(&resource.body).map(|v| {
             delta.routes.insert(name, Some(placed(resource, Arc::new(v))));
+        }),
+        "workload" => serde_json::from_slice::<portico_routing::WorkloadState>(&resource.body).map(|v| {
+            delta.workloads.insert(name, Some(Arc::new(v)));
         }),
         "cluster" => serde_json::from_slice::<Cluster>(&resource.body).map(|v| {
             delta.clusters.insert(name, Some(Arc::new(v)));

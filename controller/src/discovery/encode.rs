@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::demand::IdentityKey;
 
 /// The kinds, in the order a response lists them.
-pub const KINDS: [Kind; 3] = [Kind::Listeners, Kind::Routes, Kind::Endpoints];
+pub const KINDS: [Kind; 4] = [Kind::Listeners, Kind::Routes, Kind::Endpoints, Kind::Workloads];
 
 /// Versions the change log keeps at most.
 const LOG_VERSIONS: usize = 4096;
@@ -41,7 +41,7 @@ pub struct EncodedTable {
     /// before it needs the full state.
     base: u64,
     /// Per kind (indexed like [`KINDS`]): name -> resource.
-    pub kinds: [imbl::OrdMap<String, Resource>; 3],
+    pub kinds: [imbl::OrdMap<String, Resource>; 4],
     /// Versions after `base`, oldest first, with the pieces each changed.
     log: VecDeque<(u64, Changed)>,
     /// Names across the log (it is trimmed to a multiple of the table).
@@ -55,8 +55,8 @@ impl EncodedTable {
     }
 
     /// Every resource count, indexed like [`KINDS`].
-    pub fn counts(&self) -> [usize; 3] {
-        [0, 1, 2].map(|i| self.kinds[i].len())
+    pub fn counts(&self) -> [usize; 4] {
+        [0, 1, 2, 3].map(|i| self.kinds[i].len())
     }
 
     /// A table built from scratch at `version` from a full state.
@@ -120,6 +120,10 @@ impl EncodedTable {
         for (name, cluster) in &delta.clusters {
             let resource = cluster.as_ref().and_then(|c| encode(name, "cluster", "", "", &**c));
             changed.push(self.put(Kind::Endpoints, name, resource));
+        }
+        for (host, workload) in &delta.workloads {
+            let resource = workload.as_ref().and_then(|w| encode(host, "workload", "", "", &**w));
+            changed.push(self.put(Kind::Workloads, host, resource));
         }
         changed
     }

@@ -75,7 +75,7 @@ pub struct Entry {
 
 impl Entry {
     /// A response with `kinds` was sent.
-    pub fn sent(&self, version: &str, kinds: &[Kind], counts: [usize; 3], bytes: usize) {
+    pub fn sent(&self, version: &str, kinds: &[Kind], counts: [usize; 4], bytes: usize) {
         let mut status = lock(&self.status);
         status.last_response_bytes = bytes as u64;
         status.total_bytes += bytes as u64;

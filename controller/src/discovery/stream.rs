@@ -184,6 +184,7 @@ pub fn kind_label(kind: Kind) -> &'static str {
         Kind::Listeners => "lds",
         Kind::Routes => "rds",
         Kind::Endpoints => "eds",
+        Kind::Workloads => "wds",
         Kind::Unspecified => "unknown",
     }
 }

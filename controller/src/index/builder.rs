@@ -12,6 +12,7 @@ use portico_routing::{Diagnostic, GatewayIdentity, NotebookSettings};
 use tokio::sync::{Notify, mpsc, watch};
 
 use super::changes::{Change, Watched};
+use super::workloads::{WorkloadDelta, Workloads};
 use super::{IndexSettings, IndexStores, MAX_DELAY, next_burst};
 use crate::demand::{Demand, IdentityKey, key_of};
 use crate::discovery::encode::{EncodedSnapshot, EncodedTable};
@@ -43,6 +44,8 @@ struct Tables {
     tables: HashMap<IdentityKey, Table>,
     version: u64,
     settings: NotebookSettings,
+    /// The same for every kind of gateway.
+    workloads: Workloads,
 }
 
 /// What one step published.
@@ -60,8 +63,12 @@ impl Builder {
             tracing::error!("route index caches were dropped before they filled");
             return;
         }
-        let mut tables =
-            Tables { tables: HashMap::new(), version: 0, settings: self.settings.notebook_settings.clone() };
+        let mut tables = Tables {
+            tables: HashMap::new(),
+            version: 0,
+            settings: self.settings.notebook_settings.clone(),
+            workloads: Workloads::default(),
+        };
         loop {
             let started = Instant::now();
             let mut changes = Vec::new();
@@ -94,6 +101,7 @@ impl Builder {
                         tables: HashMap::new(),
                         version: version + 1,
                         settings: self.settings.notebook_settings.clone(),
+                        workloads: Workloads::default(),
                     };
                     continue;
                 }
@@ -134,9 +142,19 @@ impl Tables {
         let before = self.tables.len();
         self.tables.retain(|key, _| wanted.contains(key));
         let mut changed = before != self.tables.len() || self.version == 0;
+        let mut workloads = WorkloadDelta::new();
         for change in &changes {
-            for table in self.tables.values_mut() {
-                apply(&mut table.translator, change, stores);
+            match change {
+                Change::Notebook(notebook) => self.workloads.upsert(notebook, &self.settings, &mut workloads),
+                Change::NotebookGone(namespace, name) => self.workloads.remove(namespace, name, &mut workloads),
+                Change::Relisted(Watched::Notebooks) => {
+                    self.workloads.replace(&stores.notebooks.state(), &self.settings, &mut workloads)
+                }
+                _ => {
+                    for table in self.tables.values_mut() {
+                        apply(&mut table.translator, change, stores);
+                    }
+                }
             }
         }
         let version = self.version + 1;
@@ -145,7 +163,8 @@ impl Tables {
         for identity in identities {
             let key = key_of(&identity);
             if let Some(table) = self.tables.get_mut(&key) {
-                let delta = table.translator.take_delta();
+                let mut delta = table.translator.take_delta();
+                delta.workloads = workloads.clone();
                 if !delta.is_empty() {
                     changed_pieces += delta.len();
                     table.encoded = Arc::new(table.encoded.next(version, &delta));
@@ -161,7 +180,9 @@ impl Tables {
                 continue;
             }
             let mut translator = stores.translator(identity.clone(), &self.settings);
-            let encoded = Arc::new(EncodedTable::full(version, &translator.full_state()));
+            let mut full_state = translator.full_state();
+            full_state.workloads = self.workloads.everything();
+            let encoded = Arc::new(EncodedTable::full(version, &full_state));
             translator.take_delta();
             translator.take_diagnostics_changed();
             let diagnostics = translator.diagnostics().into();
@@ -207,5 +228,7 @@ fn apply(translator: &mut IncrementalTranslator, change: &Change, stores: &Index
         Change::Relisted(Watched::Object(kind)) => translator.replace_kind(*kind, stores.objects(*kind)),
         Change::Relisted(Watched::MeshedNamespaces) => translator.replace_meshed_namespaces(stores.meshed_namespaces()),
         Change::Relisted(Watched::InjectedPods) => translator.replace_injected_pods(stores.injected_pods()),
+        // Not the translators' business (see `Workloads`).
+        Change::Notebook(_) | Change::NotebookGone(..) | Change::Relisted(Watched::Notebooks) => {}
     }
 }

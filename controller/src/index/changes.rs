@@ -14,6 +14,7 @@ use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use portico_api::istio::{AuthorizationPolicy, Gateway, RequestAuthentication, VirtualService};
+use portico_api::notebook::Notebook;
 use portico_routing::incremental::{Object, ObjectKind};
 use portico_routing::resources::SERVICE_ACCOUNT_ANNOTATION;
 use serde::de::DeserializeOwned;
@@ -31,6 +32,10 @@ pub enum Change {
     InjectedPod(String, String, Option<String>),
     /// The mesh config ConfigMap changed (or went away).
     MeshConfig,
+    /// A Notebook changed: what its destination runs may have too.
+    Notebook(Arc<Notebook>),
+    /// A Notebook was deleted (namespace, name).
+    NotebookGone(String, String),
     /// A watch listed its kind again (start, or after it broke): the cache
     /// was replaced whole, so deletions may have been missed. The build loop
     /// reconciles that kind against the cache.
@@ -44,6 +49,7 @@ pub enum Watched {
     MeshedNamespaces,
     InjectedPods,
     MeshConfig,
+    Notebooks,
 }
 
 /// Where watches send their changes: a channel, and a signal that wakes
@@ -74,6 +80,7 @@ pub trait Indexed: Resource + Clone + DeserializeOwned + Debug + Send + Sync + '
             Watched::MeshedNamespaces => Change::MeshedNamespace(self.name_any(), false),
             Watched::InjectedPods => Change::InjectedPod(namespace(self), self.name_any(), None),
             Watched::MeshConfig => Change::MeshConfig,
+            Watched::Notebooks => Change::NotebookGone(namespace(self), self.name_any()),
         }
     }
 }
@@ -111,6 +118,13 @@ impl Indexed for PartialObjectMeta<Pod> {
     const WATCHED: Watched = Watched::InjectedPods;
     fn applied(object: Arc<Self>) -> Change {
         Change::InjectedPod(namespace(object.as_ref()), object.name_any(), Some(service_account(object.as_ref())))
+    }
+}
+
+impl Indexed for Notebook {
+    const WATCHED: Watched = Watched::Notebooks;
+    fn applied(object: Arc<Self>) -> Change {
+        Change::Notebook(object)
     }
 }
 

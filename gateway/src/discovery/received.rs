@@ -14,7 +14,7 @@ use std::sync::Arc;
 use portico_api::discovery::{DeltaResponse, Kind, Rejection, Resource};
 use portico_routing::parts::{ListenerPart, Placed, VirtualHostPart};
 use portico_routing::table::{Cluster, ListenerProtocol, Route};
-use portico_routing::{Diagnostic, EditError, Matcher, ObjectRef};
+use portico_routing::{Diagnostic, EditError, Matcher, ObjectRef, WorkloadState};
 
 /// Why one resource was not applied.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -155,6 +155,9 @@ impl Received {
             Kind::Endpoints => {
                 self.matcher.remove_cluster(name);
             }
+            Kind::Workloads => {
+                self.matcher.remove_workload(name);
+            }
             Kind::Unspecified => {}
         }
     }
@@ -177,6 +180,10 @@ impl Received {
             (Kind::Endpoints, "cluster") => {
                 let cluster: Cluster = decode(resource, "cluster")?;
                 self.matcher.upsert_cluster(&resource.name, Arc::new(cluster));
+            }
+            (Kind::Workloads, "workload") => {
+                let workload: WorkloadState = decode(resource, "workload")?;
+                self.matcher.upsert_workload(&resource.name, Arc::new(workload));
             }
             (kind, type_) => return Err(ResourceError::UnknownType { kind, type_: type_.to_string() }),
         }
@@ -219,6 +226,11 @@ impl Received {
             Kind::Endpoints => {
                 if let Some(old) = previous.cluster(name).filter(|_| self.matcher.cluster(name).is_none()) {
                     self.matcher.upsert_cluster(name, Arc::clone(old));
+                }
+            }
+            Kind::Workloads => {
+                if let Some(old) = previous.workload(name).filter(|_| self.matcher.workload(name).is_none()) {
+                    self.matcher.upsert_workload(name, Arc::clone(old));
                 }
             }
             Kind::Unspecified => {}

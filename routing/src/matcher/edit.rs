@@ -15,6 +15,7 @@ use super::route_index::{PlacedRoute, RouteIndex, SortKey};
 use super::{Matcher, RoutePlace};
 use crate::parts::{ListenerPart, Placed, TableDelta, VirtualHostPart};
 use crate::table::{Cluster, Route};
+use crate::workload::WorkloadState;
 
 /// The last revision handed out, across all matchers: equal revisions mean
 /// the same history of edits, hence the same content.
@@ -47,6 +48,12 @@ impl Matcher {
         }
         for (name, _) in delta.clusters.iter().filter(|(_, piece)| piece.is_none()) {
             self.remove_cluster(name);
+        }
+        for (host, workload) in &delta.workloads {
+            match workload {
+                Some(workload) => self.upsert_workload(host, Arc::clone(workload)),
+                None => self.remove_workload(host),
+            };
         }
         let mut refused = Vec::new();
         for (name, listener) in delta.listeners.iter().filter_map(|(n, p)| Some((n, p.as_ref()?))) {
@@ -201,6 +208,24 @@ impl Matcher {
 
     pub fn remove_cluster(&mut self, name: &str) -> bool {
         let removed = self.clusters.remove(name).is_some();
+        if removed {
+            self.touched();
+        }
+        removed
+    }
+
+    /// Adds or replaces what runs behind the destination `host`.
+    pub fn upsert_workload(&mut self, host: &str, workload: Arc<WorkloadState>) -> bool {
+        if self.workloads.get(host).is_some_and(|current| **current == *workload) {
+            return false;
+        }
+        self.workloads.insert(host.to_string(), workload);
+        self.touched();
+        true
+    }
+
+    pub fn remove_workload(&mut self, host: &str) -> bool {
+        let removed = self.workloads.remove(host).is_some();
         if removed {
             self.touched();
         }
