@@ -25,6 +25,7 @@ use portico_api::notebook::Notebook;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::lifecycle::activity::ActivityBook;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 
@@ -36,6 +37,8 @@ pub struct AdminState {
     /// Set once the Notebook cache has completed its first list.
     pub notebooks_listed: Arc<AtomicBool>,
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    /// What the gateways reported (`/debug/activity`).
+    pub activity: Arc<ActivityBook>,
 }
 
 impl AdminState {
@@ -101,7 +104,14 @@ fn respond(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Byt
             let body = serde_json::to_string_pretty(&summary).unwrap_or_else(|_| summary.to_string());
             with_type(StatusCode::OK, "application/json", body + "\n")
         }
-        _ => text(StatusCode::NOT_FOUND, "not found: try /metrics, /healthz, /readyz, /debug/snapshot\n".to_string()),
+        "/debug/activity" => {
+            let body = serde_json::to_string_pretty(&state.activity.to_json()).unwrap_or_default();
+            with_type(StatusCode::OK, "application/json", body + "\n")
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics, /healthz, /readyz, /debug/snapshot, /debug/activity\n".to_string(),
+        ),
     }
 }
 
@@ -141,8 +151,13 @@ mod tests {
         let (notebooks, _writer) = reflector::store::<Notebook>();
         let (publisher, snapshots) = Publisher::new();
         let listed = Arc::new(AtomicBool::new(false));
-        let state =
-            AdminState { metrics: Metrics::new().unwrap(), notebooks, notebooks_listed: listed.clone(), snapshots };
+        let state = AdminState {
+            metrics: Metrics::new().unwrap(),
+            notebooks,
+            notebooks_listed: listed.clone(),
+            snapshots,
+            activity: Default::default(),
+        };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let server = tokio::spawn(serve(listener, state));

@@ -89,6 +89,32 @@ pub struct Args {
     #[arg(long, env = "PORTICO_DEBOUNCE", default_value = "10ms", value_parser = parse_duration)]
     pub debounce: Duration,
 
+    /// Stop notebooks idle longer than `--cull-idle-time` (Kubeflow's
+    /// ENABLE_CULLING). Activity is what the gateways saw (kernels,
+    /// terminals, any websocket app, saves), not Jupyter's kernel list.
+    #[arg(long, env = "ENABLE_CULLING", default_value_t = false, action = ArgAction::Set)]
+    pub enable_culling: bool,
+
+    /// Idle time after which a notebook is stopped (Kubeflow's CULL_IDLE_TIME:
+    /// a bare number is minutes, as there; a duration such as `90s` also works).
+    #[arg(long, env = "CULL_IDLE_TIME", default_value = "1440", value_parser = parse_minutes)]
+    pub cull_idle_time: Duration,
+
+    /// How often notebooks are checked for idleness (Kubeflow's
+    /// IDLENESS_CHECK_PERIOD: minutes, or a duration).
+    #[arg(long, env = "IDLENESS_CHECK_PERIOD", default_value = "1", value_parser = parse_minutes)]
+    pub idleness_check_period: Duration,
+
+    /// Shortest time between two writes of one notebook's
+    /// `notebooks.kubeflow.org/last-activity` annotation.
+    #[arg(long, env = "PORTICO_ACTIVITY_ANNOTATION_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub activity_annotation_interval: Duration,
+
+    /// Shortest time between two wakes of one stopped notebook by its users'
+    /// requests; `0` turns waking off.
+    #[arg(long, env = "PORTICO_WAKE_MIN_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub wake_min_interval: Duration,
+
     /// Notebooks reconciled at the same time.
     #[arg(long, env = "PORTICO_CONCURRENCY", default_value_t = 32)]
     pub concurrency: u16,
@@ -228,6 +254,18 @@ impl Args {
     }
 
     /// `<pod name or host name>_<pid>`: unique per process, readable in the Lease.
+    /// Culling and waking settings.
+    pub fn lifecycle_settings(&self) -> crate::lifecycle::LifecycleSettings {
+        crate::lifecycle::LifecycleSettings {
+            enable_culling: self.enable_culling,
+            cull_idle_time: self.cull_idle_time,
+            idleness_check_period: self.idleness_check_period.max(Duration::from_secs(1)),
+            annotation_interval: self.activity_annotation_interval,
+            wake_min_interval: (!self.wake_min_interval.is_zero()).then_some(self.wake_min_interval),
+            cluster_domain: self.cluster_domain.clone(),
+        }
+    }
+
     pub fn identity(&self) -> String {
         let host = self
             .pod_name
@@ -261,6 +299,14 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// `namespace/name`.
+/// Kubeflow's culling variables are whole minutes; a unit makes it a duration.
+fn parse_minutes(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<u64>() {
+        Ok(minutes) => Ok(Duration::from_secs(minutes * 60)),
+        Err(_) => parse_duration(text),
+    }
+}
+
 fn parse_object_name(text: &str) -> Result<(String, String), String> {
     match text.split_once('/') {
         Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() && !name.contains('/') => {
@@ -289,6 +335,18 @@ mod tests {
         assert_eq!(args.debounce, Duration::from_millis(10));
         let identity = &args.gateway_identities()[0];
         assert_eq!(identity.labels, BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]));
+        // Kubeflow's culling defaults: off, 1440 minutes, checked every minute.
+        assert!(!args.enable_culling);
+        assert_eq!(args.cull_idle_time, Duration::from_secs(1440 * 60));
+        assert_eq!(args.idleness_check_period, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn culling_times_are_minutes_as_in_kubeflow_or_durations() {
+        let args = parse(&["--cull-idle-time", "30", "--idleness-check-period", "5s", "--wake-min-interval", "0"]);
+        assert_eq!(args.cull_idle_time, Duration::from_secs(1800));
+        assert_eq!(args.idleness_check_period, Duration::from_secs(5));
+        assert_eq!(args.lifecycle_settings().wake_min_interval, None, "0 turns waking off");
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub mod error;
 pub mod index;
 pub mod inject;
 pub mod leader;
+pub mod lifecycle;
 pub mod metrics;
 pub mod reconcile;
 pub mod reflect;

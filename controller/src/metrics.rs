@@ -45,6 +45,10 @@ pub struct Metrics {
     pub authentication_failures: IntCounter,
     /// Istio's `citadel_server_success_cert_issuance_count`.
     pub certificates_issued: IntCounter,
+    /// Notebooks stopped for idleness.
+    pub notebooks_culled: IntCounter,
+    /// Stopped notebooks started again by a request.
+    pub notebooks_woken: IntCounter,
 }
 
 impl Metrics {
@@ -132,7 +136,19 @@ impl Metrics {
         registry.register(Box::new(csr_count.clone()))?;
         registry.register(Box::new(authentication_failures.clone()))?;
         registry.register(Box::new(certificates_issued.clone()))?;
+        let notebooks_culled = IntCounter::new(
+            "portico_controller_notebooks_culled_total",
+            "Notebooks stopped (kubeflow-resource-stopped set) after CULL_IDLE_TIME without activity.",
+        )?;
+        let notebooks_woken = IntCounter::new(
+            "portico_controller_notebooks_woken_total",
+            "Stopped notebooks started again because their user came back.",
+        )?;
+        registry.register(Box::new(notebooks_culled.clone()))?;
+        registry.register(Box::new(notebooks_woken.clone()))?;
         Ok(Self {
+            notebooks_culled,
+            notebooks_woken,
             csr_count,
             authentication_failures,
             certificates_issued,

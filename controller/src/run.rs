@@ -38,6 +38,9 @@ use crate::discovery::{self, DiscoveryService, Secure, Shared};
 use crate::index::{self, IndexSettings};
 use crate::inject;
 use crate::leader::{LeaderElector, LeaseTiming};
+use crate::lifecycle::activity::ActivityBook;
+use crate::lifecycle::culler::Culler;
+use crate::lifecycle::wake::Waker;
 use crate::metrics::Metrics;
 use crate::reconcile::{error_policy, reconcile};
 use crate::reflect::{reflected, scoped_api};
@@ -79,6 +82,31 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         });
     }
     let (shutdown_tx, shutdown) = watch::channel(false);
+    let (leading_tx, leading) = watch::channel(false);
+
+    // Lifecycle: activity from the gateways, culling (leader), waking.
+    let lifecycle = args.lifecycle_settings();
+    let activity = Arc::new(ActivityBook::default());
+    let reporter = Reporter { controller: "portico-controller".to_string(), instance: Some(identity.clone()) };
+    let waker = Arc::new(Waker {
+        client: client.clone(),
+        notebooks: notebooks.clone(),
+        cluster_domain: lifecycle.cluster_domain.clone(),
+        min_interval: lifecycle.wake_min_interval,
+        metrics: metrics.clone(),
+        recorder: Recorder::new(client.clone(), reporter.clone()),
+        woken: Default::default(),
+    });
+    let culler = Culler {
+        client: client.clone(),
+        notebooks: notebooks.clone(),
+        book: activity.clone(),
+        settings: lifecycle,
+        leading: leading.clone(),
+        metrics: metrics.clone(),
+        recorder: Recorder::new(client.clone(), reporter),
+    };
+    tasks.spawn(culler.run());
 
     let discovery_listener = TcpListener::bind(args.discovery)
         .await
@@ -89,6 +117,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         registry: Arc::new(Registry::default()),
         metrics: metrics.clone(),
         controller: identity.clone(),
+        activity: activity.clone(),
+        waker: Some(waker),
     });
     if args.ca {
         let authority = Arc::new(
@@ -134,10 +164,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the metrics listener {}", args.metrics))?;
     tracing::info!(address = %listener.local_addr().unwrap_or(args.metrics), "serving /metrics, /healthz, /readyz, /debug/snapshot");
-    let state = AdminState { metrics: metrics.clone(), notebooks, notebooks_listed, snapshots: index.snapshots };
+    let state =
+        AdminState { metrics: metrics.clone(), notebooks, notebooks_listed, snapshots: index.snapshots, activity };
     tasks.spawn(admin::serve(listener, state));
 
-    let (leading_tx, leading) = watch::channel(false);
     let elector = if args.leader_election {
         let api: Api<Lease> = Api::namespaced(client.clone(), &args.namespace);
         let elector = LeaderElector::new(api, &args.lease_name, &identity, LeaseTiming::default());

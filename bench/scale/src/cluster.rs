@@ -166,6 +166,8 @@ impl SimulatedCluster {
             registry: Arc::new(Registry::default()),
             metrics,
             controller: "portico-scale".to_string(),
+            activity: Default::default(),
+            waker: None,
         });
         let (shutdown, shutdown_receiver) = watch::channel(false);
         tasks.push(tokio::spawn(portico_controller::discovery::serve(listener, service, None, shutdown_receiver)));

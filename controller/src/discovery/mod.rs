@@ -26,6 +26,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::demand::Demand;
+use crate::lifecycle::activity::ActivityBook;
+use crate::lifecycle::wake::Waker;
 use crate::metrics::Metrics;
 use encode::EncodedSnapshot;
 use registry::Registry;
@@ -38,6 +40,10 @@ pub struct Shared {
     pub metrics: Metrics,
     /// This replica's identity, reported to gateways and proxy-status.
     pub controller: String,
+    /// Where the gateways' activity reports go.
+    pub activity: Arc<ActivityBook>,
+    /// Where their wake requests go (`None`: this controller wakes nothing).
+    pub waker: Option<Arc<Waker>>,
 }
 
 /// The gRPC service.

@@ -49,10 +49,20 @@ pub async fn serve(
     let _demand = shared.demand.acquire(&identity);
     let entry = shared.registry.register(node.clone(), peer.clone(), shared.controller.clone());
     shared.metrics.xds_connected.set(shared.registry.len() as i64);
-    let mut stream = Stream { shared: shared.clone(), key, entry, sent: None, nonce: 0, pending: BTreeMap::new() };
+    let mut stream = Stream {
+        shared: shared.clone(),
+        key,
+        entry,
+        gateway: gateway_name(&node),
+        sent: None,
+        nonce: 0,
+        pending: BTreeMap::new(),
+    };
     let mut encoded = shared.encoded.clone();
     let result = stream.run(&mut requests, &responses, &mut encoded).await;
     drop(stream);
+    // Its websockets are gone with it (or counted again when it reconnects).
+    shared.activity.forget(&gateway_name(&node));
     shared.metrics.xds_connected.set(shared.registry.len() as i64);
     match result {
         Ok(()) => tracing::info!(gateway = %node.name, %peer, "gateway disconnected"),
@@ -64,6 +74,8 @@ struct Stream {
     shared: Arc<Shared>,
     key: IdentityKey,
     entry: Entry,
+    /// `name.namespace` of the gateway replica (activity is kept per replica).
+    gateway: String,
     /// The table version this gateway was last sent (`None`: nothing yet).
     sent: Option<u64>,
     nonce: u64,
@@ -100,7 +112,10 @@ impl Stream {
                     }
                 }
                 request = requests.message() => match request? {
-                    Some(request) => self.answer(&request),
+                    Some(request) => {
+                        self.lifecycle(&request);
+                        self.answer(&request);
+                    }
                     None => return Ok(()),
                 },
             }
@@ -158,6 +173,18 @@ impl Stream {
         Some(response)
     }
 
+    /// Activity reports and wake requests: the lifecycle's way back.
+    fn lifecycle(&self, request: &DeltaRequest) {
+        if !request.activity.is_empty() {
+            self.shared.activity.record(&self.gateway, &request.activity);
+        }
+        if let Some(waker) = &self.shared.waker {
+            for wake in &request.wake {
+                waker.request(&self.gateway, &wake.host);
+            }
+        }
+    }
+
     /// Records an ACK or NACK. The gateway lists every resource it still
     /// rejects in each answer, so the latest answer tells the whole story.
     fn answer(&mut self, request: &DeltaRequest) {
@@ -176,6 +203,11 @@ impl Stream {
         }
         self.entry.answered(&version, &kinds, &request.rejected);
     }
+}
+
+/// How a gateway replica is named in activity reports: `name.namespace`.
+pub fn gateway_name(node: &Node) -> String {
+    format!("{}.{}", node.name, node.namespace)
 }
 
 /// Istio's type label for a kind.
