@@ -108,6 +108,16 @@ pub struct Args {
     #[arg(long, env = "PORTICO_SPLICE_UPGRADES", default_value_t = true, action = clap::ArgAction::Set)]
     pub splice_upgrades: bool,
 
+    /// Longest an API or websocket request for a starting notebook is held
+    /// before it gets 503 with `Retry-After` (cluster mode: the controller
+    /// says which destinations are notebooks and how far they are).
+    #[arg(long, env = "PORTICO_HOLD_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub hold_timeout: std::time::Duration,
+
+    /// Requests held at once per starting notebook; more get 503 with `Retry-After`.
+    #[arg(long, env = "PORTICO_HOLD_QUEUE", default_value_t = 64)]
+    pub hold_queue: usize,
+
     /// Seconds to wait between SIGTERM and closing listeners (load balancers
     /// notice the readiness change in that time).
     #[arg(long, env = "PORTICO_DRAIN_DELAY", default_value_t = 5)]

@@ -83,6 +83,11 @@ impl LocalResponse {
             flags,
         }
     }
+
+    /// A response with a body built at run time.
+    pub fn with_body(status: u16, content_type: &str, body: impl Into<Bytes>, flags: &'static str) -> Self {
+        Self { status, headers: vec![(header::CONTENT_TYPE, content_type.to_string())], body: body.into(), flags }
+    }
 }
 
 pub enum Decision {

@@ -30,6 +30,7 @@ mod strict_http;
 mod tls;
 mod tunnel;
 mod upstream;
+mod waking;
 
 use clap::Parser;
 

@@ -27,7 +27,9 @@ use crate::state::RouteState;
 use crate::status::{self, Outcome};
 use crate::strict_http;
 use crate::upstream::Resolver;
+use crate::waking::Waking;
 
+mod unavailable;
 mod upgrade;
 
 /// Settings shared by every listener's proxy.
@@ -58,6 +60,8 @@ pub struct GatewayProxy {
     pub guard: Arc<Guard>,
     /// Serving as configurable-http-proxy: route activity, error pages.
     pub chp: Option<Arc<ProxyHooks>>,
+    /// Stopped and starting notebooks: wake, hold, starting page.
+    pub waking: Arc<Waking>,
 }
 
 /// The identity a meshed endpoint must present.
@@ -102,6 +106,9 @@ pub struct RequestContext {
     response_headers: ResponseHeaders,
     /// Reports the request's progress to its connection's read clock.
     clock: RequestClock,
+    /// The answer for a notebook that is not ready (page, status, 503 with
+    /// `Retry-After`), written by `fail_to_proxy`.
+    unavailable: Option<LocalResponse>,
 }
 
 #[async_trait]
@@ -121,6 +128,7 @@ impl ProxyHttp for GatewayProxy {
             mesh_expected: None,
             response_headers: Vec::new(),
             clock: RequestClock::current(),
+            unavailable: None,
         }
     }
 
@@ -236,13 +244,22 @@ impl ProxyHttp for GatewayProxy {
         let destination = forward
             .destination()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "route has no destination"))?;
-        let target =
-            self.resolver.resolve(&forward.snapshot.matcher, &destination.host, destination.port).await.map_err(
-                |error| {
-                    ctx.flags = "UH";
-                    Error::explain(ErrorType::HTTPStatus(503), error.to_string())
-                },
-            )?;
+        let target = match self.resolver.resolve(&forward.snapshot.matcher, &destination.host, destination.port).await {
+            Ok(target) => target,
+            Err(error) => {
+                match self.when_unavailable(session, &forward.snapshot, &destination.host, destination.port).await {
+                    Some(Ok(target)) => target,
+                    Some(Err(answer)) => {
+                        ctx.unavailable = Some(answer);
+                        return Err(Error::explain(ErrorType::HTTPStatus(503), error.to_string()));
+                    }
+                    None => {
+                        ctx.flags = "UH";
+                        return Err(Error::explain(ErrorType::HTTPStatus(503), error.to_string()));
+                    }
+                }
+            }
+        };
         let address = target.address;
         ctx.upstream = Some(address);
         let mut peer = if let Some(mesh_peer) = target.mesh {
@@ -364,6 +381,13 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, error: &Error, ctx: &mut RequestContext) -> FailToProxy {
+        if let Some(answer) = ctx.unavailable.take()
+            && session.response_written().is_none()
+        {
+            let status = answer.status;
+            let _ = self.respond(session, ctx, answer, true).await;
+            return FailToProxy { error_code: status, can_reuse_downstream: false };
+        }
         let Outcome { status, flags, body } = status::outcome(error, ctx.flags);
         ctx.flags = flags;
         ctx.status = status;

@@ -36,6 +36,7 @@ use crate::read_timeouts::{ReadTimeouts, TimedApp};
 use crate::state::RouteState;
 use crate::tls::SniCertResolver;
 use crate::upstream::Resolver;
+use crate::waking::{HoldSettings, Waking};
 use portico_api::discovery::Node;
 use portico_mesh::CaClient;
 
@@ -124,6 +125,8 @@ pub fn run(args: Args, chp: Option<ChpMode>) -> anyhow::Result<()> {
         .map(|(port, _)| (*port, Arc::new(SniCertResolver::new())))
         .collect();
     let sink = Arc::new(ConfigSink::new(Arc::clone(&state), Arc::clone(&metrics), certificates));
+    let hold = HoldSettings { timeout: args.hold_timeout, queue: args.hold_queue };
+    let waking = Arc::new(Waking::new(hold, Arc::clone(&state)));
     // CHP mode: the data plane's hooks, and its metrics listener if any.
     let mut chp_mode: Option<(Arc<ProxyHooks>, Option<SocketAddr>)> = None;
     let background: Box<dyn ServiceWithDependents> = match source {
@@ -137,6 +140,7 @@ pub fn run(args: Args, chp: Option<ChpMode>) -> anyhow::Result<()> {
         }
         Source::Discovery(mut client) => {
             client.attach(Arc::clone(&sink), listeners.clone());
+            client.send_wakes(Arc::clone(&waking));
             // The first full state as received; `initial` only chose the ports.
             client.publish();
             Box::new(background_service("discovery client", DiscoveryService(Arc::new(*client))))
@@ -205,6 +209,7 @@ pub fn run(args: Args, chp: Option<ChpMode>) -> anyhow::Result<()> {
             mesh: mesh.clone(),
             guard: Arc::clone(&guard),
             chp: chp_mode.as_ref().map(|(hooks, _)| Arc::clone(hooks)),
+            waking: Arc::clone(&waking),
         };
         let mut proxy = pingora_proxy::http_proxy(&server.configuration, proxy);
         let mut server_options = HttpServerOptions::default();

@@ -12,6 +12,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use portico_routing::{Diagnostic, Matcher, PathNormalization};
+use tokio::sync::watch;
 
 use crate::metrics::SeriesCache;
 
@@ -49,6 +50,8 @@ impl Snapshot {
 pub struct RouteState {
     current: ArcSwap<Snapshot>,
     ready: AtomicBool,
+    /// Counts publications: requests held for a starting notebook wait on it.
+    published: watch::Sender<u64>,
 }
 
 impl RouteState {
@@ -58,6 +61,7 @@ impl RouteState {
         Self {
             current: ArcSwap::from_pointee(Snapshot::new(Matcher::default(), Vec::new())),
             ready: AtomicBool::new(false),
+            published: watch::Sender::new(0),
         }
     }
 
@@ -70,6 +74,12 @@ impl RouteState {
     pub fn publish(&self, snapshot: Snapshot) {
         self.current.store(Arc::new(snapshot));
         self.ready.store(true, Ordering::Release);
+        self.published.send_modify(|count| *count += 1);
+    }
+
+    /// Changes with every [`Self::publish`] after this call.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.published.subscribe()
     }
 
     /// Replaces only the diagnostics (a reload whose table was rejected).

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use portico_api::discovery::route_discovery_client::RouteDiscoveryClient;
-use portico_api::discovery::{DeltaRequest, DeltaResponse, Node};
+use portico_api::discovery::{DeltaRequest, DeltaResponse, Node, WakeRequest};
 use portico_routing::table::ListenerProtocol;
 use portico_routing::{Diagnostic, RouteTable};
 use tokio::sync::mpsc;
@@ -20,6 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::received::Received;
 use crate::apply::ConfigSink;
+use crate::waking::Waking;
 
 /// Backoff after a failed attempt: doubles from the first to the last.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
@@ -44,11 +45,13 @@ pub struct DiscoveryClient {
     node: Node,
     received: Mutex<Received>,
     sink: Option<Arc<ConfigSink>>,
+    /// Stopped notebooks the data plane asks to wake.
+    waking: Option<Arc<Waking>>,
 }
 
 impl DiscoveryClient {
     pub fn new(url: String, node: Node) -> Self {
-        Self { url, node, received: Mutex::new(Received::default()), sink: None }
+        Self { url, node, received: Mutex::new(Received::default()), sink: None, waking: None }
     }
 
     /// The controller's URL.
@@ -60,6 +63,11 @@ impl DiscoveryClient {
     pub fn attach(&mut self, sink: Arc<ConfigSink>, bound: BTreeMap<u16, ListenerProtocol>) {
         self.lock().set_bound(bound);
         self.sink = Some(sink);
+    }
+
+    /// Sends the wake requests `waking` collects up the stream.
+    pub fn send_wakes(&mut self, waking: Arc<Waking>) {
+        self.waking = Some(waking);
     }
 
     /// Connects (retrying forever) until the first full state arrives, and
@@ -122,14 +130,19 @@ impl DiscoveryClient {
     async fn stream_once(&self) -> Result<(), StreamError> {
         let (requests, mut responses) = self.open().await?;
         tracing::info!(url = %self.url, "discovery stream open");
-        while let Some(response) = responses.message().await? {
-            let rejected = self.apply(&response);
-            let answer = DeltaRequest { response_nonce: response.nonce.clone(), rejected, ..DeltaRequest::default() };
-            if requests.send(answer).await.is_err() {
+        loop {
+            let request = tokio::select! {
+                response = responses.message() => {
+                    let Some(response) = response? else { return Err(StreamError::Ended) };
+                    let rejected = self.apply(&response);
+                    DeltaRequest { response_nonce: response.nonce.clone(), rejected, ..DeltaRequest::default() }
+                }
+                wake = wake_requested(self.waking.as_deref()) => wake,
+            };
+            if requests.send(request).await.is_err() {
                 return Err(StreamError::Ended);
             }
         }
-        Err(StreamError::Ended)
     }
 
     /// Publishes what was received so far (start-up, after [`Self::attach`]).
@@ -188,6 +201,18 @@ impl DiscoveryClient {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Received> {
         self.received.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The next batch of wake requests (never, without waking).
+async fn wake_requested(waking: Option<&Waking>) -> DeltaRequest {
+    let Some(waking) = waking else { return std::future::pending().await };
+    loop {
+        waking.requested.notified().await;
+        let wake: Vec<WakeRequest> = waking.take_requests().into_iter().map(|host| WakeRequest { host }).collect();
+        if !wake.is_empty() {
+            return DeltaRequest { wake, ..DeltaRequest::default() };
+        }
     }
 }
 

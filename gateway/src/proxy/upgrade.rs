@@ -37,9 +37,19 @@ impl GatewayProxy {
         let target = match self.resolver.resolve(&forward.snapshot.matcher, &destination.host, destination.port).await {
             Ok(target) => target,
             Err(error) => {
-                tracing::debug!(%error, "no endpoint for an upgrade");
-                let error = Error::explain(ErrorType::HTTPStatus(503), error.to_string());
-                return self.refuse_upgrade(session, ctx, &error, "UH").await;
+                match self.when_unavailable(session, &forward.snapshot, &destination.host, destination.port).await {
+                    // Held until the notebook was ready.
+                    Some(Ok(target)) => target,
+                    Some(Err(answer)) => {
+                        self.respond(session, ctx, answer, true).await?;
+                        return Ok(true);
+                    }
+                    None => {
+                        tracing::debug!(%error, "no endpoint for an upgrade");
+                        let error = Error::explain(ErrorType::HTTPStatus(503), error.to_string());
+                        return self.refuse_upgrade(session, ctx, &error, "UH").await;
+                    }
+                }
             }
         };
         ctx.upstream = Some(target.address);
