@@ -75,10 +75,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     {
         let (notebooks, listed) = (notebooks.clone(), notebooks_listed.clone());
         tasks.spawn(async move {
-            if notebooks.wait_until_ready().await.is_ok() {
-                listed.store(true, Ordering::Release);
-                tracing::info!(notebooks = notebooks.len(), "listed Notebooks");
+            // The index's build loop waits on the same cache, and kube's
+            // ready signal wakes only the last of two concurrent waiters (a
+            // oneshot underneath): ask again now and then instead of
+            // waiting once.
+            loop {
+                match tokio::time::timeout(Duration::from_millis(250), notebooks.wait_until_ready()).await {
+                    Ok(Ok(())) => break,
+                    Ok(Err(_)) => return,
+                    Err(_) => continue,
+                }
             }
+            listed.store(true, Ordering::Release);
+            tracing::info!(notebooks = notebooks.len(), "listed Notebooks");
         });
     }
     let (shutdown_tx, shutdown) = watch::channel(false);

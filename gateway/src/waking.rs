@@ -41,7 +41,7 @@ pub use page::STATUS_MEDIA_TYPE;
 /// The gateway asks the controller to wake one destination at most this often.
 const ASK_INTERVAL: Duration = Duration::from_secs(5);
 /// A wake asked this recently counts as under way (requests are held).
-const WAKE_UNDER_WAY: Duration = Duration::from_secs(120);
+const WAKE_UNDER_WAY: Duration = Duration::from_secs(30);
 /// `Retry-After` when a request cannot be held.
 const RETRY_AFTER_SECS: u64 = 5;
 
@@ -108,8 +108,9 @@ pub struct Waking {
     outbox: Mutex<BTreeSet<String>>,
     /// Signalled when the outbox gets something.
     pub requested: Notify,
-    /// When each destination was last asked for.
-    asked: Mutex<HashMap<String, Instant>>,
+    /// When each destination was last asked for, and which stop that was
+    /// (its `stopped_since`).
+    asked: Mutex<HashMap<String, (Instant, Option<String>)>>,
     /// Requests held now, per destination.
     held: Mutex<HashMap<String, usize>>,
 }
@@ -139,9 +140,9 @@ impl Waking {
         let kind = RequestKind::of(request);
         let stopped = workload.phase == WorkloadPhase::Stopped;
         if stopped && matches!(kind, RequestKind::Navigation | RequestKind::Mutating) {
-            self.ask(host);
+            self.ask(host, workload);
         }
-        let waking = stopped && self.under_way(host);
+        let waking = stopped && self.under_way(host, workload);
         match kind {
             RequestKind::StatusPoll => Outcome::Respond(page::status(workload, waking)),
             RequestKind::Navigation => Outcome::Respond(page::starting(workload, waking)),
@@ -160,22 +161,27 @@ impl Waking {
         std::mem::take(&mut *lock(&self.outbox)).into_iter().collect()
     }
 
-    /// Queues a wake request for `host`, at most once per [`ASK_INTERVAL`].
-    fn ask(&self, host: &str) {
+    /// Queues a wake request for `host`, at most once per [`ASK_INTERVAL`]
+    /// for one stop of its notebook.
+    fn ask(&self, host: &str, workload: &WorkloadState) {
         {
             let mut asked = lock(&self.asked);
-            if asked.get(host).is_some_and(|at| at.elapsed() < ASK_INTERVAL) {
+            if asked.get(host).is_some_and(|(at, stop)| at.elapsed() < ASK_INTERVAL && *stop == workload.stopped_since)
+            {
                 return;
             }
-            asked.retain(|_, at| at.elapsed() < WAKE_UNDER_WAY);
-            asked.insert(host.to_string(), Instant::now());
+            asked.retain(|_, (at, _)| at.elapsed() < WAKE_UNDER_WAY);
+            asked.insert(host.to_string(), (Instant::now(), workload.stopped_since.clone()));
         }
         lock(&self.outbox).insert(host.to_string());
         self.requested.notify_one();
     }
 
-    fn under_way(&self, host: &str) -> bool {
-        lock(&self.asked).get(host).is_some_and(|at| at.elapsed() < WAKE_UNDER_WAY)
+    /// A wake was asked for this very stop, recently.
+    fn under_way(&self, host: &str, workload: &WorkloadState) -> bool {
+        lock(&self.asked)
+            .get(host)
+            .is_some_and(|(at, stop)| at.elapsed() < WAKE_UNDER_WAY && *stop == workload.stopped_since)
     }
 
     /// Waits until a published snapshot has an endpoint for `host:port`;
@@ -268,15 +274,31 @@ mod tests {
         assert_eq!(RequestKind::of(&request("GET", &websocket)), RequestKind::Other);
     }
 
+    fn stopped(since: &str) -> WorkloadState {
+        WorkloadState {
+            namespace: "team".to_string(),
+            notebook: "nb".to_string(),
+            phase: WorkloadPhase::Stopped,
+            message: None,
+            stopped_since: Some(since.to_string()),
+        }
+    }
+
     #[test]
-    fn a_destination_is_asked_for_at_most_once_per_interval() {
+    fn a_destination_is_asked_for_at_most_once_per_interval_and_stop() {
         let waking = Waking::new(HoldSettings { timeout: Duration::ZERO, queue: 1 }, Arc::new(RouteState::new()));
-        waking.ask("nb.team.svc.cluster.local");
-        waking.ask("nb.team.svc.cluster.local");
-        assert_eq!(waking.take_requests(), vec!["nb.team.svc.cluster.local".to_string()]);
-        waking.ask("nb.team.svc.cluster.local");
+        let (host, first) = ("nb.team.svc.cluster.local", stopped("2026-12-05T10:00:00Z"));
+        waking.ask(host, &first);
+        waking.ask(host, &first);
+        assert_eq!(waking.take_requests(), vec![host.to_string()]);
+        waking.ask(host, &first);
         assert!(waking.take_requests().is_empty(), "asked a moment ago");
-        assert!(waking.under_way("nb.team.svc.cluster.local"));
+        assert!(waking.under_way(host, &first));
+        // Stopped again: the earlier wake says nothing about this stop.
+        let second = stopped("2026-12-05T10:05:00Z");
+        assert!(!waking.under_way(host, &second));
+        waking.ask(host, &second);
+        assert_eq!(waking.take_requests(), vec![host.to_string()]);
     }
 
     #[test]

@@ -54,6 +54,11 @@ pub struct WorkloadState {
     /// The reason Kubernetes gave, when there is one (e.g. `ImagePullBackOff`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The value of `kubeflow-resource-stopped` (when it was stopped): tells
+    /// one stop from the next, so a wake asked for one is not taken for the
+    /// next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_since: Option<String>,
 }
 
 /// Reasons of a waiting container that will not resolve on their own.
@@ -71,9 +76,10 @@ pub fn notebook_workload(notebook: &Notebook, settings: &NotebookSettings) -> (S
     let name = notebook.metadata.name.clone().unwrap_or_default();
     let namespace = notebook.metadata.namespace.clone().unwrap_or_else(|| "default".to_string());
     let host = format!("{name}.{namespace}.svc.{}", settings.cluster_domain);
-    let stopped = notebook.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(STOP_ANNOTATION));
-    let (phase, message) = if stopped { (WorkloadPhase::Stopped, None) } else { running_phase(notebook) };
-    (host, WorkloadState { namespace, notebook: name, phase, message })
+    let stopped_since = notebook.metadata.annotations.as_ref().and_then(|a| a.get(STOP_ANNOTATION)).cloned();
+    let (phase, message) =
+        if stopped_since.is_some() { (WorkloadPhase::Stopped, None) } else { running_phase(notebook) };
+    (host, WorkloadState { namespace, notebook: name, phase, message, stopped_since })
 }
 
 fn running_phase(notebook: &Notebook) -> (WorkloadPhase, Option<String>) {

@@ -46,6 +46,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--expect", default="42")
     parser.add_argument("--screenshot", help="where to save a PNG of the page on failure")
     parser.add_argument("--timeout", type=float, default=90.0)
+    parser.add_argument(
+        "--allow-starting",
+        action="store_true",
+        help="the first load may be the gateway's starting page (503): watch its phases until it turns into the lab",
+    )
     return parser.parse_args()
 
 
@@ -74,8 +79,11 @@ def cookies_of(pairs: list[str], url: str) -> list[dict]:
 def run_cell(page, args) -> dict:
     timeout_ms = args.timeout * 1000
     response = page.goto(args.url, wait_until="domcontentloaded", timeout=timeout_ms)
-    if response is None or response.status != 200:
-        status = None if response is None else response.status
+    status = None if response is None else response.status
+    phases = []
+    if status == 503 and args.allow_starting and page.locator("#starting").count() == 1:
+        phases = watch_starting_page(page, args.timeout)
+    elif status != 200:
         return {"ok": False, "error": f"GET {args.url} answered {status}, not 200"}
     # The launcher's notebook card: JupyterLab's own "new notebook" action.
     card = page.locator('.jp-LauncherCard[data-category="Notebook"]').first
@@ -110,7 +118,25 @@ def run_cell(page, args) -> dict:
     kernel_ms = round((time.monotonic() - started) * 1000)
     if args.expect not in text:
         return {"ok": False, "error": f"cell printed {text!r}, expected {args.expect!r}"}
-    return {"ok": True, "output": text, "kernel_ms": kernel_ms}
+    return {"ok": True, "output": text, "kernel_ms": kernel_ms, "starting_phases": phases}
+
+
+def watch_starting_page(page, timeout: float) -> list[str]:
+    """The phases the starting page showed, in order, until it reloaded."""
+    phases = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if page.locator("#starting").count() == 0:
+                break
+            phase = page.get_attribute("#starting", "data-current", timeout=1000)
+        except Error:
+            # The page is being replaced by the notebook's.
+            break
+        if phase and (not phases or phases[-1] != phase):
+            phases.append(phase)
+        time.sleep(0.2)
+    return phases
 
 
 def main() -> int:

@@ -31,6 +31,10 @@ pub struct LabRun {
     /// A PNG of the page when it failed.
     #[serde(default)]
     pub screenshot: Option<String>,
+    /// The phases the gateway's starting page showed before it turned into
+    /// the lab, in order (empty when the lab answered at once).
+    #[serde(default)]
+    pub starting_phases: Vec<String>,
 }
 
 /// Opens `lab_url` (`.../lab`) with `headers` on every request, runs
@@ -45,6 +49,17 @@ pub fn run_cell_in_lab(lab_url: &str, headers: &[(&str, &str)]) -> LabRun {
 /// JupyterHub user's login cookies: the hub's OAuth redirects then let the
 /// browser into the user's server).
 pub fn run_cell_in_lab_with_cookies(lab_url: &str, headers: &[(&str, &str)], cookies: &[(String, String)]) -> LabRun {
+    run_lab(lab_url, headers, cookies, &[])
+}
+
+/// [`run_cell_in_lab`] for a notebook that may be stopped or starting: the
+/// first load may be the gateway's starting page, which must turn into the
+/// lab by itself ([`LabRun::starting_phases`] says what it showed).
+pub fn run_cell_in_waking_lab(lab_url: &str, headers: &[(&str, &str)]) -> LabRun {
+    run_lab(lab_url, headers, &[], &["--allow-starting", "--timeout", "240"])
+}
+
+fn run_lab(lab_url: &str, headers: &[(&str, &str)], cookies: &[(String, String)], options: &[&str]) -> LabRun {
     let screenshot = std::env::temp_dir().join(format!("portico-lab-{}.png", std::process::id()));
     let mut command = Command::new(venv_python());
     command.arg(workspace_root().join("tests/browser/lab_cell.py")).arg(lab_url).arg("--screenshot").arg(&screenshot);
@@ -54,6 +69,7 @@ pub fn run_cell_in_lab_with_cookies(lab_url: &str, headers: &[(&str, &str)], coo
     for (name, value) in cookies {
         command.arg("--cookie").arg(format!("{name}={value}"));
     }
+    command.args(options);
     let output = command.output().expect("running tests/browser/lab_cell.py");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line = stdout.lines().last().unwrap_or_default();
@@ -67,5 +83,6 @@ pub fn run_cell_in_lab_with_cookies(lab_url: &str, headers: &[(&str, &str)], coo
             String::from_utf8_lossy(&output.stderr)
         ),
         screenshot: None,
+        starting_phases: Vec::new(),
     })
 }

@@ -56,18 +56,24 @@ impl RawResponse {
 /// 431 for oversized headers): a write that fails because the peer closed is
 /// therefore not an error as long as a response can be read.
 pub fn exchange(addr: SocketAddr, request: &[u8]) -> io::Result<RawResponse> {
-    exchange_with(addr, request, false)
+    exchange_with(addr, request, false, IO_TIMEOUT)
+}
+
+/// [`exchange`] waiting up to `timeout` for the answer (a request the
+/// gateway holds while a notebook starts).
+pub fn exchange_within(addr: SocketAddr, request: &[u8], timeout: Duration) -> io::Result<RawResponse> {
+    exchange_with(addr, request, false, timeout)
 }
 
 /// [`exchange`] for a `HEAD` request: the response has no body whatever its
 /// headers say.
 pub fn exchange_head(addr: SocketAddr, request: &[u8]) -> io::Result<RawResponse> {
-    exchange_with(addr, request, true)
+    exchange_with(addr, request, true, IO_TIMEOUT)
 }
 
-fn exchange_with(addr: SocketAddr, request: &[u8], head_request: bool) -> io::Result<RawResponse> {
+fn exchange_with(addr: SocketAddr, request: &[u8], head_request: bool, timeout: Duration) -> io::Result<RawResponse> {
     let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     stream.set_nodelay(true)?;
     let write_error = stream.write_all(request).err();

@@ -5,7 +5,7 @@
 //! EndpointSlice here is written by a test.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use portico_e2e::browser::run_cell_in_lab;
 use portico_e2e::injection_webhook::InjectionWebhook;
@@ -73,15 +73,17 @@ impl Cluster {
     }
 }
 
-/// A plain (unmeshed) cluster in a new namespace.
-fn plain_cluster(prefix: &str) -> Cluster {
+/// A plain (unmeshed) cluster in a new namespace; `gateway_args` are added
+/// to the gateway's.
+fn plain_cluster(prefix: &str, gateway_args: &[&str]) -> Cluster {
     let namespace = TestNamespace::create(prefix);
     let ns = namespace.name().to_string();
     let controller = Controller::start_with_env(&ns, &[], &[("ISTIO_GATEWAY", &format!("{ns}/kubeflow-gateway"))]);
     apply_kubeflow_gateway(namespace.plane(), namespace.name());
     let port = free_port();
+    let bind = format!("80=127.0.0.1:{port}");
     let args: Vec<String> =
-        ["--node-name", "gw", "--bind", &format!("80=127.0.0.1:{port}")].iter().map(|a| a.to_string()).collect();
+        ["--node-name", "gw", "--bind", &bind].iter().chain(gateway_args).map(|a| a.to_string()).collect();
     let gateway = Gateway::start_discovery(&controller.discovery_url(), &args);
     let runner = PodRunner::start(&ns);
     Cluster { namespace, controller, gateway, port, runner }
@@ -89,7 +91,7 @@ fn plain_cluster(prefix: &str) -> Cluster {
 
 #[test]
 fn a_restarted_pod_is_routed_only_once_it_is_ready_again() {
-    let cluster = plain_cluster("pod-restart");
+    let cluster = plain_cluster("pod-restart", &[]);
     let ns = cluster.namespace.name();
     let plane = cluster.namespace.plane();
     apply(plane, &notebook_yaml(ns, "nb", &[]));
@@ -110,22 +112,33 @@ fn a_restarted_pod_is_routed_only_once_it_is_ready_again() {
     assert!(propagated.is_some(), "the gateway kept {old_endpoint} after its pod was deleted\n{}", cluster.context());
     let log_mark = cluster.gateway.log().len();
 
-    // Until the new pod is Ready nothing is connected to (the gateway
-    // answers itself); then the new pod serves.
+    // Until the new pod is Ready nothing is connected to: the gateway holds
+    // the requests (the notebook is restarting) or answers 503 with
+    // `Retry-After` itself, never a raw 503; then the new pod serves.
     let path = format!("/notebook/{ns}/nb/api/status");
-    let mut refused = 0;
+    let address = SocketAddr::from(([127, 0, 0, 1], cluster.port));
+    let (mut in_gap, mut raw_503) = (0, Vec::new());
     let back = poll(POD_START, || {
-        let status = cluster.status(&path);
-        if status == 503 {
-            refused += 1;
+        let started = Instant::now();
+        let response = raw_http::get(address, "nb.example.com", &path);
+        let status = response.as_ref().map_or(0, |r| r.status);
+        if status != 200 || started.elapsed() > Duration::from_millis(500) {
+            in_gap += 1;
+        }
+        if let Ok(answer) = &response
+            && answer.status == 503
+            && answer.header("retry-after").is_none()
+        {
+            raw_503.push(answer.head.clone());
         }
         (status == 200).then_some(())
     });
     assert!(back.is_some(), "the restarted pod was never routed\n{}", cluster.context());
+    assert!(raw_503.is_empty(), "503s without Retry-After while the pod restarted: {raw_503:#?}");
     let new_uid = cluster.pod_field("nb-0", ".metadata.uid");
     let new_ip = cluster.pod_field("nb-0", ".status.podIP");
     assert_ne!(new_uid, old_uid, "the StatefulSet made a new pod");
-    assert!(refused > 0, "no request fell in the gap between the pods; the test proved nothing");
+    assert!(in_gap > 0, "no request fell in the gap between the pods; the test proved nothing");
 
     let log = cluster.gateway.log();
     let after: Vec<&str> = log[log_mark..].lines().filter(|line| line.contains(&path)).collect();
@@ -142,7 +155,8 @@ fn a_restarted_pod_is_routed_only_once_it_is_ready_again() {
 
 #[test]
 fn a_pod_whose_server_never_becomes_ready_is_never_routed() {
-    let cluster = plain_cluster("pod-unready");
+    // Requests for a notebook that is not ready are held this long.
+    let cluster = plain_cluster("pod-unready", &["--hold-timeout", "2s"]);
     let ns = cluster.namespace.name();
     // The server runs, but its readiness probe asks for a page it does not have.
     let yaml = notebook_yaml(ns, "nb", &[]).replace(
@@ -161,8 +175,13 @@ fn a_pod_whose_server_never_becomes_ready_is_never_routed() {
     std::thread::sleep(Duration::from_secs(3));
     let ready = cluster.pod_field("nb-0", ".status.conditions[?(@.type==\"Ready\")].status");
     assert_eq!(ready, "False", "a pod whose probe fails is NotReady\n{}", cluster.context());
-    let status = cluster.status(&format!("/notebook/{ns}/nb/api/status"));
-    assert_eq!(status, 503, "a NotReady pod is not routed\n{}", cluster.context());
+    let address = SocketAddr::from(([127, 0, 0, 1], cluster.port));
+    let answer = raw_http::get(address, "nb.example.com", &format!("/notebook/{ns}/nb/api/status"));
+    let answer = answer.unwrap_or_else(|error| panic!("no answer: {error}\n{}", cluster.context()));
+    assert_eq!(answer.status, 503, "a NotReady pod is not routed\n{}", cluster.context());
+    // Held for --hold-timeout, then told when to come back, and why.
+    assert!(answer.header("retry-after").is_some(), "{}", answer.head);
+    assert!(answer.text().contains(&format!("notebook {ns}/nb is ")), "{}", answer.text());
 }
 
 #[test]

@@ -71,7 +71,9 @@ pub fn starting(workload: &WorkloadState, waking: bool) -> LocalResponse {
 }
 
 fn shown_phase_of(phase: WorkloadPhase) -> &'static str {
-    shown_phase(&WorkloadState { namespace: String::new(), notebook: String::new(), phase, message: None }, false)
+    let workload =
+        WorkloadState { namespace: String::new(), notebook: String::new(), phase, message: None, stopped_since: None };
+    shown_phase(&workload, false)
 }
 
 fn no_store(mut response: LocalResponse) -> LocalResponse {
@@ -105,6 +107,7 @@ mod tests {
             notebook: "nb".to_string(),
             phase,
             message: message.map(str::to_string),
+            stopped_since: None,
         }
     }
 

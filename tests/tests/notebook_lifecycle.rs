@@ -1,0 +1,249 @@
+//! A notebook's lifecycle as its user sees it, on the test cluster with real
+//! pods: a stopped notebook wakes when its owner comes back (a starting page
+//! that turns into JupyterLab, API and websocket requests held until the
+//! server is ready) and for nobody else; an idle notebook is culled with
+//! Kubeflow's own annotations.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use portico_e2e::browser::run_cell_in_waking_lab;
+use portico_e2e::notebooks::{apply, apply_kubeflow_gateway, notebook_yaml};
+use portico_e2e::pod_runner::{PodRunner, RunnerOptions, fake_notebooks};
+use portico_e2e::raw_http::{self, RawResponse};
+use portico_e2e::wait::poll;
+use portico_e2e::{Controller, Gateway, TestNamespace, free_port};
+
+const OWNER: &str = "alice@example.com";
+const OTHER: &str = "bob@example.com";
+/// The gateway's identity, which the profile's policy admits (Kubeflow's).
+const GATEWAY_PRINCIPAL: &str = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account";
+/// Bound on a pod going from created to serving on a busy machine.
+const POD_START: Duration = Duration::from_secs(180);
+const SETTLE: Duration = Duration::from_secs(60);
+const STOP_ANNOTATION: &str = "kubeflow-resource-stopped";
+const LAST_ACTIVITY: &str = "notebooks.kubeflow.org/last-activity";
+
+/// A profile namespace (Kubeflow's owner-only policy), a controller, a
+/// cluster-mode gateway and a pod runner.
+struct Profile {
+    namespace: TestNamespace,
+    controller: Controller,
+    gateway: Gateway,
+    port: u16,
+    runner: PodRunner,
+}
+
+impl Profile {
+    fn start(prefix: &str, controller_args: &[&str], env: &[(&str, &str)], pods: RunnerOptions) -> Profile {
+        let namespace = TestNamespace::create(prefix);
+        let ns = namespace.name().to_string();
+        let gateway_ref = format!("{ns}/kubeflow-gateway");
+        let mut env: Vec<(&str, &str)> = env.to_vec();
+        env.push(("ISTIO_GATEWAY", &gateway_ref));
+        let controller = Controller::start_with_env(&ns, controller_args, &env);
+        apply_kubeflow_gateway(namespace.plane(), &ns);
+        apply(
+            namespace.plane(),
+            &format!(
+                "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\n\
+                 metadata: {{name: ns-owner-access-istio, namespace: {ns}}}\nspec:\n  rules:\n\
+                 \x20 - from: [{{source: {{principals: [\"{GATEWAY_PRINCIPAL}\"]}}}}]\n\
+                 \x20   when: [{{key: \"request.headers[kubeflow-userid]\", values: [\"{OWNER}\"]}}]\n"
+            ),
+        );
+        let port = free_port();
+        // `kubeflow-userid` from the client stands in for the login a real
+        // deployment puts in front (the gateway trusts it here, instead of
+        // setting it from a token).
+        let bind = format!("80=127.0.0.1:{port}");
+        let args: Vec<String> =
+            ["--node-name", "gw", "--bind", &bind, "--principal", GATEWAY_PRINCIPAL, "--identity-header", ""]
+                .iter()
+                .map(|a| a.to_string())
+                .collect();
+        let gateway = Gateway::start_discovery(&controller.discovery_url(), &args);
+        let runner = PodRunner::start_with(&ns, pods);
+        Profile { namespace, controller, gateway, port, runner }
+    }
+
+    fn ns(&self) -> &str {
+        self.namespace.name()
+    }
+
+    fn address(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    fn path(&self, notebook: &str, rest: &str) -> String {
+        format!("/notebook/{}/{notebook}/{rest}", self.ns())
+    }
+
+    /// `method path` as `user` (Kubeflow's identity header), with `headers`;
+    /// waits up to `POD_START` for the answer (held requests).
+    fn request(&self, method: &str, path: &str, user: Option<&str>, headers: &[(&str, &str)]) -> RawResponse {
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: nb.example.com\r\nConnection: close\r\n");
+        if let Some(user) = user {
+            head.push_str(&format!("kubeflow-userid: {user}\r\n"));
+        }
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if method != "GET" {
+            head.push_str("Content-Length: 0\r\n");
+        }
+        head.push_str("\r\n");
+        raw_http::exchange_within(self.address(), head.as_bytes(), POD_START)
+            .unwrap_or_else(|error| panic!("{method} {path}: {error}\n{}", self.context()))
+    }
+
+    /// A person opening `path` in a browser tab.
+    fn navigate(&self, path: &str, user: Option<&str>) -> RawResponse {
+        let headers = [("Accept", "text/html,application/xhtml+xml"), ("Sec-Fetch-Mode", "navigate")];
+        self.request("GET", path, user, &headers)
+    }
+
+    /// The status of a websocket handshake for `path` as the owner (101
+    /// when the notebook's server took it).
+    fn websocket(&self, path: &str) -> u16 {
+        let mut stream = TcpStream::connect(self.address()).expect("connecting to the gateway");
+        stream.set_read_timeout(Some(POD_START)).expect("a read timeout");
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: nb.example.com\r\nkubeflow-userid: {OWNER}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).expect("sending the handshake");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        head.split(' ').nth(1).and_then(|status| status.parse().ok()).unwrap_or(0)
+    }
+
+    fn annotations(&self, notebook: &str) -> BTreeMap<String, String> {
+        let output = self.namespace.plane().kubectl_ok(&[
+            "get",
+            "notebook",
+            notebook,
+            "-n",
+            self.ns(),
+            "-o",
+            "jsonpath={.metadata.annotations}",
+        ]);
+        serde_json::from_str(&output).unwrap_or_default()
+    }
+
+    fn wait_serving(&self, notebook: &str) {
+        let path = self.path(notebook, "api/status");
+        let served = poll(POD_START, || (self.request("GET", &path, Some(OWNER), &[]).status == 200).then_some(()));
+        assert!(served.is_some(), "{path} never answered 200 through the gateway\n{}", self.context());
+    }
+
+    /// Stops `notebook` as Kubeflow's UI does (the annotation's value is
+    /// the time, `at`), and waits until the gateway knows it is stopped.
+    fn stop(&self, notebook: &str, at: &str) {
+        self.namespace.plane().kubectl_ok(&[
+            "annotate",
+            "notebook",
+            notebook,
+            "-n",
+            self.ns(),
+            &format!("{STOP_ANNOTATION}={at}"),
+        ]);
+        let path = self.path(notebook, "api/status");
+        let stopped = poll(SETTLE, || {
+            let answer = self.request("GET", &path, Some(OWNER), &[]);
+            (answer.status == 503 && answer.text().contains("is stopped")).then_some(answer)
+        });
+        let answer = stopped.unwrap_or_else(|| panic!("{path} never answered as stopped\n{}", self.context()));
+        assert!(answer.header("retry-after").is_some(), "503 without Retry-After: {}", answer.head);
+    }
+
+    fn context(&self) -> String {
+        let pods =
+            self.namespace.plane().kubectl().args(["get", "pods,notebooks", "-n", self.ns(), "-o", "wide"]).output();
+        format!(
+            "{}\npod runner:\n{}\ngateway log:\n{}\ncontroller log:\n{}",
+            pods.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default(),
+            self.runner.events().join("\n"),
+            self.gateway.log_tail(),
+            self.controller.log_tail()
+        )
+    }
+}
+
+#[test]
+fn a_stopped_notebook_wakes_for_its_owner_only_and_holds_their_requests() {
+    let profile = Profile::start("wake", &["--wake-min-interval", "1s"], &[], RunnerOptions::default());
+    let ns = profile.ns().to_string();
+    apply(profile.namespace.plane(), &notebook_yaml(&ns, "nb", &[]));
+    profile.wait_serving("nb");
+    profile.stop("nb", "2026-12-05T10:00:00Z");
+
+    // Nobody else wakes it: an anonymous or foreign visit is refused as
+    // it would be if the notebook ran, and a polling GET (an open tab) of
+    // its owner does not count as coming back.
+    let lab = profile.path("nb", "lab");
+    assert_eq!(profile.navigate(&lab, None).status, 403, "anonymous");
+    assert_eq!(profile.navigate(&lab, Some(OTHER)).status, 403, "another user");
+    let polled = profile.request("GET", &profile.path("nb", "api/kernels"), Some(OWNER), &[]);
+    assert_eq!(polled.status, 503, "{}", polled.text());
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(profile.annotations("nb").contains_key(STOP_ANNOTATION), "woken by a request that must not wake it");
+    assert_eq!(profile.controller.metric("portico_controller_notebooks_woken_total"), Some(0.0));
+
+    // The owner opens it: the starting page, and the notebook starts.
+    let page = profile.navigate(&lab, Some(OWNER));
+    assert_eq!(page.status, 503, "{}", page.head);
+    assert!(page.text().contains("Starting your notebook"), "{}", page.text());
+    assert!(page.header("content-type").is_some_and(|t| t.starts_with("text/html")), "{}", page.head);
+    // An API request and a websocket sent now are held, then served.
+    let started = Instant::now();
+    let (api, websocket) = std::thread::scope(|scope| {
+        let api = scope.spawn(|| profile.request("GET", &profile.path("nb", "api/status"), Some(OWNER), &[]));
+        let websocket = scope.spawn(|| profile.websocket(&profile.path("nb", "api/events/subscribe")));
+        (api.join().expect("the API request"), websocket.join().expect("the websocket"))
+    });
+    let held_for = started.elapsed();
+    assert_eq!(api.status, 200, "the held API request: {}\n{}", api.text(), profile.context());
+    assert_eq!(websocket, 101, "the held websocket\n{}", profile.context());
+    assert!(!profile.annotations("nb").contains_key(STOP_ANNOTATION), "still stopped");
+    assert_eq!(profile.controller.metric("portico_controller_notebooks_woken_total"), Some(1.0));
+    eprintln!("held requests were served {} ms after the wake", held_for.as_millis());
+
+    // Stopped again, opened in a browser: the starting page turns into
+    // JupyterLab by itself, and a cell runs.
+    profile.stop("nb", "2026-12-05T10:05:00Z");
+    let run = run_cell_in_waking_lab(&format!("http://127.0.0.1:{}{lab}", profile.port), &[("kubeflow-userid", OWNER)]);
+    assert!(run.ok, "JupyterLab after waking: {} (screenshot {:?})\n{}", run.error, run.screenshot, profile.context());
+    assert_eq!(run.output, "42");
+    assert!(!run.starting_phases.is_empty(), "the browser never saw the starting page");
+    eprintln!("the starting page showed {:?}", run.starting_phases);
+}
+
+#[test]
+fn an_idle_notebook_is_culled_with_kubeflows_annotations() {
+    let env = [("ENABLE_CULLING", "true"), ("CULL_IDLE_TIME", "20s"), ("IDLENESS_CHECK_PERIOD", "2s")];
+    let profile = Profile::start("cull", &[], &env, fake_notebooks());
+    let ns = profile.ns().to_string();
+    apply(profile.namespace.plane(), &notebook_yaml(&ns, "idle", &[]));
+    profile.wait_serving("idle");
+    // The idle clock starts when the notebook does (Kubeflow's initialisation).
+    let started = poll(SETTLE, || profile.annotations("idle").get(LAST_ACTIVITY).cloned());
+    assert!(started.is_some(), "no last-activity annotation\n{}", profile.context());
+
+    let culled = poll(Duration::from_secs(90), || profile.annotations("idle").get(STOP_ANNOTATION).cloned());
+    let culled = culled.unwrap_or_else(|| panic!("never culled\n{}", profile.context()));
+    assert!(culled.ends_with('Z') && culled.len() == 20, "an RFC 3339 time in seconds, as Kubeflow writes: {culled}");
+    assert_eq!(profile.controller.metric("portico_controller_notebooks_culled_total"), Some(1.0));
+    // Stopped: the pod goes, and Kubeflow's activity annotations with it.
+    let cleaned = poll(SETTLE, || (!profile.annotations("idle").contains_key(LAST_ACTIVITY)).then_some(()));
+    assert!(cleaned.is_some(), "last-activity kept while stopped\n{}", profile.context());
+    let events =
+        profile.namespace.plane().kubectl_ok(&["get", "events", "-n", &ns, "-o", "jsonpath={.items[*].reason}"]);
+    assert!(events.contains("Culled"), "no Culled event: {events}");
+}
