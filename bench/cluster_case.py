@@ -84,6 +84,24 @@ class ApiClient:
     def post(self, path: str, body: dict) -> int:
         return self.request("POST", path, body)
 
+    def get_json(self, path: str) -> dict:
+        """GET `path` and its JSON body (one retry on a closed keep-alive connection)."""
+        for attempt in (1, 2):
+            connection = self._connection()
+            try:
+                connection.request("GET", path)
+                response = connection.getresponse()
+                payload = response.read()
+                break
+            except (http.client.HTTPException, ConnectionError):
+                connection.close()
+                self.local.connection = None
+                if attempt == 2:
+                    raise
+        if response.status != 200:
+            raise ApiError("GET", path, response.status, payload)
+        return json.loads(payload)
+
 
 def _retry_after(response: http.client.HTTPResponse) -> float:
     """Seconds a 429 asks the client to wait (Retry-After), 1 by default."""
@@ -122,7 +140,7 @@ def notebook(ns: str, name: str) -> dict:
 
 
 def kube_env(root: Path) -> dict:
-    env = {**os.environ, "KUBECONFIG": str(root / "target/kube/kubeconfig"), "RUST_LOG": "warn"}
+    env = {**os.environ, "KUBECONFIG": str(root / "target/kube/kubeconfig"), "RUST_LOG": os.environ.get("PORTICO_BENCH_LOG", "warn")}
     for key in list(env):
         if key.startswith("PORTICO_") or key.startswith("ISTIO_"):
             env.pop(key)

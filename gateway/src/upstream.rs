@@ -74,6 +74,13 @@ impl Resolver {
         if let Some(address) = self.overrides.get(name) {
             return Ok(Target { address: *address, mesh: None });
         }
+        // A notebook the controller describes is reached through its
+        // endpoints only: no slice yet means no endpoint, not a name to look
+        // up (a lookup of a cluster name outside the cluster can take the
+        // resolver's whole timeout, seconds, while its user waits).
+        if matcher.workload(host).is_some() {
+            return Err(ResolveError::NoEndpoints(name.to_string()));
+        }
         let addresses = self.lookup(host, port).await?;
         Ok(Target { address: addresses[self.next() % addresses.len()], mesh: None })
     }

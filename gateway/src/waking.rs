@@ -189,10 +189,12 @@ impl Waking {
     async fn hold(&self, host: &str, port: u16, resolver: &Resolver) -> Option<Target> {
         let _slot = HeldSlot::take(self, host)?;
         let mut published = self.state.subscribe();
-        let deadline = tokio::time::Instant::now() + self.settings.timeout;
+        let held_at = tokio::time::Instant::now();
+        let deadline = held_at + self.settings.timeout;
         loop {
             // Checked after subscribing: a snapshot published in between is seen.
             if let Ok(target) = resolver.resolve(&self.state.load().matcher, host, port).await {
+                tracing::debug!(host, held_ms = held_at.elapsed().as_millis() as u64, "held request released");
                 return Some(target);
             }
             match tokio::time::timeout_at(deadline, published.changed()).await {
