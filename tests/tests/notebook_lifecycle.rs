@@ -26,8 +26,18 @@ const SETTLE: Duration = Duration::from_secs(60);
 const STOP_ANNOTATION: &str = "kubeflow-resource-stopped";
 const LAST_ACTIVITY: &str = "notebooks.kubeflow.org/last-activity";
 
-/// A profile namespace (Kubeflow's owner-only policy), a controller, a
-/// cluster-mode gateway and a pod runner.
+/// How a [`Profile`] is set up.
+#[derive(Default)]
+struct Options<'a> {
+    controller_args: &'a [&'a str],
+    controller_env: &'a [(&'a str, &'a str)],
+    gateway_args: &'a [&'a str],
+    pods: RunnerOptions,
+    /// Kubeflow's `ns-owner-access-istio`: only [`OWNER`] gets in.
+    owner_only: bool,
+}
+
+/// A profile namespace, a controller, a cluster-mode gateway and a pod runner.
 struct Profile {
     namespace: TestNamespace,
     controller: Controller,
@@ -37,23 +47,25 @@ struct Profile {
 }
 
 impl Profile {
-    fn start(prefix: &str, controller_args: &[&str], env: &[(&str, &str)], pods: RunnerOptions) -> Profile {
+    fn start(prefix: &str, options: Options) -> Profile {
         let namespace = TestNamespace::create(prefix);
         let ns = namespace.name().to_string();
         let gateway_ref = format!("{ns}/kubeflow-gateway");
-        let mut env: Vec<(&str, &str)> = env.to_vec();
+        let mut env: Vec<(&str, &str)> = options.controller_env.to_vec();
         env.push(("ISTIO_GATEWAY", &gateway_ref));
-        let controller = Controller::start_with_env(&ns, controller_args, &env);
+        let controller = Controller::start_with_env(&ns, options.controller_args, &env);
         apply_kubeflow_gateway(namespace.plane(), &ns);
-        apply(
-            namespace.plane(),
-            &format!(
-                "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\n\
-                 metadata: {{name: ns-owner-access-istio, namespace: {ns}}}\nspec:\n  rules:\n\
-                 \x20 - from: [{{source: {{principals: [\"{GATEWAY_PRINCIPAL}\"]}}}}]\n\
-                 \x20   when: [{{key: \"request.headers[kubeflow-userid]\", values: [\"{OWNER}\"]}}]\n"
-            ),
-        );
+        if options.owner_only {
+            apply(
+                namespace.plane(),
+                &format!(
+                    "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\n\
+                     metadata: {{name: ns-owner-access-istio, namespace: {ns}}}\nspec:\n  rules:\n\
+                     \x20 - from: [{{source: {{principals: [\"{GATEWAY_PRINCIPAL}\"]}}}}]\n\
+                     \x20   when: [{{key: \"request.headers[kubeflow-userid]\", values: [\"{OWNER}\"]}}]\n"
+                ),
+            );
+        }
         let port = free_port();
         // `kubeflow-userid` from the client stands in for the login a real
         // deployment puts in front (the gateway trusts it here, instead of
@@ -62,10 +74,11 @@ impl Profile {
         let args: Vec<String> =
             ["--node-name", "gw", "--bind", &bind, "--principal", GATEWAY_PRINCIPAL, "--identity-header", ""]
                 .iter()
+                .chain(options.gateway_args)
                 .map(|a| a.to_string())
                 .collect();
         let gateway = Gateway::start_discovery(&controller.discovery_url(), &args);
-        let runner = PodRunner::start_with(&ns, pods);
+        let runner = PodRunner::start_with(&ns, options.pods);
         Profile { namespace, controller, gateway, port, runner }
     }
 
@@ -178,7 +191,8 @@ impl Profile {
 
 #[test]
 fn a_stopped_notebook_wakes_for_its_owner_only_and_holds_their_requests() {
-    let profile = Profile::start("wake", &["--wake-min-interval", "1s"], &[], RunnerOptions::default());
+    let options = Options { controller_args: &["--wake-min-interval", "1s"], owner_only: true, ..Options::default() };
+    let profile = Profile::start("wake", options);
     let ns = profile.ns().to_string();
     apply(profile.namespace.plane(), &notebook_yaml(&ns, "nb", &[]));
     profile.wait_serving("nb");
@@ -228,7 +242,8 @@ fn a_stopped_notebook_wakes_for_its_owner_only_and_holds_their_requests() {
 #[test]
 fn an_idle_notebook_is_culled_with_kubeflows_annotations() {
     let env = [("ENABLE_CULLING", "true"), ("CULL_IDLE_TIME", "20s"), ("IDLENESS_CHECK_PERIOD", "2s")];
-    let profile = Profile::start("cull", &[], &env, fake_notebooks());
+    let profile =
+        Profile::start("cull", Options { controller_env: &env, pods: fake_notebooks(), ..Options::default() });
     let ns = profile.ns().to_string();
     apply(profile.namespace.plane(), &notebook_yaml(&ns, "idle", &[]));
     profile.wait_serving("idle");
