@@ -211,7 +211,7 @@ impl Metrics {
 }
 
 /// `name.namespace.svc...` -> (`name`, `namespace`); `unknown` otherwise.
-fn service_name_and_namespace(host: &str) -> (&str, &str) {
+pub(crate) fn service_name_and_namespace(host: &str) -> (&str, &str) {
     let mut labels = host.split('.');
     match (labels.next(), labels.next(), labels.next()) {
         (Some(name), Some(namespace), Some("svc")) => (name, namespace),

@@ -1,0 +1,329 @@
+//! The activity of one websocket, read from the bytes the splice passes.
+//!
+//! What counts depends on what the connection carries ([`WebsocketKind`],
+//! from the request path):
+//!
+//! * **Kernel** (`.../api/kernels/<id>/channels`), in both of Jupyter's
+//!   wire formats (JSON text frames, and the binary
+//!   `v1.kernel.websocket.jupyter.org` one: offsets, channel, then the
+//!   header's JSON): the client's `execute_request`, `input_reply` and
+//!   `comm_msg` count; so does a client message whose type is not within
+//!   its first [`MAX_SCAN`] bytes (it cannot be told from a person's). The
+//!   kernel's `status` with `execution_state: busy` counts and marks the
+//!   kernel busy until a status with any other state: a busy kernel keeps
+//!   its destination active (a long-running cell with no client traffic).
+//!   The type read is the first `"msg_type"` key: the message's own header
+//!   in both formats (Jupyter Server and JupyterLab write the header before
+//!   the parent header).
+//! * **Terminal** (`.../terminals/websocket/<name>`, terminado's JSON
+//!   arrays): the client's `["stdin", ...]` counts; `set_size` and the
+//!   terminal's output do not.
+//! * **Other**: every client data message counts except a heartbeat: a
+//!   message of at most [`HEARTBEAT_MAX_SIZE`] bytes, within
+//!   [`HEARTBEAT_SIZE_SLACK`] bytes of the client's previous message, sent
+//!   at least [`HEARTBEAT_MIN_GAP_MS`] after it, at the previous gap ±25%.
+//!   So the first message after a pause always counts, keystrokes (small,
+//!   but irregular and closer together) count, and a timer's steady ping
+//!   stops counting from its third beat. The server's messages never count.
+//!
+//! Control frames (ping, pong, close) never count. A permessage-deflate
+//! message (RSV1) cannot be read: from the client of a kernel or terminal
+//! it counts (an idle tab sends none), the kernel's compressed statuses are
+//! not seen (Jupyter Server does not compress by default), and on other
+//! connections the heartbeat rule applies to the compressed sizes.
+//!
+//! The state is about 200 bytes per connection and nothing is allocated
+//! while it lives: payloads are scanned as they pass ([`super::scan`]).
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::frames::{DataKind, FrameParser, MessageSink};
+use super::scan::{FieldScan, FirstString};
+use super::{DestinationActivity, WebsocketKind};
+
+/// Bytes of a message's payload scanned for its type at most.
+pub const MAX_SCAN: u32 = 64 * 1024;
+/// Largest message that can be a heartbeat.
+pub const HEARTBEAT_MAX_SIZE: u64 = 1024;
+/// Size difference between two beats of one heartbeat (a counter in it may grow).
+pub const HEARTBEAT_SIZE_SLACK: u64 = 8;
+/// Least gap between two beats of a heartbeat (keystrokes come faster).
+pub const HEARTBEAT_MIN_GAP_MS: u64 = 1000;
+
+const MSG_TYPE: &[u8] = b"\"msg_type\"";
+const EXECUTION_STATE: &[u8] = b"\"execution_state\"";
+
+/// The activity tracking of one open websocket; counts as open until dropped.
+pub struct WebsocketWatch {
+    destination: Arc<DestinationActivity>,
+    kind: WebsocketKind,
+    /// A hash of the kernel id (kernel connections).
+    kernel: u64,
+    /// This connection last saw its kernel busy.
+    busy: bool,
+    client: FrameParser,
+    server: FrameParser,
+    client_scan: MessageScan,
+    server_scan: MessageScan,
+    heartbeat: Heartbeat,
+}
+
+/// What is known of the message in flight in one direction.
+struct MessageScan {
+    compressed: bool,
+    scanned: u32,
+    /// A kernel message's type, once read.
+    msg_type: Option<MsgType>,
+    /// Reads `msg_type`, then (for a status) `execution_state`.
+    field: FieldScan,
+    /// A terminal message's type.
+    first: FirstString,
+}
+
+impl Default for MessageScan {
+    fn default() -> Self {
+        Self {
+            compressed: false,
+            scanned: 0,
+            msg_type: None,
+            field: FieldScan::new(MSG_TYPE),
+            first: FirstString::default(),
+        }
+    }
+}
+
+/// The kernel message types activity tells apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MsgType {
+    /// `status`: the kernel's execution state.
+    Status,
+    /// A client's `execute_request`, `input_reply` or `comm_msg`.
+    Person,
+    Other,
+}
+
+impl MsgType {
+    fn of(value: Option<&[u8]>) -> MsgType {
+        match value {
+            Some(b"status") => MsgType::Status,
+            Some(b"execute_request" | b"input_reply" | b"comm_msg") => MsgType::Person,
+            _ => MsgType::Other,
+        }
+    }
+}
+
+/// The client's previous data message (the "other" rule).
+#[derive(Default)]
+struct Heartbeat {
+    last_at: Option<Instant>,
+    last_size: u64,
+    last_gap_ms: u64,
+}
+
+impl Heartbeat {
+    /// Whether a client message of `size` bytes sent now is a heartbeat.
+    fn beat(&mut self, size: u64) -> bool {
+        self.beat_at(size, Instant::now())
+    }
+
+    fn beat_at(&mut self, size: u64, now: Instant) -> bool {
+        let gap_ms = self.last_at.map(|at| now.duration_since(at).as_millis() as u64);
+        let steady = gap_ms.is_some_and(|gap| {
+            let previous = self.last_gap_ms;
+            size <= HEARTBEAT_MAX_SIZE
+                && size.abs_diff(self.last_size) <= HEARTBEAT_SIZE_SLACK
+                && previous >= HEARTBEAT_MIN_GAP_MS
+                && gap.abs_diff(previous) <= previous / 4
+        });
+        self.last_gap_ms = gap_ms.unwrap_or(0);
+        self.last_at = Some(now);
+        self.last_size = size;
+        steady
+    }
+}
+
+/// What a websocket's path says it carries, and the kernel id's hash.
+pub fn classify(path: &[u8]) -> (WebsocketKind, u64) {
+    let path = path.split(|&b| b == b'?').next().unwrap_or_default();
+    if let Some(at) = find(path, b"/api/kernels/")
+        && let Some(id) = path[at + b"/api/kernels/".len()..].strip_suffix(b"/channels")
+        && !id.is_empty()
+        && !id.contains(&b'/')
+    {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        id.hash(&mut hasher);
+        return (WebsocketKind::Kernel, hasher.finish());
+    }
+    if find(path, b"/terminals/websocket/").is_some() {
+        return (WebsocketKind::Terminal, 0);
+    }
+    (WebsocketKind::Other, 0)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|window| window == needle)
+}
+
+impl WebsocketWatch {
+    /// Counts a websocket to `destination` opened at `path` as open.
+    pub fn new(destination: Arc<DestinationActivity>, path: &[u8]) -> Self {
+        let (kind, kernel) = classify(path);
+        destination.opened(kind);
+        Self {
+            destination,
+            kind,
+            kernel,
+            busy: false,
+            client: FrameParser::default(),
+            server: FrameParser::default(),
+            client_scan: MessageScan::default(),
+            server_scan: MessageScan::default(),
+            heartbeat: Heartbeat::default(),
+        }
+    }
+
+    /// Bytes the client sent, as they pass.
+    pub fn from_client(&mut self, data: &[u8]) {
+        let mut side = Side {
+            kind: self.kind,
+            from_client: true,
+            scan: &mut self.client_scan,
+            destination: &self.destination,
+            heartbeat: &mut self.heartbeat,
+            busy: &mut self.busy,
+            kernel: self.kernel,
+        };
+        self.client.feed(data, &mut side);
+    }
+
+    /// Bytes the endpoint sent, as they pass.
+    pub fn from_server(&mut self, data: &[u8]) {
+        if self.kind != WebsocketKind::Kernel {
+            // Only a kernel's statuses matter from this side.
+            return;
+        }
+        let mut side = Side {
+            kind: self.kind,
+            from_client: false,
+            scan: &mut self.server_scan,
+            destination: &self.destination,
+            heartbeat: &mut self.heartbeat,
+            busy: &mut self.busy,
+            kernel: self.kernel,
+        };
+        self.server.feed(data, &mut side);
+    }
+}
+
+impl Drop for WebsocketWatch {
+    fn drop(&mut self) {
+        if self.busy {
+            self.destination.kernel_busy(self.kernel, false);
+        }
+        self.destination.closed(self.kind);
+    }
+}
+
+/// One direction's view while its bytes are parsed.
+struct Side<'a> {
+    kind: WebsocketKind,
+    from_client: bool,
+    scan: &'a mut MessageScan,
+    destination: &'a DestinationActivity,
+    heartbeat: &'a mut Heartbeat,
+    busy: &'a mut bool,
+    kernel: u64,
+}
+
+impl Side<'_> {
+    fn client_message_counts(&mut self, length: u64) -> bool {
+        let scan = &*self.scan;
+        match self.kind {
+            WebsocketKind::Kernel if scan.compressed => true,
+            // Not found within MAX_SCAN bytes: cannot be told from a person's.
+            WebsocketKind::Kernel => matches!(scan.msg_type, None | Some(MsgType::Person)),
+            WebsocketKind::Terminal => scan.compressed || scan.first.value() == Some(b"stdin"),
+            WebsocketKind::Other => !self.heartbeat.beat(length),
+        }
+    }
+
+    fn kernel_status(&mut self) {
+        if self.scan.compressed || self.scan.msg_type != Some(MsgType::Status) {
+            return;
+        }
+        let Some(state) = self.scan.field.value() else { return };
+        let busy = state == b"busy";
+        if busy {
+            self.destination.touch();
+        }
+        if busy != *self.busy {
+            *self.busy = busy;
+            self.destination.kernel_busy(self.kernel, busy);
+        }
+    }
+}
+
+impl MessageSink for Side<'_> {
+    fn start(&mut self, _kind: DataKind, compressed: bool) {
+        *self.scan = MessageScan { compressed, ..MessageScan::default() };
+    }
+
+    fn wants_payload(&self) -> bool {
+        let scan = &*self.scan;
+        if scan.compressed || scan.scanned >= MAX_SCAN {
+            return false;
+        }
+        match self.kind {
+            WebsocketKind::Kernel if self.from_client => scan.msg_type.is_none(),
+            WebsocketKind::Kernel => match scan.msg_type {
+                None => true,
+                Some(MsgType::Status) => !scan.field.done(),
+                Some(_) => false,
+            },
+            WebsocketKind::Terminal => self.from_client && !scan.first.done(),
+            WebsocketKind::Other => false,
+        }
+    }
+
+    fn payload(&mut self, bytes: &[u8]) {
+        let scan = &mut *self.scan;
+        scan.scanned = scan.scanned.saturating_add(bytes.len() as u32);
+        match self.kind {
+            WebsocketKind::Kernel => {
+                let mut rest = bytes;
+                if scan.msg_type.is_none() {
+                    let used = scan.field.feed(rest);
+                    rest = &rest[used..];
+                    if scan.field.done() {
+                        let msg_type = MsgType::of(scan.field.value());
+                        scan.msg_type = Some(msg_type);
+                        if msg_type == MsgType::Status {
+                            scan.field = FieldScan::new(EXECUTION_STATE);
+                        }
+                    }
+                }
+                if scan.msg_type == Some(MsgType::Status) && !rest.is_empty() {
+                    scan.field.feed(rest);
+                }
+            }
+            WebsocketKind::Terminal => scan.first.feed(bytes),
+            WebsocketKind::Other => {}
+        }
+    }
+
+    fn end(&mut self, length: u64) {
+        if self.from_client {
+            if self.client_message_counts(length) {
+                self.destination.touch();
+            }
+        } else {
+            self.kernel_status();
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "websocket_tests.rs"]
+mod tests;
