@@ -170,7 +170,7 @@ impl DestinationActivity {
 impl ActivityRegistry {
     /// A finished request to `host`: counted if [`http_rule::counts`] says so.
     pub fn request_done(&self, host: &str, method: &Method, headers: &HeaderMap, status: u16) {
-        if !host.is_empty() && http_rule::counts(method, headers, status) {
+        if http_rule::counts(method, headers, status) && !host.is_empty() {
             self.destination(host).touch();
         }
     }

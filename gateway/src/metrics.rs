@@ -154,6 +154,11 @@ impl Metrics {
         })
     }
 
+    /// Adds metrics computed at scrape time (per-destination activity).
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) -> Result<(), prometheus::Error> {
+        self.registry.register(collector)
+    }
+
     /// Records one finished request under Istio's labels.
     pub fn record(&self, record: &RequestRecord<'_>) {
         self.resolve(record).observe(record);

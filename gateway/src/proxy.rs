@@ -16,6 +16,7 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
+use crate::activity::{ActivityRegistry, WebsocketWatch};
 use crate::auth::{Guard, ResponseHeaders, Routed};
 use crate::chp::ProxyHooks;
 use crate::decision::{Decision, Forward, LocalResponse, decide};
@@ -58,6 +59,8 @@ pub struct GatewayProxy {
     pub guard: Arc<Guard>,
     /// Serving as configurable-http-proxy: route activity, error pages.
     pub chp: Option<Arc<ProxyHooks>>,
+    /// Per-destination activity (issue 17's culling input).
+    pub activity: Arc<ActivityRegistry>,
 }
 
 /// The identity a meshed endpoint must present.
@@ -102,6 +105,9 @@ pub struct RequestContext {
     response_headers: ResponseHeaders,
     /// Reports the request's progress to its connection's read clock.
     clock: RequestClock,
+    /// An upgrade left in Pingora's proxy loop (`--splice-upgrades=false`):
+    /// its activity, read from the body filters.
+    websocket: Option<WebsocketWatch>,
 }
 
 #[async_trait]
@@ -121,6 +127,7 @@ impl ProxyHttp for GatewayProxy {
             mesh_expected: None,
             response_headers: Vec::new(),
             clock: RequestClock::current(),
+            websocket: None,
         }
     }
 
@@ -137,10 +144,13 @@ impl ProxyHttp for GatewayProxy {
     async fn request_body_filter(
         &self,
         _session: &mut Session,
-        _body: &mut Option<Bytes>,
+        body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut RequestContext,
     ) -> Result<()> {
+        if let (Some(watch), Some(body)) = (ctx.websocket.as_mut(), body.as_ref()) {
+            watch.client_sent(body);
+        }
         if end_of_stream {
             ctx.clock.body_ended();
         }
@@ -327,13 +337,15 @@ impl ProxyHttp for GatewayProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestContext,
     ) -> Result<()> {
         if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS {
             ctx.upgraded = true;
             self.metrics.active_websockets.inc();
+            let destination = ctx.forward.as_ref().and_then(|f| f.destination());
+            ctx.websocket = destination.map(|d| self.activity.websocket(&d.host, session.req_header().raw_path()));
         }
         if let Some(forward) = ctx.forward.as_ref() {
             headers::prepare_response(upstream_response, forward)?;
@@ -342,6 +354,19 @@ impl ProxyHttp for GatewayProxy {
             upstream_response.append_header(name, value)?;
         }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestContext,
+    ) -> Result<Option<Duration>> {
+        if let (Some(watch), Some(body)) = (ctx.websocket.as_mut(), body.as_ref()) {
+            watch.server_sent(body);
+        }
+        Ok(None)
     }
 
     fn fail_to_connect(
@@ -420,6 +445,9 @@ impl ProxyHttp for GatewayProxy {
         if let (Some(chp), Some(forward)) = (&self.chp, &ctx.forward) {
             chp.request_done(&forward.route().name, status);
         }
+        self.activity.request_done(destination, &request.method, &request.headers, status);
+        // An upgrade in Pingora's loop ends here: no longer open.
+        ctx.websocket = None;
         if self.settings.access_log {
             access_log(session, ctx, status, duration, destination, error);
         }

@@ -185,7 +185,7 @@ impl WebsocketWatch {
     }
 
     /// Bytes the client sent, as they pass.
-    pub fn from_client(&mut self, data: &[u8]) {
+    pub fn client_sent(&mut self, data: &[u8]) {
         let mut side = Side {
             kind: self.kind,
             from_client: true,
@@ -199,7 +199,7 @@ impl WebsocketWatch {
     }
 
     /// Bytes the endpoint sent, as they pass.
-    pub fn from_server(&mut self, data: &[u8]) {
+    pub fn server_sent(&mut self, data: &[u8]) {
         if self.kind != WebsocketKind::Kernel {
             // Only a kernel's statuses matter from this side.
             return;

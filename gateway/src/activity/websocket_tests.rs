@@ -74,7 +74,7 @@ fn kernel_client_messages_count_by_type_in_both_formats() {
         json_message("comm_info_request", json!({"target_name": "x"})),
     ];
     for message in quiet {
-        ws.from_client(&frame(true, if message[0] == b'{' { 1 } else { 2 }, &message, KEY));
+        ws.client_sent(&frame(true, if message[0] == b'{' { 1 } else { 2 }, &message, KEY));
     }
     assert_eq!(state(&registry).last_activity_unix_ms, 0, "kernel_info and comm_info are the page's own");
     for (msg_type, opcode) in [("execute_request", 1), ("input_reply", 2), ("comm_msg", 1)] {
@@ -87,7 +87,7 @@ fn kernel_client_messages_count_by_type_in_both_formats() {
         // Split at every byte: the type must be found across reads.
         let stream = frame(true, opcode, &message, KEY);
         for piece in stream.chunks(1) {
-            ws.from_client(piece);
+            ws.client_sent(piece);
         }
         assert!(state(&registry).last_activity_unix_ms >= before, "{msg_type} counts");
         registry.destination(HOST).last_ms.store(0, std::sync::atomic::Ordering::Relaxed);
@@ -112,13 +112,13 @@ fn a_busy_kernel_is_active_until_idle_and_a_closed_connection_forgets_it() {
         }
         frame(true, 2, &message, None)
     };
-    ws.from_server(&status("busy"));
-    other.from_server(&status("busy"));
+    ws.server_sent(&status("busy"));
+    other.server_sent(&status("busy"));
     let busy = state(&registry);
     assert_eq!(busy.busy_kernels, 1, "one kernel, two connections");
     std::thread::sleep(std::time::Duration::from_millis(20));
     assert!(state(&registry).last_activity_unix_ms > busy.last_activity_unix_ms, "busy reads as now");
-    ws.from_server(&status("idle"));
+    ws.server_sent(&status("idle"));
     assert_eq!(state(&registry).busy_kernels, 1, "the other connection has not seen idle yet");
     drop(other);
     let idle = state(&registry);
@@ -127,7 +127,7 @@ fn a_busy_kernel_is_active_until_idle_and_a_closed_connection_forgets_it() {
     assert_eq!(state(&registry).last_activity_unix_ms, idle.last_activity_unix_ms, "idle stays put");
     // Other server messages do nothing.
     let stream = frame(true, 1, &json_message("stream", json!({"name": "stdout", "text": "busy"})), None);
-    ws.from_server(&stream);
+    ws.server_sent(&stream);
     assert_eq!(state(&registry).last_activity_unix_ms, idle.last_activity_unix_ms);
 }
 
@@ -135,11 +135,11 @@ fn a_busy_kernel_is_active_until_idle_and_a_closed_connection_forgets_it() {
 fn terminal_stdin_counts_and_set_size_does_not() {
     let registry = ActivityRegistry::default();
     let mut ws = watch(&registry, "/terminals/websocket/1");
-    ws.from_client(&frame(true, 1, br#"["set_size", 24, 80, 600, 800]"#, KEY));
-    ws.from_server(&frame(true, 1, br#"["stdout", "$ "]"#, None));
+    ws.client_sent(&frame(true, 1, br#"["set_size", 24, 80, 600, 800]"#, KEY));
+    ws.server_sent(&frame(true, 1, br#"["stdout", "$ "]"#, None));
     assert_eq!(state(&registry).last_activity_unix_ms, 0);
     assert_eq!(state(&registry).terminal_websockets, 1);
-    ws.from_client(&frame(true, 1, br#"["stdin", "ls\r"]"#, KEY));
+    ws.client_sent(&frame(true, 1, br#"["stdin", "ls\r"]"#, KEY));
     assert!(state(&registry).last_activity_unix_ms > 0);
 }
 
@@ -147,11 +147,11 @@ fn terminal_stdin_counts_and_set_size_does_not() {
 fn other_websockets_count_client_data_but_not_control_frames_or_heartbeats() {
     let registry = ActivityRegistry::default();
     let mut ws = watch(&registry, "/app/ws");
-    ws.from_client(&frame(true, 9, b"ping", KEY));
-    ws.from_server(&frame(true, 1, b"server push", None));
+    ws.client_sent(&frame(true, 9, b"ping", KEY));
+    ws.server_sent(&frame(true, 1, b"server push", None));
     assert_eq!(state(&registry).last_activity_unix_ms, 0, "pings and server messages are not activity");
     assert_eq!(state(&registry).other_websockets, 1);
-    ws.from_client(&frame(true, 1, b"typed", KEY));
+    ws.client_sent(&frame(true, 1, b"typed", KEY));
     assert!(state(&registry).last_activity_unix_ms > 0);
 }
 
@@ -195,7 +195,7 @@ fn compressed_messages_of_a_person_count() {
     let mut ws = watch(&registry, "/terminals/websocket/1");
     let mut compressed = frame(true, 1, b"\x00\x01", KEY);
     compressed[0] |= 0x40;
-    ws.from_client(&compressed);
+    ws.client_sent(&compressed);
     assert!(state(&registry).last_activity_unix_ms > 0);
 }
 

@@ -2,6 +2,11 @@
 //! apply what arrives, answer each response, and reconnect with jittered
 //! backoff whenever the stream breaks. The routes being served never depend
 //! on the stream being up.
+//!
+//! Activity goes the other way on the same stream: every
+//! `--activity-report-interval`, a request of its own (no nonce) carries the
+//! destinations whose activity changed since the last report, plus those
+//! with a busy kernel (active now); a new stream first gets everything.
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
@@ -12,13 +17,14 @@ use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use portico_api::discovery::route_discovery_client::RouteDiscoveryClient;
-use portico_api::discovery::{DeltaRequest, DeltaResponse, Node};
+use portico_api::discovery::{DeltaRequest, DeltaResponse, DestinationActivity, Node};
 use portico_routing::table::ListenerProtocol;
 use portico_routing::{Diagnostic, RouteTable};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::received::Received;
+use crate::activity::{ActivityRegistry, DestinationState};
 use crate::apply::ConfigSink;
 
 /// Backoff after a failed attempt: doubles from the first to the last.
@@ -44,11 +50,19 @@ pub struct DiscoveryClient {
     node: Node,
     received: Mutex<Received>,
     sink: Option<Arc<ConfigSink>>,
+    /// What to report, and how often.
+    activity: Option<(Arc<ActivityRegistry>, Duration)>,
 }
 
 impl DiscoveryClient {
     pub fn new(url: String, node: Node) -> Self {
-        Self { url, node, received: Mutex::new(Received::default()), sink: None }
+        Self { url, node, received: Mutex::new(Received::default()), sink: None, activity: None }
+    }
+
+    /// Reports `registry`'s activity every `interval` while a stream is up.
+    pub fn reporting(mut self, registry: Arc<ActivityRegistry>, interval: Duration) -> Self {
+        self.activity = Some((registry, interval.max(Duration::from_millis(100))));
+        self
     }
 
     /// The controller's URL.
@@ -122,14 +136,47 @@ impl DiscoveryClient {
     async fn stream_once(&self) -> Result<(), StreamError> {
         let (requests, mut responses) = self.open().await?;
         tracing::info!(url = %self.url, "discovery stream open");
-        while let Some(response) = responses.message().await? {
-            let rejected = self.apply(&response);
-            let answer = DeltaRequest { response_nonce: response.nonce.clone(), rejected, ..DeltaRequest::default() };
-            if requests.send(answer).await.is_err() {
-                return Err(StreamError::Ended);
+        // Started by the first response (the controller knows this node by
+        // then); its first tick is immediate and reports everything.
+        let mut reports: Option<tokio::time::Interval> = None;
+        let mut everything = true;
+        loop {
+            let tick = async {
+                match reports.as_mut() {
+                    Some(interval) => interval.tick().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                response = responses.message() => {
+                    let Some(response) = response? else { return Err(StreamError::Ended) };
+                    let rejected = self.apply(&response);
+                    let answer =
+                        DeltaRequest { response_nonce: response.nonce.clone(), rejected, ..DeltaRequest::default() };
+                    if requests.send(answer).await.is_err() {
+                        return Err(StreamError::Ended);
+                    }
+                    if reports.is_none() && let Some((_, every)) = &self.activity {
+                        let mut interval = tokio::time::interval(*every);
+                        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                        reports = Some(interval);
+                    }
+                }
+                _ = tick => {
+                    let Some((registry, _)) = &self.activity else { continue };
+                    let activity: Vec<DestinationActivity> =
+                        registry.report(everything).into_iter().map(to_proto).collect();
+                    everything = false;
+                    if activity.is_empty() {
+                        continue;
+                    }
+                    tracing::debug!(destinations = activity.len(), "reporting activity");
+                    if requests.send(DeltaRequest { activity, ..DeltaRequest::default() }).await.is_err() {
+                        return Err(StreamError::Ended);
+                    }
+                }
             }
         }
-        Err(StreamError::Ended)
     }
 
     /// Publishes what was received so far (start-up, after [`Self::attach`]).
@@ -188,6 +235,18 @@ impl DiscoveryClient {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Received> {
         self.received.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// One destination's state as the discovery protocol carries it.
+fn to_proto(state: DestinationState) -> DestinationActivity {
+    DestinationActivity {
+        host: state.host,
+        last_activity_unix_ms: state.last_activity_unix_ms,
+        kernel_websockets: state.kernel_websockets,
+        terminal_websockets: state.terminal_websockets,
+        other_websockets: state.other_websockets,
+        busy_kernels: state.busy_kernels,
     }
 }
 
