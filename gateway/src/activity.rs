@@ -169,8 +169,8 @@ impl DestinationActivity {
 
 impl ActivityRegistry {
     /// A finished request to `host`: counted if [`http_rule::counts`] says so.
-    pub fn request_done(&self, host: &str, method: &Method, headers: &HeaderMap, status: u16) {
-        if http_rule::counts(method, headers, status) && !host.is_empty() {
+    pub fn request_done(&self, host: &str, method: &Method, path: &[u8], headers: &HeaderMap, status: u16) {
+        if http_rule::counts(method, path, headers, status) && !host.is_empty() {
             self.destination(host).touch();
         }
     }
@@ -303,10 +303,10 @@ mod tests {
     fn only_counting_requests_create_or_touch_entries() {
         let registry = ActivityRegistry::default();
         let host = "nb.team.svc.cluster.local";
-        registry.request_done(host, &Method::GET, &HeaderMap::new(), 200);
+        registry.request_done(host, &Method::GET, b"/api/kernels", &HeaderMap::new(), 200);
         assert!(registry.states().is_empty(), "a polling GET does not even create an entry");
         let before = now_ms();
-        registry.request_done(host, &Method::PUT, &HeaderMap::new(), 200);
+        registry.request_done(host, &Method::PUT, b"/api/contents/a", &HeaderMap::new(), 200);
         let states = registry.states();
         assert_eq!(states.len(), 1);
         assert!(states[0].last_activity_unix_ms >= before);

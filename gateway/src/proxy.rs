@@ -445,7 +445,7 @@ impl ProxyHttp for GatewayProxy {
         if let (Some(chp), Some(forward)) = (&self.chp, &ctx.forward) {
             chp.request_done(&forward.route().name, status);
         }
-        self.activity.request_done(destination, &request.method, &request.headers, status);
+        self.activity.request_done(destination, &request.method, request.raw_path(), &request.headers, status);
         // An upgrade in Pingora's loop ends here: no longer open.
         ctx.websocket = None;
         if self.settings.access_log {
