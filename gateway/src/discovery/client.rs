@@ -281,3 +281,7 @@ impl Backoff {
         Duration::from_millis(millis / 2 + random % (millis / 2 + 1))
     }
 }
+
+#[cfg(test)]
+#[path = "client_tests.rs"]
+mod tests;
