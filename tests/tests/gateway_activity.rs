@@ -39,6 +39,11 @@ struct Deployment {
 
 impl Deployment {
     fn start(name: &str, port: u16) -> Deployment {
+        Deployment::start_with(name, port, &[])
+    }
+
+    /// [`Deployment::start`] with the gateway's `extra` flags.
+    fn start_with(name: &str, port: u16, extra: &[&str]) -> Deployment {
         let config = ConfigDir::new();
         config.write("gateway.yaml", &kubeflow_gateway());
         config.write("notebook.yaml", &notebook(NAMESPACE, name));
@@ -46,6 +51,7 @@ impl Deployment {
         let host = notebook_host(NAMESPACE, name);
         let mut args = vec!["--bind".to_string(), format!("80={http}")];
         args.extend(resolve_args(&host, port));
+        args.extend(extra.iter().map(ToString::to_string));
         let gateway = Gateway::start(config.path(), &args);
         let prefix = notebook_prefix(NAMESPACE, name);
         // The listener may come up a moment after /healthz/ready.
@@ -188,8 +194,19 @@ async fn kernel_messages_and_a_running_cell_count() {
 
 #[tokio::test]
 async fn terminal_keystrokes_count_and_resizing_does_not() {
-    let server = jupyter("term");
-    let deployment = Deployment::start("term", server.port());
+    terminal_case("term", &[]).await;
+}
+
+/// The same when upgrades stay in Pingora's proxy loop: the body filters
+/// see the websocket's bytes instead of the splice.
+#[tokio::test]
+async fn terminal_keystrokes_count_without_splicing_too() {
+    terminal_case("term-pingora", &["--splice-upgrades", "false"]).await;
+}
+
+async fn terminal_case(name: &str, extra: &[&str]) {
+    let server = jupyter(name);
+    let deployment = Deployment::start_with(name, server.port(), extra);
     let created: Value =
         http_client().post(deployment.url("api/terminals")).send().await.unwrap().json().await.unwrap();
     let name = created["name"].as_str().expect("a terminal name").to_string();
