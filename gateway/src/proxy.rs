@@ -29,7 +29,10 @@ use crate::status::{self, Outcome};
 use crate::strict_http;
 use crate::upstream::Resolver;
 
+mod peer;
 mod upgrade;
+
+use peer::ExpectedPeer;
 
 /// Settings shared by every listener's proxy.
 pub struct ProxySettings {
@@ -61,33 +64,6 @@ pub struct GatewayProxy {
     pub chp: Option<Arc<ProxyHooks>>,
     /// Per-destination activity (issue 17's culling input).
     pub activity: Arc<ActivityRegistry>,
-}
-
-/// The identity a meshed endpoint must present.
-#[derive(Debug)]
-enum ExpectedPeer {
-    /// The pod's SPIFFE ID.
-    Exactly(String),
-    /// Any workload of a namespace: the `spiffe://td/ns/<ns>/sa/` prefix.
-    InNamespace(String),
-}
-
-impl ExpectedPeer {
-    fn admits(&self, identity: &str) -> bool {
-        match self {
-            ExpectedPeer::Exactly(id) => identity == id,
-            ExpectedPeer::InNamespace(prefix) => identity.starts_with(prefix.as_str()),
-        }
-    }
-}
-
-impl std::fmt::Display for ExpectedPeer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ExpectedPeer::Exactly(id) => f.write_str(id),
-            ExpectedPeer::InNamespace(prefix) => write!(f, "{prefix}*"),
-        }
-    }
 }
 
 /// Per-request state.
@@ -455,19 +431,6 @@ impl ProxyHttp for GatewayProxy {
 }
 
 impl GatewayProxy {
-    /// The identity a meshed endpoint of `forward` must present: the pod's
-    /// own service account when the index knows it, else any workload of
-    /// the destination's namespace (`<service>.<namespace>.svc...`).
-    fn expected_peer(&self, forward: &Forward, mesh_peer: crate::upstream::MeshPeer) -> Option<ExpectedPeer> {
-        forward.destination_namespace().map(|namespace| {
-            let prefix = format!("spiffe://{}/ns/{namespace}/sa/", self.settings.trust_domain);
-            match mesh_peer.service_account {
-                Some(service_account) => ExpectedPeer::Exactly(format!("{prefix}{service_account}")),
-                None => ExpectedPeer::InNamespace(prefix),
-            }
-        })
-    }
-
     /// As configurable-http-proxy with `--error-target`/`--error-path`:
     /// the page for a 404 (no route) or a 5xx in place of the plain answer.
     async fn chp_error_page(&self, session: &Session, status: u16, flags: &'static str) -> Option<LocalResponse> {

@@ -202,6 +202,7 @@ fn compressed_messages_of_a_person_count() {
 #[test]
 fn an_idle_websocket_costs_its_watch_only() {
     let size = std::mem::size_of::<WebsocketWatch>();
+    eprintln!("WebsocketWatch: {size} bytes");
     assert!(size <= 320, "WebsocketWatch is {size} bytes");
     let _ = Arc::new(ActivityRegistry::default());
 }
