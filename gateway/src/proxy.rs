@@ -62,8 +62,10 @@ pub struct GatewayProxy {
     pub guard: Arc<Guard>,
     /// Serving as configurable-http-proxy: route activity, error pages.
     pub chp: Option<Arc<ProxyHooks>>,
-    /// Per-destination activity (issue 17's culling input).
-    pub activity: Arc<ActivityRegistry>,
+    /// Per-destination activity (issue 17's culling input); none as CHP,
+    /// whose routes keep CHP's own rule and whose local servers share one
+    /// host.
+    pub activity: Option<Arc<ActivityRegistry>>,
 }
 
 /// Per-request state.
@@ -321,7 +323,9 @@ impl ProxyHttp for GatewayProxy {
             ctx.upgraded = true;
             self.metrics.active_websockets.inc();
             let destination = ctx.forward.as_ref().and_then(|f| f.destination());
-            ctx.websocket = destination.map(|d| self.activity.websocket(&d.host, session.req_header().raw_path()));
+            if let (Some(activity), Some(destination)) = (&self.activity, destination) {
+                ctx.websocket = Some(activity.websocket(&destination.host, session.req_header().raw_path()));
+            }
         }
         if let Some(forward) = ctx.forward.as_ref() {
             headers::prepare_response(upstream_response, forward)?;
@@ -421,7 +425,9 @@ impl ProxyHttp for GatewayProxy {
         if let (Some(chp), Some(forward)) = (&self.chp, &ctx.forward) {
             chp.request_done(&forward.route().name, status);
         }
-        self.activity.request_done(destination, &request.method, request.raw_path(), &request.headers, status);
+        if let Some(activity) = &self.activity {
+            activity.request_done(destination, &request.method, request.raw_path(), &request.headers, status);
+        }
         // An upgrade in Pingora's loop ends here: no longer open.
         ctx.websocket = None;
         if self.settings.access_log {

@@ -213,7 +213,7 @@ pub fn run(args: Args, chp: Option<ChpMode>) -> anyhow::Result<()> {
             mesh: mesh.clone(),
             guard: Arc::clone(&guard),
             chp: chp_mode.as_ref().map(|(hooks, _)| Arc::clone(hooks)),
-            activity: Arc::clone(&activity),
+            activity: chp_mode.is_none().then(|| Arc::clone(&activity)),
         };
         let mut proxy = pingora_proxy::http_proxy(&server.configuration, proxy);
         let mut server_options = HttpServerOptions::default();
