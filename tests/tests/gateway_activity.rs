@@ -322,3 +322,20 @@ fn an_idle_websocket_app_does_not_count_and_typing_into_it_does() {
     let last = deployment.last_activity();
     assert!(last >= page.typed_ms, "typing into the app is activity: {} (typed at {})", last, page.typed_ms);
 }
+
+/// The kernel's statuses reach the watch through Pingora's response body
+/// filter when upgrades are not spliced.
+#[tokio::test]
+async fn a_busy_kernel_is_seen_without_splicing_too() {
+    let server = jupyter("kernel-pingora");
+    let deployment = Deployment::start_with("kernel-pingora", server.port(), &["--splice-upgrades", "false"]);
+    let base = deployment.url("");
+    let kernel = create_kernel(&base).await;
+    let mut socket = KernelSocket::connect(&channels_url(&base, &kernel)).await;
+    let cell = socket.start_execute("import time; time.sleep(4)").await;
+    deployment.wait_for("a busy kernel", |s| s["busy_kernels"] == 1 && s["kernel_websockets"] == 1);
+    socket.finish_execute(&cell).await;
+    deployment.wait_for("the kernel idle again", |s| s["busy_kernels"] == 0);
+    socket.close().await;
+    deployment.wait_for("the websocket closed", |s| s["kernel_websockets"] == 0);
+}
