@@ -187,9 +187,11 @@ impl ActivityRegistry {
         Arc::clone(entry)
     }
 
-    /// The watch of a websocket to `host` that the client opened at `path`.
-    pub fn websocket(&self, host: &str, path: &[u8]) -> WebsocketWatch {
-        WebsocketWatch::new(self.destination(host), path)
+    /// The watch of a websocket to `host` that the client opened at `path`
+    /// (boxed: a splice's future would otherwise hold it twice, as async
+    /// functions keep their arguments apart from their locals).
+    pub fn websocket(&self, host: &str, path: &[u8]) -> Box<WebsocketWatch> {
+        Box::new(WebsocketWatch::new(self.destination(host), path))
     }
 
     /// Every destination's state, by host.

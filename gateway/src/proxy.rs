@@ -85,7 +85,7 @@ pub struct RequestContext {
     clock: RequestClock,
     /// An upgrade left in Pingora's proxy loop (`--splice-upgrades=false`):
     /// its activity, read from the body filters.
-    websocket: Option<WebsocketWatch>,
+    websocket: Option<Box<WebsocketWatch>>,
 }
 
 #[async_trait]

@@ -333,7 +333,7 @@ pub async fn splice(
     early_from_client: Vec<u8>,
     early_from_upstream: Vec<u8>,
     websockets: IntGauge,
-    mut watch: Option<WebsocketWatch>,
+    mut watch: Option<Box<WebsocketWatch>>,
 ) -> (u64, u64) {
     websockets.inc();
     if let Some(watch) = watch.as_mut() {

@@ -10,8 +10,27 @@
 //!
 //! Both keep a few dozen bytes of state and look at each byte once.
 
-/// Bytes of a value kept (message types and states are shorter).
-pub const VALUE_CAPACITY: usize = 24;
+/// Bytes of a value kept: the longest value that matters is
+/// `execute_request` (15); longer ones are simply not those.
+pub const VALUE_CAPACITY: usize = 16;
+
+/// The keys scanned for (an enum, not a slice: one byte per scan state).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Key {
+    /// `"msg_type"`: a Jupyter message's type.
+    MsgType,
+    /// `"execution_state"`: a kernel status' state.
+    ExecutionState,
+}
+
+impl Key {
+    fn quoted(self) -> &'static [u8] {
+        match self {
+            Key::MsgType => b"\"msg_type\"",
+            Key::ExecutionState => b"\"execution_state\"",
+        }
+    }
+}
 
 /// Where a [`FieldScan`] is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,10 +47,10 @@ enum FieldPhase {
     Done,
 }
 
-/// Finds the first string value of `key` (given with its quotes: `"msg_type"`).
+/// Finds the first string value of a [`Key`].
 #[derive(Clone, Copy, Debug)]
 pub struct FieldScan {
-    key: &'static [u8],
+    key: Key,
     phase: FieldPhase,
     value: [u8; VALUE_CAPACITY],
     length: u8,
@@ -40,7 +59,7 @@ pub struct FieldScan {
 }
 
 impl FieldScan {
-    pub fn new(key: &'static [u8]) -> Self {
+    pub fn new(key: Key) -> Self {
         Self { key, phase: FieldPhase::Key { matched: 0 }, value: [0; VALUE_CAPACITY], length: 0, truncated: false }
     }
 
@@ -56,12 +75,13 @@ impl FieldScan {
 
     /// Scans `bytes`; returns how many were used (all, unless it finished).
     pub fn feed(&mut self, bytes: &[u8]) -> usize {
+        let key = self.key.quoted();
         for (index, &byte) in bytes.iter().enumerate() {
             match self.phase {
                 FieldPhase::Key { matched } => {
                     let matched = usize::from(matched);
-                    self.phase = if byte == self.key[matched] {
-                        if matched + 1 == self.key.len() {
+                    self.phase = if byte == key[matched] {
+                        if matched + 1 == key.len() {
                             FieldPhase::Colon
                         } else {
                             FieldPhase::Key { matched: (matched + 1) as u8 }
@@ -171,7 +191,7 @@ impl FirstString {
 mod tests {
     use super::*;
 
-    fn field(key: &'static [u8], pieces: &[&[u8]]) -> Option<Vec<u8>> {
+    fn field(key: Key, pieces: &[&[u8]]) -> Option<Vec<u8>> {
         let mut scan = FieldScan::new(key);
         for piece in pieces {
             scan.feed(piece);
@@ -184,7 +204,7 @@ mod tests {
         let text =
             br#"{"header": {"msg_id": "1", "msg_type" : "execute_request"}, "parent_header": {"msg_type": "x"}}"#;
         for split in 0..text.len() {
-            let found = field(b"\"msg_type\"", &[&text[..split], &text[split..]]);
+            let found = field(Key::MsgType, &[&text[..split], &text[split..]]);
             assert_eq!(found.as_deref(), Some(&b"execute_request"[..]), "split at {split}");
         }
     }
@@ -194,16 +214,16 @@ mod tests {
         // A cell whose code mentions the key: its quotes arrive escaped.
         let text =
             br#"{"content": {"code": "m[\"msg_type\"] = \"status\""}, "header": {"msg_type": "execute_request"}}"#;
-        assert_eq!(field(b"\"msg_type\"", &[text]).as_deref(), Some(&b"execute_request"[..]));
+        assert_eq!(field(Key::MsgType, &[text]).as_deref(), Some(&b"execute_request"[..]));
         let array = br#"["msg_type", "msg_type": "status"]"#;
-        assert_eq!(field(b"\"msg_type\"", &[array]).as_deref(), Some(&b"status"[..]));
+        assert_eq!(field(Key::MsgType, &[array]).as_deref(), Some(&b"status"[..]));
     }
 
     #[test]
     fn non_string_and_long_values_are_not_values() {
-        assert_eq!(field(b"\"msg_type\"", &[br#"{"msg_type": 3}"#]), None);
-        assert_eq!(field(b"\"msg_type\"", &[br#"{"msg_type": "a_value_longer_than_the_capacity_kept"}"#]), None);
-        assert_eq!(field(b"\"msg_type\"", &[br#"{"other": "x"}"#]), None);
+        assert_eq!(field(Key::MsgType, &[br#"{"msg_type": 3}"#]), None);
+        assert_eq!(field(Key::MsgType, &[br#"{"msg_type": "a_value_longer_than_kept"}"#]), None);
+        assert_eq!(field(Key::MsgType, &[br#"{"other": "x"}"#]), None);
     }
 
     #[test]

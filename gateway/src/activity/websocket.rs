@@ -32,15 +32,16 @@
 //! not seen (Jupyter Server does not compress by default), and on other
 //! connections the heartbeat rule applies to the compressed sizes.
 //!
-//! The state is about 200 bytes per connection and nothing is allocated
-//! while it lives: payloads are scanned as they pass ([`super::scan`]).
+//! The state is about 250 bytes per connection (boxed once, when the
+//! websocket opens) and nothing more is allocated while it lives: payloads
+//! are scanned as they pass ([`super::scan`]).
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::frames::{DataKind, FrameParser, MessageSink};
-use super::scan::{FieldScan, FirstString};
+use super::scan::{FieldScan, FirstString, Key};
 use super::{DestinationActivity, WebsocketKind};
 
 /// Bytes of a message's payload scanned for its type at most.
@@ -51,9 +52,6 @@ pub const HEARTBEAT_MAX_SIZE: u64 = 1024;
 pub const HEARTBEAT_SIZE_SLACK: u64 = 8;
 /// Least gap between two beats of a heartbeat (keystrokes come faster).
 pub const HEARTBEAT_MIN_GAP_MS: u64 = 1000;
-
-const MSG_TYPE: &[u8] = b"\"msg_type\"";
-const EXECUTION_STATE: &[u8] = b"\"execution_state\"";
 
 /// The activity tracking of one open websocket; counts as open until dropped.
 pub struct WebsocketWatch {
@@ -88,7 +86,7 @@ impl Default for MessageScan {
             compressed: false,
             scanned: 0,
             msg_type: None,
-            field: FieldScan::new(MSG_TYPE),
+            field: FieldScan::new(Key::MsgType),
             first: FirstString::default(),
         }
     }
@@ -114,12 +112,19 @@ impl MsgType {
     }
 }
 
-/// The client's previous data message (the "other" rule).
+/// The client's previous data message (the "other" rule), in 16 bytes.
 #[derive(Default)]
 struct Heartbeat {
-    last_at: Option<Instant>,
-    last_size: u64,
-    last_gap_ms: u64,
+    /// Milliseconds since [`epoch`] of the previous message (0: none yet).
+    last_at: u64,
+    last_size: u32,
+    last_gap_ms: u32,
+}
+
+/// A process-wide start for [`Heartbeat`]'s millisecond stamps.
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 impl Heartbeat {
@@ -129,16 +134,19 @@ impl Heartbeat {
     }
 
     fn beat_at(&mut self, size: u64, now: Instant) -> bool {
-        let gap_ms = self.last_at.map(|at| now.duration_since(at).as_millis() as u64);
+        // +1: a message in the epoch's own millisecond is still "seen".
+        let at = now.saturating_duration_since(epoch()).as_millis() as u64 + 1;
+        let size = u32::try_from(size).unwrap_or(u32::MAX);
+        let gap_ms = (self.last_at > 0).then(|| u32::try_from(at.saturating_sub(self.last_at)).unwrap_or(u32::MAX));
         let steady = gap_ms.is_some_and(|gap| {
-            let previous = self.last_gap_ms;
-            size <= HEARTBEAT_MAX_SIZE
-                && size.abs_diff(self.last_size) <= HEARTBEAT_SIZE_SLACK
+            let previous = u64::from(self.last_gap_ms);
+            u64::from(size) <= HEARTBEAT_MAX_SIZE
+                && u64::from(size.abs_diff(self.last_size)) <= HEARTBEAT_SIZE_SLACK
                 && previous >= HEARTBEAT_MIN_GAP_MS
-                && gap.abs_diff(previous) <= previous / 4
+                && u64::from(gap).abs_diff(previous) <= previous / 4
         });
         self.last_gap_ms = gap_ms.unwrap_or(0);
-        self.last_at = Some(now);
+        self.last_at = at;
         self.last_size = size;
         steady
     }
@@ -300,7 +308,7 @@ impl MessageSink for Side<'_> {
                         let msg_type = MsgType::of(scan.field.value());
                         scan.msg_type = Some(msg_type);
                         if msg_type == MsgType::Status {
-                            scan.field = FieldScan::new(EXECUTION_STATE);
+                            scan.field = FieldScan::new(Key::ExecutionState);
                         }
                     }
                 }
