@@ -9,12 +9,17 @@
 //!   header's JSON): the client's `execute_request`, `input_reply` and
 //!   `comm_msg` count; so does a client message whose type is not within
 //!   its first [`MAX_SCAN`] bytes (it cannot be told from a person's). The
-//!   kernel's `status` with `execution_state: busy` counts and marks the
-//!   kernel busy until a status with any other state: a busy kernel keeps
-//!   its destination active (a long-running cell with no client traffic).
-//!   The type read is the first `"msg_type"` key: the message's own header
-//!   in both formats (Jupyter Server and JupyterLab write the header before
-//!   the parent header).
+//!   kernel's `status: busy` *for an `execute_request`* counts and marks
+//!   the kernel busy until the same request's status turns `idle`: a busy
+//!   kernel keeps its destination active (a long-running cell with no
+//!   client traffic). Statuses for other requests (`kernel_info`,
+//!   completions, JupyterLab's `debug_request`s on the control channel,
+//!   which ipykernel answers on its own thread *while a cell runs*) are
+//!   neither activity nor the end of a cell. The type read is the first
+//!   `"msg_type"` key: the message's own header in both formats (Jupyter
+//!   Server and JupyterLab write the header before the parent header); a
+//!   status' request type is the next one that is not `status` (Jupyter
+//!   Server's JSON repeats the own type at the top level).
 //! * **Terminal** (`.../terminals/websocket/<name>`, terminado's JSON
 //!   arrays): the client's `["stdin", ...]` counts; `set_size` and the
 //!   terminal's output do not.
@@ -32,7 +37,7 @@
 //! not seen (Jupyter Server does not compress by default), and on other
 //! connections the heartbeat rule applies to the compressed sizes.
 //!
-//! The state is about 250 bytes per connection (boxed once, when the
+//! The state is 256 bytes per connection (boxed once, when the
 //! websocket opens) and nothing more is allocated while it lives: payloads
 //! are scanned as they pass ([`super::scan`]).
 
@@ -59,8 +64,9 @@ pub struct WebsocketWatch {
     kind: WebsocketKind,
     /// A hash of the kernel id (kernel connections).
     kernel: u64,
-    /// This connection last saw its kernel busy.
-    busy: bool,
+    /// Cells this connection saw start and not yet end (more than one
+    /// with ipykernel's subshells).
+    busy: u8,
     client: FrameParser,
     server: FrameParser,
     client_scan: MessageScan,
@@ -74,8 +80,12 @@ struct MessageScan {
     scanned: u32,
     /// A kernel message's type, once read.
     msg_type: Option<MsgType>,
-    /// Reads `msg_type`, then (for a status) `execution_state`.
+    /// Reads `msg_type`, then (for a status) the request's `msg_type`.
     field: FieldScan,
+    /// A status' request type, once read.
+    parent: Option<MsgType>,
+    /// A status' `execution_state`.
+    state: FieldScan,
     /// A terminal message's type.
     first: FirstString,
 }
@@ -87,6 +97,8 @@ impl Default for MessageScan {
             scanned: 0,
             msg_type: None,
             field: FieldScan::new(Key::MsgType),
+            parent: None,
+            state: FieldScan::new(Key::ExecutionState),
             first: FirstString::default(),
         }
     }
@@ -97,7 +109,9 @@ impl Default for MessageScan {
 enum MsgType {
     /// `status`: the kernel's execution state.
     Status,
-    /// A client's `execute_request`, `input_reply` or `comm_msg`.
+    /// `execute_request`: a cell (a person's from the client).
+    Execute,
+    /// A client's `input_reply` or `comm_msg`.
     Person,
     Other,
 }
@@ -106,7 +120,8 @@ impl MsgType {
     fn of(value: Option<&[u8]>) -> MsgType {
         match value {
             Some(b"status") => MsgType::Status,
-            Some(b"execute_request" | b"input_reply" | b"comm_msg") => MsgType::Person,
+            Some(b"execute_request") => MsgType::Execute,
+            Some(b"input_reply" | b"comm_msg") => MsgType::Person,
             _ => MsgType::Other,
         }
     }
@@ -183,7 +198,7 @@ impl WebsocketWatch {
             destination,
             kind,
             kernel,
-            busy: false,
+            busy: 0,
             client: FrameParser::default(),
             server: FrameParser::default(),
             client_scan: MessageScan::default(),
@@ -227,7 +242,7 @@ impl WebsocketWatch {
 
 impl Drop for WebsocketWatch {
     fn drop(&mut self) {
-        if self.busy {
+        if self.busy > 0 {
             self.destination.kernel_busy(self.kernel, false);
         }
         self.destination.closed(self.kind);
@@ -241,7 +256,7 @@ struct Side<'a> {
     scan: &'a mut MessageScan,
     destination: &'a DestinationActivity,
     heartbeat: &'a mut Heartbeat,
-    busy: &'a mut bool,
+    busy: &'a mut u8,
     kernel: u64,
 }
 
@@ -251,7 +266,7 @@ impl Side<'_> {
         match self.kind {
             WebsocketKind::Kernel if scan.compressed => true,
             // Not found within MAX_SCAN bytes: cannot be told from a person's.
-            WebsocketKind::Kernel => matches!(scan.msg_type, None | Some(MsgType::Person)),
+            WebsocketKind::Kernel => matches!(scan.msg_type, None | Some(MsgType::Execute | MsgType::Person)),
             WebsocketKind::Terminal => scan.compressed || scan.first.value() == Some(b"stdin"),
             WebsocketKind::Other => !self.heartbeat.beat(length),
         }
@@ -261,14 +276,21 @@ impl Side<'_> {
         if self.scan.compressed || self.scan.msg_type != Some(MsgType::Status) {
             return;
         }
-        let Some(state) = self.scan.field.value() else { return };
-        let busy = state == b"busy";
-        if busy {
-            self.destination.touch();
+        if self.scan.parent != Some(MsgType::Execute) {
+            return;
         }
-        if busy != *self.busy {
-            *self.busy = busy;
-            self.destination.kernel_busy(self.kernel, busy);
+        let Some(state) = self.scan.state.value() else { return };
+        if state == b"busy" {
+            self.destination.touch();
+            if *self.busy == 0 {
+                self.destination.kernel_busy(self.kernel, true);
+            }
+            *self.busy = self.busy.saturating_add(1);
+        } else if *self.busy > 0 {
+            *self.busy -= 1;
+            if *self.busy == 0 {
+                self.destination.kernel_busy(self.kernel, false);
+            }
         }
     }
 }
@@ -287,7 +309,7 @@ impl MessageSink for Side<'_> {
             WebsocketKind::Kernel if self.from_client => scan.msg_type.is_none(),
             WebsocketKind::Kernel => match scan.msg_type {
                 None => true,
-                Some(MsgType::Status) => !scan.field.done(),
+                Some(MsgType::Status) => scan.parent.is_none() || !scan.state.done(),
                 Some(_) => false,
             },
             WebsocketKind::Terminal => self.from_client && !scan.first.done(),
@@ -308,12 +330,26 @@ impl MessageSink for Side<'_> {
                         let msg_type = MsgType::of(scan.field.value());
                         scan.msg_type = Some(msg_type);
                         if msg_type == MsgType::Status {
-                            scan.field = FieldScan::new(Key::ExecutionState);
+                            scan.field = FieldScan::new(Key::MsgType);
                         }
                     }
                 }
-                if scan.msg_type == Some(MsgType::Status) && !rest.is_empty() {
-                    scan.field.feed(rest);
+                if scan.msg_type == Some(MsgType::Status) {
+                    // The request's type and the state, in whichever order.
+                    let mut left = rest;
+                    while scan.parent.is_none() && !left.is_empty() {
+                        let used = scan.field.feed(left);
+                        left = &left[used..];
+                        if scan.field.done() {
+                            match scan.field.value() {
+                                Some(b"status") => scan.field = FieldScan::new(Key::MsgType),
+                                other => scan.parent = Some(MsgType::of(other)),
+                            }
+                        }
+                    }
+                    if !scan.state.done() {
+                        scan.state.feed(rest);
+                    }
                 }
             }
             WebsocketKind::Terminal => scan.first.feed(bytes),
