@@ -106,8 +106,9 @@ async fn reports_changes_busy_kernels_and_everything_on_a_new_stream() {
 
     // A busy kernel is reported every time, as active now.
     let mut kernel = registry.websocket("a.team.svc.cluster.local", b"/api/kernels/k/channels");
-    let status = br#"{"header":{"msg_type":"status"},"content":{"execution_state":"busy"}}"#;
-    let mut frame = vec![0x81, status.len() as u8];
+    let status = br#"{"header":{"msg_type":"status"},"parent_header":{"msg_type":"execute_request"},"content":{"execution_state":"busy"}}"#;
+    let mut frame = vec![0x81, 126];
+    frame.extend_from_slice(&(status.len() as u16).to_be_bytes());
     frame.extend_from_slice(status);
     kernel.server_sent(&frame);
     for _ in 0..2 {
