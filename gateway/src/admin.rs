@@ -9,12 +9,14 @@ use pingora_core::protocols::http::ServerSession;
 use portico_routing::proxy_config;
 use serde_json::json;
 
+use crate::activity::ActivityRegistry;
 use crate::metrics::Metrics;
 use crate::state::RouteState;
 
-/// `127.0.0.1:15000`: `/config_dump`, `/routes`, `/ready`.
+/// `127.0.0.1:15000`: `/config_dump`, `/routes`, `/ready`, `/activity`.
 pub struct AdminApp {
     pub state: Arc<RouteState>,
+    pub activity: Arc<ActivityRegistry>,
 }
 
 /// `:15021`: `/healthz/ready`.
@@ -57,10 +59,15 @@ impl ServeHttp for AdminApp {
                 reply(StatusCode::OK, "application/json", serde_json::to_vec(&rows).unwrap_or_default())
             }
             "/ready" => ready(self.state.is_ready()),
+            "/activity" => {
+                // Every destination seen: a busy kernel's reads as active now.
+                let dump = json!({ "now_unix_ms": crate::activity::now_ms(), "destinations": self.activity.states() });
+                reply(StatusCode::OK, "application/json", serde_json::to_vec_pretty(&dump).unwrap_or_default())
+            }
             _ => reply(
                 StatusCode::NOT_FOUND,
                 "text/plain",
-                b"endpoints: /config_dump /routes /routes/json /ready\n".to_vec(),
+                b"endpoints: /config_dump /routes /routes/json /ready /activity\n".to_vec(),
             ),
         }
     }

@@ -127,6 +127,11 @@ pub struct Args {
     #[arg(long, env = "PORTICO_DRAIN_TIMEOUT", default_value_t = 25)]
     pub drain_timeout_secs: u64,
 
+    /// Cluster mode: how often the gateway sends the controller the
+    /// per-destination activity that changed (and every busy kernel's).
+    #[arg(long, env = "PORTICO_ACTIVITY_REPORT_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub activity_report_interval: std::time::Duration,
+
     /// Take over the listeners of a running gateway (Pingora graceful upgrade).
     #[arg(long, env = "PORTICO_UPGRADE")]
     pub upgrade: bool,

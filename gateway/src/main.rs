@@ -5,6 +5,7 @@
 // settings have no safe interface.
 #![deny(unsafe_code)]
 
+mod activity;
 mod admin;
 #[cfg(feature = "count-allocs")]
 mod alloc_count;

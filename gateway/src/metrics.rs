@@ -154,6 +154,11 @@ impl Metrics {
         })
     }
 
+    /// Adds metrics computed at scrape time (per-destination activity).
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) -> Result<(), prometheus::Error> {
+        self.registry.register(collector)
+    }
+
     /// Records one finished request under Istio's labels.
     pub fn record(&self, record: &RequestRecord<'_>) {
         self.resolve(record).observe(record);
@@ -211,7 +216,7 @@ impl Metrics {
 }
 
 /// `name.namespace.svc...` -> (`name`, `namespace`); `unknown` otherwise.
-fn service_name_and_namespace(host: &str) -> (&str, &str) {
+pub(crate) fn service_name_and_namespace(host: &str) -> (&str, &str) {
     let mut labels = host.split('.');
     match (labels.next(), labels.next(), labels.next()) {
         (Some(name), Some(namespace), Some("svc")) => (name, namespace),

@@ -16,6 +16,7 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
+use crate::activity::{ActivityRegistry, WebsocketWatch};
 use crate::auth::{Guard, ResponseHeaders, Routed};
 use crate::chp::ProxyHooks;
 use crate::decision::{Decision, Forward, LocalResponse, decide};
@@ -29,8 +30,11 @@ use crate::strict_http;
 use crate::upstream::Resolver;
 use crate::waking::Waking;
 
+mod peer;
 mod unavailable;
 mod upgrade;
+
+use peer::ExpectedPeer;
 
 /// Settings shared by every listener's proxy.
 pub struct ProxySettings {
@@ -62,33 +66,10 @@ pub struct GatewayProxy {
     pub chp: Option<Arc<ProxyHooks>>,
     /// Stopped and starting notebooks: wake, hold, starting page.
     pub waking: Arc<Waking>,
-}
-
-/// The identity a meshed endpoint must present.
-#[derive(Debug)]
-enum ExpectedPeer {
-    /// The pod's SPIFFE ID.
-    Exactly(String),
-    /// Any workload of a namespace: the `spiffe://td/ns/<ns>/sa/` prefix.
-    InNamespace(String),
-}
-
-impl ExpectedPeer {
-    fn admits(&self, identity: &str) -> bool {
-        match self {
-            ExpectedPeer::Exactly(id) => identity == id,
-            ExpectedPeer::InNamespace(prefix) => identity.starts_with(prefix.as_str()),
-        }
-    }
-}
-
-impl std::fmt::Display for ExpectedPeer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ExpectedPeer::Exactly(id) => f.write_str(id),
-            ExpectedPeer::InNamespace(prefix) => write!(f, "{prefix}*"),
-        }
-    }
+    /// Per-destination activity (issue 17's culling input); none as CHP,
+    /// whose routes keep CHP's own rule and whose local servers share one
+    /// host.
+    pub activity: Option<Arc<ActivityRegistry>>,
 }
 
 /// Per-request state.
@@ -109,6 +90,9 @@ pub struct RequestContext {
     /// The answer for a notebook that is not ready (page, status, 503 with
     /// `Retry-After`), written by `fail_to_proxy`.
     unavailable: Option<LocalResponse>,
+    /// An upgrade left in Pingora's proxy loop (`--splice-upgrades=false`):
+    /// its activity, read from the body filters.
+    websocket: Option<Box<WebsocketWatch>>,
 }
 
 #[async_trait]
@@ -129,6 +113,7 @@ impl ProxyHttp for GatewayProxy {
             response_headers: Vec::new(),
             clock: RequestClock::current(),
             unavailable: None,
+            websocket: None,
         }
     }
 
@@ -145,10 +130,13 @@ impl ProxyHttp for GatewayProxy {
     async fn request_body_filter(
         &self,
         _session: &mut Session,
-        _body: &mut Option<Bytes>,
+        body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut RequestContext,
     ) -> Result<()> {
+        if let (Some(watch), Some(body)) = (ctx.websocket.as_mut(), body.as_ref()) {
+            watch.client_sent(body);
+        }
         if end_of_stream {
             ctx.clock.body_ended();
         }
@@ -344,13 +332,17 @@ impl ProxyHttp for GatewayProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestContext,
     ) -> Result<()> {
         if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS {
             ctx.upgraded = true;
             self.metrics.active_websockets.inc();
+            let destination = ctx.forward.as_ref().and_then(|f| f.destination());
+            if let (Some(activity), Some(destination)) = (&self.activity, destination) {
+                ctx.websocket = Some(activity.websocket(&destination.host, session.req_header().raw_path()));
+            }
         }
         if let Some(forward) = ctx.forward.as_ref() {
             headers::prepare_response(upstream_response, forward)?;
@@ -359,6 +351,19 @@ impl ProxyHttp for GatewayProxy {
             upstream_response.append_header(name, value)?;
         }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestContext,
+    ) -> Result<Option<Duration>> {
+        if let (Some(watch), Some(body)) = (ctx.websocket.as_mut(), body.as_ref()) {
+            watch.server_sent(body);
+        }
+        Ok(None)
     }
 
     fn fail_to_connect(
@@ -444,6 +449,11 @@ impl ProxyHttp for GatewayProxy {
         if let (Some(chp), Some(forward)) = (&self.chp, &ctx.forward) {
             chp.request_done(&forward.route().name, status);
         }
+        if let Some(activity) = &self.activity {
+            activity.request_done(destination, &request.method, request.raw_path(), &request.headers, status);
+        }
+        // An upgrade in Pingora's loop ends here: no longer open.
+        ctx.websocket = None;
         if self.settings.access_log {
             access_log(session, ctx, status, duration, destination, error);
         }
@@ -451,19 +461,6 @@ impl ProxyHttp for GatewayProxy {
 }
 
 impl GatewayProxy {
-    /// The identity a meshed endpoint of `forward` must present: the pod's
-    /// own service account when the index knows it, else any workload of
-    /// the destination's namespace (`<service>.<namespace>.svc...`).
-    fn expected_peer(&self, forward: &Forward, mesh_peer: crate::upstream::MeshPeer) -> Option<ExpectedPeer> {
-        forward.destination_namespace().map(|namespace| {
-            let prefix = format!("spiffe://{}/ns/{namespace}/sa/", self.settings.trust_domain);
-            match mesh_peer.service_account {
-                Some(service_account) => ExpectedPeer::Exactly(format!("{prefix}{service_account}")),
-                None => ExpectedPeer::InNamespace(prefix),
-            }
-        })
-    }
-
     /// As configurable-http-proxy with `--error-target`/`--error-path`:
     /// the page for a 404 (no route) or a 5xx in place of the plain answer.
     async fn chp_error_page(&self, session: &Session, status: u16, flags: &'static str) -> Option<LocalResponse> {

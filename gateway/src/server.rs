@@ -21,6 +21,7 @@ use pingora_core::services::listening::Service;
 use portico_routing::table::ListenerProtocol;
 use portico_routing::{GatewayIdentity, NotebookSettings, PathNormalization};
 
+use crate::activity::{ActivityCollector, ActivityRegistry};
 use crate::admin::{AdminApp, HealthApp, MetricsApp};
 use crate::apply::ConfigSink;
 use crate::auth::Guard;
@@ -84,6 +85,10 @@ pub fn run(args: Args, chp: Option<ChpMode>) -> anyhow::Result<()> {
         .with_context(|| format!("--path-normalization {:?} is not an Istio mode", args.path_normalization))?;
     let state = Arc::new(RouteState::new());
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
+    let activity = Arc::new(ActivityRegistry::default());
+    metrics
+        .register(Box::new(ActivityCollector::new(Arc::clone(&activity)).context("activity metrics")?))
+        .context("registering activity metrics")?;
     let identity = GatewayIdentity {
         name: "portico-gateway".to_string(),
         namespace: args.namespace.clone(),
@@ -103,7 +108,10 @@ pub fn run(args: Args, chp: Option<ChpMode>) -> anyhow::Result<()> {
         (Some(dir), _) => {
             Source::Folder(Arc::new(FolderSource::new(dir.clone(), identity, settings, normalization.into())))
         }
-        (None, Some(url)) => Source::Discovery(Box::new(DiscoveryClient::new(url.clone(), node(&args)))),
+        (None, Some(url)) => Source::Discovery(Box::new(
+            DiscoveryClient::new(url.clone(), node(&args))
+                .reporting(Arc::clone(&activity), args.activity_report_interval),
+        )),
         (None, None) => anyhow::bail!("give --config-dir DIR or --discovery URL"),
     };
     let (initial, diagnostics) = match &source {
@@ -210,6 +218,7 @@ pub fn run(args: Args, chp: Option<ChpMode>) -> anyhow::Result<()> {
             guard: Arc::clone(&guard),
             chp: chp_mode.as_ref().map(|(hooks, _)| Arc::clone(hooks)),
             waking: Arc::clone(&waking),
+            activity: chp_mode.is_none().then(|| Arc::clone(&activity)),
         };
         let mut proxy = pingora_proxy::http_proxy(&server.configuration, proxy);
         let mut server_options = HttpServerOptions::default();
@@ -251,7 +260,8 @@ pub fn run(args: Args, chp: Option<ChpMode>) -> anyhow::Result<()> {
             }
         }
         None => {
-            server.add_service(small_service("admin", AdminApp { state: Arc::clone(&state) }, args.admin));
+            let admin = AdminApp { state: Arc::clone(&state), activity: Arc::clone(&activity) };
+            server.add_service(small_service("admin", admin, args.admin));
             server.add_service(small_service("health", HealthApp { state: Arc::clone(&state) }, args.health));
             server.add_service(small_service("metrics", MetricsApp { metrics: Arc::clone(&metrics) }, args.metrics));
         }

@@ -21,6 +21,10 @@
 //! straight through; only bytes the receiver cannot take yet are copied
 //! into a per-connection buffer, freed once written. An idle websocket costs
 //! its two sockets and a task of a few hundred bytes.
+//!
+//! The splice shows every byte it reads, once, to the connection's
+//! [`WebsocketWatch`] (activity tracking) before writing it on: the watch
+//! parses frames as they pass, so nothing is copied or held back for it.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -51,6 +55,8 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::ServerName;
+
+use crate::activity::WebsocketWatch;
 
 /// The largest upstream response head accepted.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -318,20 +324,35 @@ pub async fn relay_refusal(
 
 /// Copies both ways until both directions ended, starting with bytes each
 /// side sent along with its head; returns the bytes sent (client to
-/// endpoint, endpoint to client). `websockets` counts it while open.
+/// endpoint, endpoint to client). `websockets` counts it while open;
+/// `watch` sees every byte each way (and counts the websocket as open
+/// for its destination until the splice ends).
 pub async fn splice(
     mut client: Stream,
     mut upstream: Upstream,
     early_from_client: Vec<u8>,
     early_from_upstream: Vec<u8>,
     websockets: IntGauge,
+    mut watch: Option<Box<WebsocketWatch>>,
 ) -> (u64, u64) {
     websockets.inc();
+    if let Some(watch) = watch.as_mut() {
+        watch.client_sent(&early_from_client);
+        watch.server_sent(&early_from_upstream);
+    }
     let mut up = Pump { pending: early_from_client, ..Pump::default() };
     let mut down = Pump { pending: early_from_upstream, ..Pump::default() };
     let result = poll_fn(|cx| {
-        let up_done = up.poll(cx, &mut client, &mut upstream)?;
-        let down_done = down.poll(cx, &mut upstream, &mut client)?;
+        let up_done = up.poll(cx, &mut client, &mut upstream, |data| {
+            if let Some(watch) = watch.as_mut() {
+                watch.client_sent(data);
+            }
+        })?;
+        let down_done = down.poll(cx, &mut upstream, &mut client, |data| {
+            if let Some(watch) = watch.as_mut() {
+                watch.server_sent(data);
+            }
+        })?;
         if up_done.is_ready() && down_done.is_ready() { Poll::Ready(Ok::<(), io::Error>(())) } else { Poll::Pending }
     })
     .await;
@@ -356,7 +377,14 @@ struct Pump {
 
 impl Pump {
     /// Ready once the sender closed and everything it sent was delivered.
-    fn poll<R, W>(&mut self, cx: &mut Context<'_>, from: &mut R, to: &mut W) -> Poll<io::Result<()>>
+    /// `observe` sees each byte read, once, before it is written on.
+    fn poll<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &mut R,
+        to: &mut W,
+        mut observe: impl FnMut(&[u8]),
+    ) -> Poll<io::Result<()>>
     where
         R: AsyncRead + Unpin + ?Sized,
         W: AsyncWrite + Unpin + ?Sized,
@@ -387,13 +415,19 @@ impl Pump {
                 self.done = true;
                 return Poll::Ready(Ok(()));
             }
-            ready!(self.poll_read_through(cx, from, to))?;
+            ready!(self.poll_read_through(cx, from, to, &mut observe))?;
         }
     }
 
     /// Reads into the thread's scratch buffer and writes what it can
     /// straight on; the rest becomes `pending`.
-    fn poll_read_through<R, W>(&mut self, cx: &mut Context<'_>, from: &mut R, to: &mut W) -> Poll<io::Result<()>>
+    fn poll_read_through<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &mut R,
+        to: &mut W,
+        observe: &mut impl FnMut(&[u8]),
+    ) -> Poll<io::Result<()>>
     where
         R: AsyncRead + Unpin + ?Sized,
         W: AsyncWrite + Unpin + ?Sized,
@@ -407,6 +441,7 @@ impl Pump {
                 return Poll::Ready(Ok(()));
             }
             self.bytes += data.len() as u64;
+            observe(data);
             let written = match Pin::new(&mut *to).poll_write(cx, data) {
                 Poll::Ready(Ok(written)) => written,
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
@@ -559,12 +594,14 @@ mod tests {
             received
         });
         let mut pump = Pump::default();
-        poll_fn(|cx| pump.poll(cx, &mut proxy_side, &mut upstream_side)).await.unwrap();
+        let mut observed = 0;
+        poll_fn(|cx| pump.poll(cx, &mut proxy_side, &mut upstream_side, |data| observed += data.len())).await.unwrap();
         drop(upstream_side);
         sender.await.unwrap();
         let received = receiver.await.unwrap();
         assert_eq!(received.len(), 100_000);
         assert_eq!(pump.bytes, 100_000);
+        assert_eq!(observed, 100_000, "every byte observed once");
         assert!(pump.pending.capacity() == 0, "no buffer is held once everything was delivered");
     }
 }

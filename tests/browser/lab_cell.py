@@ -2,7 +2,7 @@
 
     python tests/browser/lab_cell.py URL [--header NAME:VALUE]...
         [--cookie NAME=VALUE]... [--code CODE] [--expect TEXT]
-        [--screenshot PNG] [--timeout SECONDS]
+        [--screenshot PNG] [--timeout SECONDS] [--stay SECONDS]
 
 URL is the lab page (for Kubeflow: http://host/notebook/<ns>/<name>/lab).
 Headers are sent with every request the page makes (Kubeflow's identity
@@ -16,6 +16,13 @@ Playwright; nothing is downloaded.
 With PORTICO_LAB_TRACE=FILE, the page's websocket frames and console
 messages are appended to FILE (what the page sent and received, when a run
 fails).
+
+With --stay, the tab then stays open and untouched for that long, as a
+person's forgotten tab does (the activity tests watch what it sends), and the
+result also has "cell_done_ms" (Unix ms when the output showed),
+"stayed_until_ms", and "kernel_frames": "binary" when the kernel websocket
+carried Jupyter's v1.kernel.websocket.jupyter.org protocol, "text" for the
+JSON one.
 
 Prints one JSON line: {"ok": true, "output": "...", "kernel_ms": N} or
 {"ok": false, "error": "...", "screenshot": "..."} and exits 0 or 1, so the
@@ -51,6 +58,7 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="the first load may be the gateway's starting page (503): watch its phases until it turns into the lab",
     )
+    parser.add_argument("--stay", type=float, default=0.0, help="seconds to leave the tab open after the cell")
     return parser.parse_args()
 
 
@@ -159,8 +167,20 @@ def main() -> int:
                 ws.on("close", lambda _: log.write("close\n"))
             page.on("websocket", on_ws)
             page.on("console", lambda m: log.write(f"console {m.type}: {m.text[:300]}\n"))
+        # What the page sends on its kernel websocket: binary frames are the
+        # v1 protocol, text frames the JSON one.
+        kernel_frames = set()
+        def on_kernel_ws(ws):
+            if "/api/kernels/" in ws.url and "/channels" in ws.url:
+                ws.on("framesent", lambda p: kernel_frames.add("binary" if isinstance(p, bytes) else "text"))
+        page.on("websocket", on_kernel_ws)
         try:
             result = run_cell(page, args)
+            if result["ok"] and args.stay > 0:
+                result["cell_done_ms"] = int(time.time() * 1000)
+                page.wait_for_timeout(args.stay * 1000)
+                result["stayed_until_ms"] = int(time.time() * 1000)
+                result["kernel_frames"] = ",".join(sorted(kernel_frames)) or "none"
         except Error as error:
             result = {"ok": False, "error": str(error).splitlines()[0]}
         if not result["ok"] and args.screenshot:

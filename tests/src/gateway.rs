@@ -151,6 +151,17 @@ impl Gateway {
         })
     }
 
+    /// `GET <admin>/activity`: the state of destination `host`, if the
+    /// gateway has seen activity or a websocket for it.
+    pub fn activity(&self, host: &str) -> Option<Value> {
+        let url = format!("{}/activity", self.admin_url());
+        let response = raw_http::get_url(&url).unwrap_or_else(|error| panic!("GET {url}: {error}"));
+        assert_eq!(response.status, 200, "GET {url}: {}", response.head);
+        let dump: Value = serde_json::from_slice(&response.body)
+            .unwrap_or_else(|error| panic!("GET {url}: not JSON ({error}): {}", response.text()));
+        dump["destinations"].as_array()?.iter().find(|d| d["host"] == host).cloned()
+    }
+
     /// `GET <admin>/routes`: the route table as text.
     pub fn routes(&self) -> String {
         let url = format!("{}/routes", self.admin_url());

@@ -84,6 +84,13 @@ impl KernelSocket {
     /// without a value). Panics on a kernel error, a closed socket or after
     /// [`EXECUTE_TIMEOUT`].
     pub async fn execute(&mut self, code: &str) -> String {
+        let msg_id = self.start_execute(code).await;
+        self.finish_execute(&msg_id).await
+    }
+
+    /// Sends an `execute_request` for `code` and returns its msg_id without
+    /// waiting (a long-running cell); [`KernelSocket::finish_execute`] waits.
+    pub async fn start_execute(&mut self, code: &str) -> String {
         let msg_id = unique_id("execute");
         let request = json!({
             "header": {
@@ -107,15 +114,19 @@ impl KernelSocket {
             "channel": "shell",
         });
         let url = self.url.clone();
-        tokio::time::timeout(EXECUTE_TIMEOUT, async {
-            self.ws
-                .send(Message::text(request.to_string()))
-                .await
-                .unwrap_or_else(|error| panic!("sending execute_request on {url}: {error}"));
-            self.collect_result(&msg_id).await
-        })
-        .await
-        .unwrap_or_else(|_| panic!("no result for {code:?} on {url} within {EXECUTE_TIMEOUT:?}"))
+        tokio::time::timeout(EXECUTE_TIMEOUT, self.ws.send(Message::text(request.to_string())))
+            .await
+            .unwrap_or_else(|_| panic!("sending execute_request on {url} took over {EXECUTE_TIMEOUT:?}"))
+            .unwrap_or_else(|error| panic!("sending execute_request on {url}: {error}"));
+        msg_id
+    }
+
+    /// The `text/plain` result of request `msg_id` (see [`KernelSocket::execute`]).
+    pub async fn finish_execute(&mut self, msg_id: &str) -> String {
+        let url = self.url.clone();
+        tokio::time::timeout(EXECUTE_TIMEOUT, self.collect_result(msg_id))
+            .await
+            .unwrap_or_else(|_| panic!("no result for {msg_id} on {url} within {EXECUTE_TIMEOUT:?}"))
     }
 
     /// Reads messages until both the reply and the result (or the kernel

@@ -2,6 +2,11 @@
 //! apply what arrives, answer each response, and reconnect with jittered
 //! backoff whenever the stream breaks. The routes being served never depend
 //! on the stream being up.
+//!
+//! Activity goes the other way on the same stream: every
+//! `--activity-report-interval`, a request of its own (no nonce) carries the
+//! destinations whose activity changed since the last report, plus those
+//! with a busy kernel (active now); a new stream first gets everything.
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
@@ -12,13 +17,14 @@ use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use portico_api::discovery::route_discovery_client::RouteDiscoveryClient;
-use portico_api::discovery::{DeltaRequest, DeltaResponse, Node, WakeRequest};
+use portico_api::discovery::{DeltaRequest, DeltaResponse, DestinationActivity, Node, WakeRequest};
 use portico_routing::table::ListenerProtocol;
 use portico_routing::{Diagnostic, RouteTable};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::received::Received;
+use crate::activity::{ActivityRegistry, DestinationState};
 use crate::apply::ConfigSink;
 use crate::waking::Waking;
 
@@ -47,11 +53,19 @@ pub struct DiscoveryClient {
     sink: Option<Arc<ConfigSink>>,
     /// Stopped notebooks the data plane asks to wake.
     waking: Option<Arc<Waking>>,
+    /// What to report, and how often.
+    activity: Option<(Arc<ActivityRegistry>, Duration)>,
 }
 
 impl DiscoveryClient {
     pub fn new(url: String, node: Node) -> Self {
-        Self { url, node, received: Mutex::new(Received::default()), sink: None, waking: None }
+        Self { url, node, received: Mutex::new(Received::default()), sink: None, waking: None, activity: None }
+    }
+
+    /// Reports `registry`'s activity every `interval` while a stream is up.
+    pub fn reporting(mut self, registry: Arc<ActivityRegistry>, interval: Duration) -> Self {
+        self.activity = Some((registry, interval.max(Duration::from_millis(100))));
+        self
     }
 
     /// The controller's URL.
@@ -130,17 +144,50 @@ impl DiscoveryClient {
     async fn stream_once(&self) -> Result<(), StreamError> {
         let (requests, mut responses) = self.open().await?;
         tracing::info!(url = %self.url, "discovery stream open");
+        // Started by the first response (the controller knows this node by
+        // then); its first tick is immediate and reports everything.
+        let mut reports: Option<tokio::time::Interval> = None;
+        let mut everything = true;
         loop {
-            let request = tokio::select! {
+            let tick = async {
+                match reports.as_mut() {
+                    Some(interval) => interval.tick().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
                 response = responses.message() => {
                     let Some(response) = response? else { return Err(StreamError::Ended) };
                     let rejected = self.apply(&response);
-                    DeltaRequest { response_nonce: response.nonce.clone(), rejected, ..DeltaRequest::default() }
+                    let answer =
+                        DeltaRequest { response_nonce: response.nonce.clone(), rejected, ..DeltaRequest::default() };
+                    if requests.send(answer).await.is_err() {
+                        return Err(StreamError::Ended);
+                    }
+                    if reports.is_none() && let Some((_, every)) = &self.activity {
+                        let mut interval = tokio::time::interval(*every);
+                        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                        reports = Some(interval);
+                    }
                 }
-                wake = wake_requested(self.waking.as_deref()) => wake,
-            };
-            if requests.send(request).await.is_err() {
-                return Err(StreamError::Ended);
+                wake = wake_requested(self.waking.as_deref()) => {
+                    if requests.send(wake).await.is_err() {
+                        return Err(StreamError::Ended);
+                    }
+                }
+                _ = tick => {
+                    let Some((registry, _)) = &self.activity else { continue };
+                    let activity: Vec<DestinationActivity> =
+                        registry.report(everything).into_iter().map(to_proto).collect();
+                    everything = false;
+                    if activity.is_empty() {
+                        continue;
+                    }
+                    tracing::debug!(destinations = activity.len(), "reporting activity");
+                    if requests.send(DeltaRequest { activity, ..DeltaRequest::default() }).await.is_err() {
+                        return Err(StreamError::Ended);
+                    }
+                }
             }
         }
     }
@@ -216,6 +263,18 @@ async fn wake_requested(waking: Option<&Waking>) -> DeltaRequest {
     }
 }
 
+/// One destination's state as the discovery protocol carries it.
+fn to_proto(state: DestinationState) -> DestinationActivity {
+    DestinationActivity {
+        host: state.host,
+        last_activity_unix_ms: state.last_activity_unix_ms,
+        kernel_websockets: state.kernel_websockets,
+        terminal_websockets: state.terminal_websockets,
+        other_websockets: state.other_websockets,
+        busy_kernels: state.busy_kernels,
+    }
+}
+
 /// Runs the client as a Pingora background service.
 pub struct DiscoveryService(pub Arc<DiscoveryClient>);
 
@@ -247,3 +306,7 @@ impl Backoff {
         Duration::from_millis(millis / 2 + random % (millis / 2 + 1))
     }
 }
+
+#[cfg(test)]
+#[path = "client_tests.rs"]
+mod tests;

@@ -116,8 +116,11 @@ impl GatewayProxy {
             Ok(Ok(Some(bytes))) => bytes.to_vec(),
             _ => Vec::new(),
         };
+        // What the websocket carries is read from the client's own path.
+        let watch = self.activity.as_ref().map(|a| a.websocket(&destination.host, session.req_header().raw_path()));
         let client = tunnel::detach(session).await?;
-        let splice = tunnel::splice(client, upstream, early, leftover, self.metrics.active_websockets.clone());
+        let websockets = self.metrics.active_websockets.clone();
+        let splice = tunnel::splice(client, upstream, early, leftover, websockets, watch);
         match (&self.chp, ctx.forward.as_ref()) {
             // As CHP: the route is active while the websocket is open.
             (Some(chp), Some(forward)) => {
