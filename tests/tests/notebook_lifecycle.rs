@@ -9,12 +9,15 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use portico_e2e::browser::run_cell_in_waking_lab;
+use futures_util::{SinkExt, StreamExt};
+use portico_e2e::browser::{run_cell_and_stay, run_cell_in_waking_lab};
+use portico_e2e::kernel::{KernelSocket, channels_url};
 use portico_e2e::notebooks::{apply, apply_kubeflow_gateway, notebook_yaml};
 use portico_e2e::pod_runner::{PodRunner, RunnerOptions, fake_notebooks};
 use portico_e2e::raw_http::{self, RawResponse};
 use portico_e2e::wait::poll;
-use portico_e2e::{Controller, Gateway, TestNamespace, free_port};
+use portico_e2e::{Controller, Gateway, TestNamespace, free_port, http_client};
+use tokio_tungstenite::tungstenite::Message;
 
 const OWNER: &str = "alice@example.com";
 const OTHER: &str = "bob@example.com";
@@ -261,4 +264,94 @@ fn an_idle_notebook_is_culled_with_kubeflows_annotations() {
     let events =
         profile.namespace.plane().kubectl_ok(&["get", "events", "-n", &ns, "-o", "jsonpath={.items[*].reason}"]);
     assert!(events.contains("Culled"), "no Culled event: {events}");
+}
+
+/// Kubeflow's culler polls `/api/kernels` and would cull the terminal (no
+/// kernel) and, between its polls, nothing else; here what the gateways saw
+/// decides: typing in a terminal and a cell that runs keep their notebooks,
+/// while JupyterLab left open in a browser tab, untouched, does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_people_do_keeps_a_notebook_and_an_idle_open_tab_does_not() {
+    let env = [("ENABLE_CULLING", "true"), ("CULL_IDLE_TIME", "25s"), ("IDLENESS_CHECK_PERIOD", "2s")];
+    let options = Options {
+        controller_env: &env,
+        controller_args: &["--activity-annotation-interval", "5s"],
+        gateway_args: &["--activity-report-interval", "1s"],
+        ..Options::default()
+    };
+    let profile = Profile::start("activity", options);
+    let ns = profile.ns().to_string();
+    for name in ["tab", "terminal", "cell"] {
+        apply(profile.namespace.plane(), &notebook_yaml(&ns, name, &[]));
+    }
+    for name in ["tab", "terminal", "cell"] {
+        profile.wait_serving(name);
+    }
+    let base = |name: &str| format!("http://127.0.0.1:{}{}", profile.port, profile.path(name, ""));
+    // Long enough for the tab's notebook to be culled twice over.
+    let watch_for = Duration::from_secs(60);
+
+    // A cell that sleeps longer than the idle limit, with no client traffic.
+    let kernel = jupyter_post(&format!("{}api/kernels", base("cell"))).await["id"].as_str().map(str::to_string);
+    let kernel = kernel.expect("a kernel id");
+    let mut socket = KernelSocket::connect(&channels_url(&base("cell"), &kernel)).await;
+    let cell = socket.start_execute("import time; time.sleep(75)").await;
+
+    // JupyterLab in a tab: a cell run, then nothing for a minute.
+    let lab = format!("{}lab", base("tab"));
+    let tab = std::thread::spawn(move || run_cell_and_stay(&lab, watch_for.as_secs_f64()));
+
+    // A terminal typed into every 5 s.
+    let created = jupyter_post(&format!("{}api/terminals", base("terminal"))).await;
+    let terminal = created["name"].as_str().expect("a terminal name").to_string();
+    let url = format!("{}terminals/websocket/{terminal}", base("terminal")).replacen("http://", "ws://", 1);
+    let (mut typing, _) = tokio_tungstenite::connect_async(&url).await.unwrap_or_else(|e| panic!("{url}: {e}"));
+    let started = Instant::now();
+    while started.elapsed() < watch_for {
+        typing.send(Message::text(r#"["stdin", "date\r"]"#)).await.expect("typing");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        // The terminal's output is read so that it never backs up.
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(10), typing.next()).await {}
+    }
+
+    let culled = |name: &str| profile.annotations(name).contains_key(STOP_ANNOTATION);
+    assert!(culled("tab"), "an idle open tab kept its notebook\n{}", profile.context());
+    assert!(!culled("terminal"), "a terminal in use was culled\n{}", profile.context());
+    assert!(!culled("cell"), "a running cell was culled\n{}", profile.context());
+    for name in ["terminal", "cell"] {
+        let annotations = profile.annotations(name);
+        let last = annotations.get(LAST_ACTIVITY).cloned().unwrap_or_default();
+        assert!(!last.is_empty(), "{name} has no last-activity: {annotations:?}");
+    }
+    let run = tab.join().expect("the browser");
+    assert!(run.ok, "JupyterLab in the tab: {} (screenshot {:?})", run.error, run.screenshot);
+    drop(socket);
+    let _ = cell;
+}
+
+/// POSTs `{}` to a Jupyter Server API as its page would: with the `_xsrf`
+/// cookie the server sets on a page load, echoed in `X-XSRFToken` (Kubeflow's
+/// images run without a token, so Jupyter checks XSRF on every POST).
+async fn jupyter_post(url: &str) -> serde_json::Value {
+    let page = url.split("/api/").next().unwrap_or(url).to_string() + "/lab";
+    let loaded = http_client().get(&page).send().await.unwrap_or_else(|e| panic!("GET {page}: {e}"));
+    let xsrf = loaded
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|cookie| cookie.strip_prefix("_xsrf=").map(|rest| rest.split(';').next().unwrap_or("").to_string()))
+        .unwrap_or_else(|| panic!("GET {page} set no _xsrf cookie"));
+    let response = http_client()
+        .post(url)
+        .header("Cookie", format!("_xsrf={xsrf}"))
+        .header("X-XSRFToken", &xsrf)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    assert!(status.is_success(), "POST {url} answered {status}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("POST {url}: {e}: {body}"))
 }
