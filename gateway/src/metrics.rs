@@ -44,6 +44,10 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub config_diagnostics: IntGaugeVec,
     pub routes: IntGauge,
+    /// Requests for a starting notebook held now ([`crate::waking`]).
+    pub held_requests: IntGauge,
+    /// Wakes of stopped notebooks asked of the controller.
+    pub wake_requests: IntCounter,
 }
 
 /// Outcomes a [`SeriesCache`] holds at most: past it, requests resolve
@@ -131,6 +135,12 @@ impl Metrics {
             &["severity"],
         )?;
         let routes = IntGauge::new("portico_routes", "Routes in the applied route table.")?;
+        let held_requests =
+            IntGauge::new("portico_held_requests", "Requests for a starting notebook held until it is ready.")?;
+        let wake_requests =
+            IntCounter::new("portico_wake_requests_total", "Wakes of stopped notebooks asked of the controller.")?;
+        registry.register(Box::new(held_requests.clone()))?;
+        registry.register(Box::new(wake_requests.clone()))?;
         registry.register(Box::new(requests_total.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(request_bytes.clone()))?;
@@ -151,6 +161,8 @@ impl Metrics {
             config_reloads,
             config_diagnostics,
             routes,
+            held_requests,
+            wake_requests,
         })
     }
 

@@ -134,7 +134,7 @@ pub fn run(args: Args, chp: Option<ChpMode>) -> anyhow::Result<()> {
         .collect();
     let sink = Arc::new(ConfigSink::new(Arc::clone(&state), Arc::clone(&metrics), certificates));
     let hold = HoldSettings { timeout: args.hold_timeout, queue: args.hold_queue };
-    let waking = Arc::new(Waking::new(hold, Arc::clone(&state)));
+    let waking = Arc::new(Waking::new(hold, Arc::clone(&state), &metrics));
     // CHP mode: the data plane's hooks, and its metrics listener if any.
     let mut chp_mode: Option<(Arc<ProxyHooks>, Option<SocketAddr>)> = None;
     let background: Box<dyn ServiceWithDependents> = match source {

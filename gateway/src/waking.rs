@@ -30,9 +30,11 @@ use std::time::{Duration, Instant};
 use http::Method;
 use pingora_http::RequestHeader;
 use portico_routing::{WorkloadPhase, WorkloadState};
+use prometheus::{IntCounter, IntGauge};
 use tokio::sync::Notify;
 
 use crate::decision::LocalResponse;
+use crate::metrics::Metrics;
 use crate::state::RouteState;
 use crate::upstream::{Resolver, Target};
 
@@ -103,6 +105,9 @@ pub enum Outcome {
 /// Wake requests for the controller, holds, and the pages.
 pub struct Waking {
     settings: HoldSettings,
+    /// `portico_held_requests` and `portico_wake_requests_total`.
+    held_gauge: IntGauge,
+    wake_counter: IntCounter,
     state: Arc<RouteState>,
     /// Destinations to ask the controller to wake, not yet sent.
     outbox: Mutex<BTreeSet<String>>,
@@ -116,9 +121,11 @@ pub struct Waking {
 }
 
 impl Waking {
-    pub fn new(settings: HoldSettings, state: Arc<RouteState>) -> Self {
+    pub fn new(settings: HoldSettings, state: Arc<RouteState>, metrics: &Metrics) -> Self {
         Self {
             settings,
+            held_gauge: metrics.held_requests.clone(),
+            wake_counter: metrics.wake_requests.clone(),
             state,
             outbox: Mutex::default(),
             requested: Notify::new(),
@@ -174,6 +181,7 @@ impl Waking {
             asked.insert(host.to_string(), (Instant::now(), workload.stopped_since.clone()));
         }
         lock(&self.outbox).insert(host.to_string());
+        self.wake_counter.inc();
         self.requested.notify_one();
     }
 
@@ -219,12 +227,14 @@ impl<'a> HeldSlot<'a> {
             return None;
         }
         *count += 1;
+        waking.held_gauge.inc();
         Some(Self { waking, host: host.to_string() })
     }
 }
 
 impl Drop for HeldSlot<'_> {
     fn drop(&mut self) {
+        self.waking.held_gauge.dec();
         let mut held = lock(&self.waking.held);
         if let Some(count) = held.get_mut(&self.host) {
             *count -= 1;
@@ -262,6 +272,10 @@ mod tests {
         request
     }
 
+    fn metrics() -> Metrics {
+        Metrics::new().unwrap()
+    }
+
     #[test]
     fn what_a_person_does_is_told_apart_from_what_an_open_tab_does() {
         let navigate = [("sec-fetch-mode", "navigate"), ("accept", "text/html")];
@@ -288,7 +302,8 @@ mod tests {
 
     #[test]
     fn a_destination_is_asked_for_at_most_once_per_interval_and_stop() {
-        let waking = Waking::new(HoldSettings { timeout: Duration::ZERO, queue: 1 }, Arc::new(RouteState::new()));
+        let waking =
+            Waking::new(HoldSettings { timeout: Duration::ZERO, queue: 1 }, Arc::new(RouteState::new()), &metrics());
         let (host, first) = ("nb.team.svc.cluster.local", stopped("2026-12-05T10:00:00Z"));
         waking.ask(host, &first);
         waking.ask(host, &first);
@@ -305,7 +320,8 @@ mod tests {
 
     #[test]
     fn the_hold_queue_is_bounded_per_destination() {
-        let waking = Waking::new(HoldSettings { timeout: Duration::ZERO, queue: 1 }, Arc::new(RouteState::new()));
+        let waking =
+            Waking::new(HoldSettings { timeout: Duration::ZERO, queue: 1 }, Arc::new(RouteState::new()), &metrics());
         let first = HeldSlot::take(&waking, "a");
         assert!(first.is_some());
         assert!(HeldSlot::take(&waking, "a").is_none(), "full");

@@ -123,8 +123,10 @@ async fn polling_does_not_count_and_saving_a_file_or_opening_a_page_does() {
         .await
         .unwrap();
     assert_eq!(saved.status(), 201);
-    let saved_at = deployment.last_activity();
-    assert!(saved_at >= before, "saving a file is activity: {}", deployment.state());
+    // Counted when the gateway ends the request, a moment after the client
+    // has its answer: wait for it rather than race it.
+    let saved = deployment.wait_for("the save counted", |s| s["last_activity_unix_ms"].as_i64() >= Some(before));
+    let saved_at = saved["last_activity_unix_ms"].as_i64().unwrap_or(0);
 
     tick().await;
     let scripted = client
@@ -146,7 +148,7 @@ async fn polling_does_not_count_and_saving_a_file_or_opening_a_page_does() {
         .await
         .unwrap();
     assert_eq!(navigation.status(), 200);
-    assert!(deployment.last_activity() > saved_at, "opening the lab is activity");
+    deployment.wait_for("opening the lab counted", |s| s["last_activity_unix_ms"].as_i64() > Some(saved_at));
 }
 
 #[tokio::test]
