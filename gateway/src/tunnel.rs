@@ -27,7 +27,6 @@
 //! parses frames as they pass, so nothing is copied or held back for it.
 
 use std::cell::RefCell;
-use std::fmt;
 use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
@@ -36,15 +35,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use async_trait::async_trait;
+use pingora_core::protocols::Stream;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::http::v1::server::HttpSession as SessionV1;
-use pingora_core::protocols::raw_connect::ProxyDigest;
-use pingora_core::protocols::tls::{SslDigest, TlsRef};
-use pingora_core::protocols::{
-    ALPN, GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream, TimingDigest,
-    UniqueID, UniqueIDType,
-};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 use prometheus::IntGauge;
@@ -57,6 +50,10 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::ServerName;
 
 use crate::activity::WebsocketWatch;
+
+mod stand_in;
+
+use stand_in::StandIn;
 
 /// The largest upstream response head accepted.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -456,94 +453,6 @@ impl Pump {
         })
     }
 }
-
-/// The stream of a detached session's stand-in: yields the request head
-/// once, then end of stream; writes go nowhere.
-struct StandIn {
-    head: Option<Vec<u8>>,
-}
-
-impl fmt::Debug for StandIn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("StandIn")
-    }
-}
-
-impl AsyncRead for StandIn {
-    fn poll_read(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Some(head) = this.head.as_mut() {
-            let count = head.len().min(buf.remaining());
-            buf.put_slice(&head[..count]);
-            head.drain(..count);
-            if head.is_empty() {
-                this.head = None;
-            }
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for StandIn {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
-#[async_trait]
-impl Shutdown for StandIn {
-    async fn shutdown(&mut self) {}
-}
-
-impl UniqueID for StandIn {
-    fn id(&self) -> UniqueIDType {
-        -1
-    }
-}
-
-impl Ssl for StandIn {
-    fn get_ssl(&self) -> Option<&TlsRef> {
-        None
-    }
-
-    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
-        None
-    }
-
-    fn selected_alpn_proto(&self) -> Option<ALPN> {
-        None
-    }
-}
-
-impl GetTimingDigest for StandIn {
-    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        Vec::new()
-    }
-}
-
-impl GetProxyDigest for StandIn {
-    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        None
-    }
-}
-
-impl GetSocketDigest for StandIn {
-    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        None
-    }
-
-    fn set_socket_digest(&mut self, _digest: SocketDigest) {}
-}
-
-impl Peek for StandIn {}
 
 #[cfg(test)]
 mod tests {
