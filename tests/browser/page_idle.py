@@ -1,12 +1,13 @@
 """Opens a web app in headless Chromium, leaves it idle, then types into it.
 
     python tests/browser/page_idle.py URL --stay SECONDS
-        [--type SELECTOR TEXT] [--wait-for SELECTOR] [--timeout SECONDS]
+        [--type SELECTOR TEXT [--repeat N]] [--wait-for SELECTOR] [--timeout SECONDS]
 
 What a person's open tab of a non-Jupyter app (code-server, RStudio, a
 dashboard) does: the page loads and, after --wait-for shows, sits untouched
 for --stay seconds; with --type, a person then clicks SELECTOR and types TEXT
-(and Enter), and the page gets two more seconds to send it. The browser is
+(and Enter), and the page gets two more seconds to send it; --repeat does the
+stay and the typing N times (a person at work). The browser is
 Debian's Chromium (/usr/bin/chromium, or $PORTICO_CHROMIUM) driven by
 Playwright.
 
@@ -34,6 +35,7 @@ def main() -> int:
     parser.add_argument("url")
     parser.add_argument("--stay", type=float, required=True)
     parser.add_argument("--type", nargs=2, metavar=("SELECTOR", "TEXT"))
+    parser.add_argument("--repeat", type=int, default=1, help="with --type: stay and type this many times")
     parser.add_argument("--wait-for", default="body")
     parser.add_argument("--timeout", type=float, default=60.0)
     args = parser.parse_args()
@@ -51,15 +53,19 @@ def main() -> int:
                 raise RuntimeError(f"GET {args.url} answered {None if response is None else response.status}")
             page.locator(args.wait_for).first.wait_for(timeout=args.timeout * 1000)
             result = {"ok": True, "loaded_ms": now_ms()}
-            page.wait_for_timeout(args.stay * 1000)
-            result["idle_until_ms"] = now_ms()
-            if args.type:
-                selector, text = args.type
-                page.locator(selector).first.click()
-                result["typed_ms"] = now_ms()
-                page.keyboard.type(text, delay=50)
-                page.keyboard.press("Enter")
-                page.wait_for_timeout(2000)
+            for round in range(max(1, args.repeat)):
+                page.wait_for_timeout(args.stay * 1000)
+                result.setdefault("idle_until_ms", now_ms())
+                if args.type:
+                    selector, text = args.type
+                    page.locator(selector).first.click()
+                    result.setdefault("typed_ms", now_ms())
+                    # Different text each round, and of a different length:
+                    # the same-sized message at a steady interval is the
+                    # gateway's definition of a heartbeat, not of typing.
+                    page.keyboard.type(f"{text}{'-' * (16 * round)}{round}", delay=20)
+                    page.keyboard.press("Enter")
+                    page.wait_for_timeout(2000)
         except (Error, RuntimeError) as error:
             result = {"ok": False, "error": str(error).splitlines()[0]}
         result["client_messages"] = sent

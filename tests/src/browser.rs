@@ -137,10 +137,17 @@ pub struct IdlePage {
 /// Opens `url`, waits for `wait_for`, leaves the tab idle for `stay_secs`,
 /// then clicks `selector` and types `text` (and Enter).
 pub fn idle_then_type(url: &str, wait_for: &str, stay_secs: f64, selector: &str, text: &str) -> IdlePage {
+    typing_every(url, wait_for, stay_secs, 1, selector, text)
+}
+
+/// [`idle_then_type`] `times` times over: a person at work in the app,
+/// typing something new every `every_secs` (and two seconds).
+pub fn typing_every(url: &str, wait_for: &str, every_secs: f64, times: u32, selector: &str, text: &str) -> IdlePage {
     let output = Command::new(venv_python())
         .arg(workspace_root().join("tests/browser/page_idle.py"))
         .arg(url)
-        .args(["--stay", &stay_secs.to_string(), "--wait-for", wait_for, "--type", selector, text])
+        .args(["--stay", &every_secs.to_string(), "--wait-for", wait_for, "--type", selector, text])
+        .args(["--repeat", &times.to_string()])
         .output()
         .expect("running tests/browser/page_idle.py");
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -10,10 +10,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use portico_e2e::browser::{run_cell_and_stay, run_cell_in_waking_lab};
+use portico_e2e::browser::{idle_then_type, run_cell_and_stay, run_cell_in_waking_lab, typing_every};
 use portico_e2e::kernel::{KernelSocket, channels_url};
 use portico_e2e::notebooks::{apply, apply_kubeflow_gateway, notebook_yaml};
-use portico_e2e::pod_runner::{PodRunner, RunnerOptions, fake_notebooks};
+use portico_e2e::pod_runner::{NotebookProgram, PodRunner, RunnerOptions, fake_notebooks};
 use portico_e2e::raw_http::{self, RawResponse};
 use portico_e2e::wait::poll;
 use portico_e2e::{Controller, Gateway, TestNamespace, free_port, http_client};
@@ -354,4 +354,42 @@ async fn jupyter_post(url: &str) -> serde_json::Value {
     let body = response.text().await.unwrap_or_default();
     assert!(status.is_success(), "POST {url} answered {status}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("POST {url}: {e}: {body}"))
+}
+
+/// An IDE or app that is not Jupyter (code-server, RStudio; here a real
+/// Bokeh server app, the only kind of such app this machine can install) is
+/// culled when its open tab sits idle, and kept while a person types into
+/// it: Kubeflow's kernel-based culler can do neither.
+#[test]
+fn a_websocket_app_is_culled_when_its_tab_sits_idle_and_kept_while_typed_into() {
+    let env = [("ENABLE_CULLING", "true"), ("CULL_IDLE_TIME", "25s"), ("IDLENESS_CHECK_PERIOD", "2s")];
+    let options = Options {
+        controller_env: &env,
+        controller_args: &["--activity-annotation-interval", "5s"],
+        gateway_args: &["--activity-report-interval", "1s"],
+        pods: RunnerOptions { notebooks: NotebookProgram::Bokeh, ..RunnerOptions::default() },
+        ..Options::default()
+    };
+    let profile = Profile::start("app", options);
+    let ns = profile.ns().to_string();
+    for name in ["idle-app", "typed-app"] {
+        apply(profile.namespace.plane(), &notebook_yaml(&ns, name, &[]));
+    }
+    for name in ["idle-app", "typed-app"] {
+        let path = profile.path(name, "app");
+        let served = poll(POD_START, || (profile.request("GET", &path, None, &[]).status == 200).then_some(()));
+        assert!(served.is_some(), "{path} never answered 200 through the gateway\n{}", profile.context());
+    }
+    let url = |name: &str| format!("http://127.0.0.1:{}{}", profile.port, profile.path(name, "app"));
+    let idle_url = url("idle-app");
+    // Open, then untouched for a minute (typing only at the very end).
+    let idle = std::thread::spawn(move || idle_then_type(&idle_url, "input", 60.0, "input", "late"));
+    // Typing something new about every 7 s for a minute.
+    let typed = typing_every(&url("typed-app"), "input", 5.0, 9, "input", "portico");
+    assert!(typed.ok, "the app being typed into: {}\n{}", typed.error, profile.context());
+    let _ = idle.join();
+
+    let culled = |name: &str| profile.annotations(name).contains_key(STOP_ANNOTATION);
+    assert!(culled("idle-app"), "an idle open tab of the app kept its notebook\n{}", profile.context());
+    assert!(!culled("typed-app"), "the app being typed into was culled\n{}", profile.context());
 }

@@ -31,6 +31,10 @@ pub enum NotebookProgram {
     /// `portico-fake-notebook`: any path answers, kernels included; for
     /// tests about routing, where many notebooks start at once.
     Fake,
+    /// A Bokeh server app (a text box echoed back) at `NB_PREFIX` + `app`:
+    /// a real non-Jupyter websocket app, as code-server or RStudio images
+    /// are to Kubeflow.
+    Bokeh,
 }
 
 /// How a container is started and when it counts as ready.
@@ -87,6 +91,7 @@ fn program(
                 command.args(["--listen", &format!("0.0.0.0:{port}"), "--threads", "1"]);
                 command
             }
+            NotebookProgram::Bokeh => bokeh(sandbox, dir, &container.name, &prefix, port),
         }
     } else if image.contains("portico-sidecar") {
         let uid = container.security_context.as_ref().and_then(|s| s.run_as_user).unwrap_or(0);
@@ -104,6 +109,29 @@ fn program(
     };
     command.envs(env);
     Ok(Program { name: container.name.clone(), command, ready_port, ready_path })
+}
+
+/// `bokeh serve` of a one-text-box app, under `prefix` on all addresses.
+fn bokeh(sandbox: &PodSandbox, dir: &Path, name: &str, prefix: &str, port: u16) -> Command {
+    let home = dir.join(name);
+    let _ = std::fs::create_dir_all(&home);
+    let app = home.join("app.py");
+    let _ = std::fs::write(
+        &app,
+        "from bokeh.io import curdoc\nfrom bokeh.layouts import column\nfrom bokeh.models import Div, TextInput\n\
+         text = TextInput(title='name')\nshown = Div(text='')\n\
+         text.on_change('value', lambda attr, old, new: setattr(shown, 'text', new))\n\
+         curdoc().add_root(column(text, shown))\n",
+    );
+    let mut command = sandbox.command(venv_python());
+    command
+        .args(["-m", "bokeh", "serve"])
+        .arg(&app)
+        .args(["--address", "0.0.0.0", "--port", &port.to_string(), "--allow-websocket-origin", "*"])
+        .args(["--prefix", prefix.trim_end_matches('/')])
+        .current_dir(&home)
+        .env("HOME", &home);
+    command
 }
 
 /// Jupyter as Kubeflow's notebook images run it (their `s6` start script):
