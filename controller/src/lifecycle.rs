@@ -40,7 +40,7 @@ pub struct LifecycleSettings {
 
 /// The Notebook (namespace, name) behind a destination host, when the host
 /// has the shape of a notebook Service's (the Service is named like its
-/// Notebook).
+/// Notebook): the inverse of `portico_routing::notebook::notebook_host`.
 pub fn notebook_of_host<'a>(host: &'a str, cluster_domain: &str) -> Option<(&'a str, &'a str)> {
     let service = host.strip_suffix(cluster_domain)?.strip_suffix('.')?.strip_suffix(".svc")?;
     let (name, namespace) = service.split_once('.')?;

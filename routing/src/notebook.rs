@@ -51,6 +51,12 @@ pub fn notebook_prefix(namespace: &str, name: &str) -> String {
     format!("/notebook/{namespace}/{name}/")
 }
 
+/// `<name>.<namespace>.svc.<cluster domain>`: the notebook Service's host,
+/// its route's destination (the lifecycle's key for a notebook).
+pub fn notebook_host(namespace: &str, name: &str, cluster_domain: &str) -> String {
+    format!("{name}.{namespace}.svc.{cluster_domain}")
+}
+
 /// `notebook-<namespace>-<name>`: the VirtualService's name.
 pub fn virtual_service_name(namespace: &str, name: &str) -> String {
     format!("notebook-{namespace}-{name}")
@@ -90,7 +96,7 @@ pub fn notebook_virtual_service(notebook: &Notebook, settings: &NotebookSettings
         }),
         route: vec![HttpRouteDestination {
             destination: Destination {
-                host: format!("{name}.{namespace}.svc.{}", settings.cluster_domain),
+                host: notebook_host(&namespace, &name, &settings.cluster_domain),
                 subset: None,
                 port: Some(PortSelector { number: SERVING_PORT as u32 }),
             },

@@ -9,7 +9,7 @@
 use portico_api::notebook::{Notebook, STOP_ANNOTATION};
 use serde::{Deserialize, Serialize};
 
-use crate::notebook::NotebookSettings;
+use crate::notebook::{NotebookSettings, notebook_host};
 
 /// Where a notebook is on its way to serving, from its `status` (Kubeflow
 /// mirrors the pod's conditions and container state there).
@@ -75,7 +75,7 @@ const FAILING_REASONS: [&str; 6] = [
 pub fn notebook_workload(notebook: &Notebook, settings: &NotebookSettings) -> (String, WorkloadState) {
     let name = notebook.metadata.name.clone().unwrap_or_default();
     let namespace = notebook.metadata.namespace.clone().unwrap_or_else(|| "default".to_string());
-    let host = format!("{name}.{namespace}.svc.{}", settings.cluster_domain);
+    let host = notebook_host(&namespace, &name, &settings.cluster_domain);
     let stopped_since = notebook.metadata.annotations.as_ref().and_then(|a| a.get(STOP_ANNOTATION)).cloned();
     let (phase, message) =
         if stopped_since.is_some() { (WorkloadPhase::Stopped, None) } else { running_phase(notebook) };

@@ -25,6 +25,7 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use portico_api::notebook::{LAST_ACTIVITY_ANNOTATION, Notebook, STOP_ANNOTATION};
+use portico_routing::notebook::notebook_host;
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
@@ -68,7 +69,7 @@ impl Culler {
             written.retain(|_, at| at.elapsed() < self.settings.annotation_interval);
             for notebook in self.notebooks.state() {
                 let key = (notebook.namespace().unwrap_or_default(), notebook.name_any());
-                let host = format!("{}.{}.svc.{}", key.1, key.0, self.settings.cluster_domain);
+                let host = notebook_host(&key.0, &key.1, &self.settings.cluster_domain);
                 let seen = self.book.last_activity_ms(&host).and_then(|ms| Timestamp::from_millisecond(ms).ok());
                 let may_write = !written.contains_key(&key);
                 let decision = decide(&notebook, seen, now, leading, may_write, &self.settings);
