@@ -51,11 +51,8 @@ class ApiClient:
             self.local.connection = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.tls, timeout=60)
         return self.local.connection
 
-    def request(self, method: str, path: str, body: dict | None = None, ok: tuple[int, ...] = (),
-                retry_until: float | None = None) -> int:
-        """Sends one request; raises ApiError unless the status is 2xx or in
-        `ok`. A 429 is retried as the server asks, for up to 30 s."""
-        retry_until = time.time() + 30 if retry_until is None else retry_until
+    def _exchange(self, method: str, path: str, body: dict | None) -> tuple[http.client.HTTPResponse, bytes]:
+        """One request on this thread's connection, and its body."""
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if data else {}
         for attempt in (1, 2):
@@ -63,14 +60,21 @@ class ApiClient:
             try:
                 connection.request(method, path, body=data, headers=headers)
                 response = connection.getresponse()
-                payload = response.read()
-                break
+                return response, response.read()
             except (http.client.HTTPException, ConnectionError):
                 # The server closed an idle keep-alive connection: reconnect once.
                 connection.close()
                 self.local.connection = None
                 if attempt == 2:
                     raise
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    def request(self, method: str, path: str, body: dict | None = None, ok: tuple[int, ...] = (),
+                retry_until: float | None = None) -> int:
+        """Sends one request; raises ApiError unless the status is 2xx or in
+        `ok`. A 429 is retried as the server asks, for up to 30 s."""
+        retry_until = time.time() + 30 if retry_until is None else retry_until
+        response, payload = self._exchange(method, path, body)
         if response.status == 429 and time.time() < retry_until:
             # "storage is (re)initializing": a CRD served a moment after it
             # was established, or an API server under load. Kubernetes'
@@ -85,19 +89,8 @@ class ApiClient:
         return self.request("POST", path, body)
 
     def get_json(self, path: str) -> dict:
-        """GET `path` and its JSON body (one retry on a closed keep-alive connection)."""
-        for attempt in (1, 2):
-            connection = self._connection()
-            try:
-                connection.request("GET", path)
-                response = connection.getresponse()
-                payload = response.read()
-                break
-            except (http.client.HTTPException, ConnectionError):
-                connection.close()
-                self.local.connection = None
-                if attempt == 2:
-                    raise
+        """GET `path` and its JSON body."""
+        response, payload = self._exchange("GET", path, None)
         if response.status != 200:
             raise ApiError("GET", path, response.status, payload)
         return json.loads(payload)
