@@ -29,6 +29,7 @@ use crate::status::{self, Outcome};
 use crate::strict_http;
 use crate::upstream::Resolver;
 use crate::waking::Waking;
+use unavailable::Reach;
 
 mod peer;
 mod unavailable;
@@ -232,20 +233,15 @@ impl ProxyHttp for GatewayProxy {
         let destination = forward
             .destination()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "route has no destination"))?;
-        let target = match self.resolver.resolve(&forward.snapshot.matcher, &destination.host, destination.port).await {
-            Ok(target) => target,
-            Err(error) => {
-                match self.when_unavailable(session, &forward.snapshot, &destination.host, destination.port).await {
-                    Some(Ok(target)) => target,
-                    Some(Err(answer)) => {
-                        ctx.unavailable = Some(answer);
-                        return Err(Error::explain(ErrorType::HTTPStatus(503), error.to_string()));
-                    }
-                    None => {
-                        ctx.flags = "UH";
-                        return Err(Error::explain(ErrorType::HTTPStatus(503), error.to_string()));
-                    }
-                }
+        let target = match self.reach(session, &forward.snapshot, &destination.host, destination.port).await {
+            Reach::Endpoint(target) => target,
+            Reach::Answer(answer, error) => {
+                ctx.unavailable = Some(answer);
+                return Err(Error::explain(ErrorType::HTTPStatus(503), error.to_string()));
+            }
+            Reach::Unreachable(error) => {
+                ctx.flags = "UH";
+                return Err(Error::explain(ErrorType::HTTPStatus(503), error.to_string()));
             }
         };
         let address = target.address;

@@ -10,6 +10,7 @@ use pingora_core::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_proxy::Session;
 
+use super::unavailable::Reach;
 use super::{GatewayProxy, RequestContext};
 use crate::decision::LocalResponse;
 use crate::headers;
@@ -34,22 +35,16 @@ impl GatewayProxy {
     pub(super) async fn splice_upgrade(&self, session: &mut Session, ctx: &mut RequestContext) -> Result<bool> {
         let Some(forward) = ctx.forward.as_ref() else { return Ok(false) };
         let Some(destination) = forward.destination() else { return Ok(false) };
-        let target = match self.resolver.resolve(&forward.snapshot.matcher, &destination.host, destination.port).await {
-            Ok(target) => target,
-            Err(error) => {
-                match self.when_unavailable(session, &forward.snapshot, &destination.host, destination.port).await {
-                    // Held until the notebook was ready.
-                    Some(Ok(target)) => target,
-                    Some(Err(answer)) => {
-                        self.respond(session, ctx, answer, true).await?;
-                        return Ok(true);
-                    }
-                    None => {
-                        tracing::debug!(%error, "no endpoint for an upgrade");
-                        let error = Error::explain(ErrorType::HTTPStatus(503), error.to_string());
-                        return self.refuse_upgrade(session, ctx, &error, "UH").await;
-                    }
-                }
+        let target = match self.reach(session, &forward.snapshot, &destination.host, destination.port).await {
+            Reach::Endpoint(target) => target,
+            Reach::Answer(answer, _) => {
+                self.respond(session, ctx, answer, true).await?;
+                return Ok(true);
+            }
+            Reach::Unreachable(error) => {
+                tracing::debug!(%error, "no endpoint for an upgrade");
+                let error = Error::explain(ErrorType::HTTPStatus(503), error.to_string());
+                return self.refuse_upgrade(session, ctx, &error, "UH").await;
             }
         };
         ctx.upstream = Some(target.address);
