@@ -103,15 +103,12 @@ impl ConfigSink {
     }
 
     /// Publishes a matcher a source already patched (the discovery
-    /// receiver). `full_state`: it was rebuilt from a full state, so the
-    /// memory of the previous one is worth returning to the system.
+    /// receiver). `full_state`: it was rebuilt from a full state, so it is
+    /// compared by content. (The receiver returns the memory of a full state
+    /// to the system itself, once the response holding it is dropped.)
     pub fn apply_matcher(&self, matcher: Matcher, diagnostics: Vec<Diagnostic>, full_state: bool) -> bool {
         let compare = if full_state { Compare::Content } else { Compare::Revision };
-        let changed = self.publish(matcher, diagnostics, compare, Certificates::Changed);
-        if full_state {
-            crate::heap::release_free_memory();
-        }
-        changed
+        self.publish(matcher, diagnostics, compare, Certificates::Changed)
     }
 
     /// Loads certificates, then swaps `matcher` in unless it serves the same

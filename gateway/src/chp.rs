@@ -32,8 +32,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::services::listening::Service;
-use portico_routing::RouteTable;
-use portico_routing::table::{Listener, ListenerProtocol};
 
 use self::activity::Activity;
 pub use self::cli::{ChpArgs, ChpSettings};
@@ -88,21 +86,9 @@ impl ChpMode {
             .collect()
     }
 
-    /// A table of just the listeners: what chooses the ports to bind.
-    pub fn listeners(&self) -> RouteTable {
-        let listeners = self
-            .layout
-            .ports()
-            .into_iter()
-            .map(|(port, protocol)| Listener {
-                name: format!("{}.{port}", if protocol == ListenerProtocol::Https { "https" } else { "http" }),
-                port,
-                protocol,
-                tls: Vec::new(),
-                virtual_hosts: Vec::new(),
-            })
-            .collect();
-        RouteTable { listeners, ..RouteTable::default() }
+    /// The ports to bind and what each speaks.
+    pub fn ports(&self) -> crate::state::Ports {
+        self.layout.ports().into_iter().collect()
     }
 
     /// Serves the first routes through `sink` and returns the API listener.

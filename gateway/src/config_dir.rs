@@ -17,11 +17,12 @@ use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use portico_routing::table::PathNormalizationMode;
-use portico_routing::{Diagnostic, GatewayIdentity, NotebookSettings, RouteTable};
+use portico_routing::{Diagnostic, GatewayIdentity, NotebookSettings};
 use tokio::sync::mpsc;
 
 use self::files::FolderState;
 use crate::apply::ConfigSink;
+use crate::state::Ports;
 
 /// How long the folder must be quiet before a reload: editors and
 /// `kubectl cp` write files in several steps, microseconds apart. A burst
@@ -66,10 +67,10 @@ impl FolderSource {
 
     /// Reads and translates the folder without applying anything (start-up:
     /// its listeners decide which ports get bound).
-    pub fn translate_folder(&self) -> (RouteTable, Vec<Diagnostic>) {
+    pub fn translate_folder(&self) -> (Ports, Vec<Diagnostic>) {
         let mut state = self.lock();
         state.rescan(&self.dir);
-        (state.table(), state.diagnostics())
+        (state.ports(), state.diagnostics())
     }
 
     /// Reads the whole folder again and applies what changed. Returns

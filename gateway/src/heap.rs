@@ -44,8 +44,8 @@ pub fn release_free_memory() {
     // glibc's own arenas under their locks and touch no memory the program
     // owns.
     unsafe {
-        if libc::mallinfo2().fordblks >= TRIM_ABOVE_BYTES {
-            libc::malloc_trim(0);
-        }
+        let free = libc::mallinfo2().fordblks;
+        let trimmed = free >= TRIM_ABOVE_BYTES && libc::malloc_trim(0) == 1;
+        tracing::debug!(free_mib = free >> 20, trimmed, "free heap");
     }
 }

@@ -114,13 +114,11 @@ pub fn run(args: Args, chp: Option<ChpMode>) -> anyhow::Result<()> {
         )),
         (None, None) => anyhow::bail!("give --config-dir DIR or --discovery URL"),
     };
-    let (initial, diagnostics) = match &source {
+    let (mut listeners, diagnostics) = match &source {
         Source::Folder(folder) => folder.translate_folder(),
-        Source::Discovery(client) => bootstrap::first_table(client, args.health)?,
-        Source::Chp => (chp.as_ref().map(ChpMode::listeners).unwrap_or_default(), Vec::new()),
+        Source::Discovery(client) => bootstrap::first_ports(client, args.health)?,
+        Source::Chp => (chp.as_ref().map(ChpMode::ports).unwrap_or_default(), Vec::new()),
     };
-    let mut listeners: BTreeMap<u16, ListenerProtocol> =
-        initial.listeners.iter().map(|l| (l.port, l.protocol)).collect();
     for (port, _) in &args.binds {
         listeners.entry(*port).or_insert(ListenerProtocol::Http);
     }
@@ -140,21 +138,17 @@ pub fn run(args: Args, chp: Option<ChpMode>) -> anyhow::Result<()> {
     let background: Box<dyn ServiceWithDependents> = match source {
         Source::Folder(folder) => {
             folder.attach(Arc::clone(&sink));
-            // `initial` only chose the ports; the matcher is built from the
-            // translator's own pieces.
-            drop(initial);
             folder.apply_translated(diagnostics);
             Box::new(background_service("config folder watcher", FolderWatchService(folder)))
         }
         Source::Discovery(mut client) => {
             client.attach(Arc::clone(&sink), listeners.clone());
             client.send_wakes(Arc::clone(&waking));
-            // The first full state as received; `initial` only chose the ports.
+            // The first full state as received.
             client.publish();
             Box::new(background_service("discovery client", DiscoveryService(Arc::new(*client))))
         }
         Source::Chp => {
-            drop(initial);
             let Some(chp) = chp else { anyhow::bail!("CHP mode without its settings") };
             let hooks = Arc::clone(&chp.hooks);
             let metrics_address = chp.settings.metrics;

@@ -11,10 +11,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
+use portico_routing::table::ListenerProtocol;
 use portico_routing::{Diagnostic, Matcher, PathNormalization};
 use tokio::sync::watch;
 
 use crate::metrics::SeriesCache;
+
+/// The ports a gateway binds at start and what each speaks: all a source
+/// tells start-up (Pingora binds its ports before serving), never the whole
+/// table (at 10,000 routes a materialized table is 13 MiB the gateway would
+/// otherwise keep for its lifetime).
+pub type Ports = std::collections::BTreeMap<u16, ListenerProtocol>;
 
 /// One applied configuration.
 pub struct Snapshot {

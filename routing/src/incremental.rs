@@ -443,6 +443,12 @@ impl IncrementalTranslator {
         self.parts().assemble("")
     }
 
+    /// The listeners now (start-up: they decide what gets bound), without
+    /// materializing the table.
+    pub fn listeners(&self) -> impl Iterator<Item = &ListenerPart> {
+        self.listener_parts.iter().map(|(_, placed)| &placed.value)
+    }
+
     /// Number of routes now.
     pub fn route_count(&self) -> usize {
         self.route_parts.len()

@@ -45,6 +45,11 @@ struct Args {
     /// Also write the report as JSON here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Load the first size, print the discovery address and serve it until
+    /// killed, measuring nothing: a real gateway process can then attach
+    /// (`portico-gateway --discovery <url>`) and be measured at that size.
+    #[arg(long)]
+    serve: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,6 +58,9 @@ fn main() -> anyhow::Result<()> {
         return memory_split(args.routes.first().copied().unwrap_or(10_000));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    if args.serve {
+        return runtime.block_on(serve(args.routes.first().copied().unwrap_or(10_000)));
+    }
     let mut results = Vec::new();
     for routes in &args.routes {
         // Each size in a fresh process image would be cleaner; memory is
@@ -150,6 +158,15 @@ async fn run_size(routes: usize, gateway_count: usize, changes: usize) -> anyhow
         "gateway_heap_kib_each": heap_per_gateway,
         "gateway_rss_kib_each": per_gateway_kib,
     }))
+}
+
+/// Serves `routes` notebook routes until killed.
+async fn serve(routes: usize) -> anyhow::Result<()> {
+    let cluster = cluster::SimulatedCluster::start(routes).await?;
+    println!("{}", cluster.discovery_url());
+    eprintln!("scale: serving {} routes at {}", cluster.route_count(), cluster.discovery_url());
+    std::future::pending::<()>().await;
+    Ok(())
 }
 
 /// Where a gateway's bytes go, per route: decoded routes alone, then held

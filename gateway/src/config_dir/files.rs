@@ -99,9 +99,15 @@ impl FolderState {
         self.translator.full_state()
     }
 
-    /// The whole table (start-up: the listeners decide what gets bound).
+    /// The whole table (tests).
+    #[cfg(test)]
     pub fn table(&self) -> portico_routing::RouteTable {
         self.translator.table()
+    }
+
+    /// The listeners' ports (start-up: they decide what gets bound).
+    pub fn ports(&self) -> crate::state::Ports {
+        self.translator.listeners().map(|listener| (listener.port, listener.protocol)).collect()
     }
 
     /// Files' problems, then translation's.

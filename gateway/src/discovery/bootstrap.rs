@@ -6,17 +6,18 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use portico_routing::{Diagnostic, RouteTable};
+use portico_routing::Diagnostic;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::client::DiscoveryClient;
+use crate::state::Ports;
 
 const NOT_READY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 36\r\n\
 connection: close\r\n\r\nwaiting for the first configuration\n";
 
-/// Blocks until the first configuration arrives; returns its table.
-pub fn first_table(client: &DiscoveryClient, health: SocketAddr) -> anyhow::Result<(RouteTable, Vec<Diagnostic>)> {
+/// Blocks until the first configuration arrives; returns its listeners.
+pub fn first_ports(client: &DiscoveryClient, health: SocketAddr) -> anyhow::Result<(Ports, Vec<Diagnostic>)> {
     // A runtime of its own: Pingora starts its runtimes only later, and this
     // one (with its sockets) is gone before Pingora binds the same ports.
     let runtime =
@@ -26,7 +27,7 @@ pub fn first_table(client: &DiscoveryClient, health: SocketAddr) -> anyhow::Resu
             TcpListener::bind(health).await.with_context(|| format!("binding the health listener {health}"))?;
         let probes = tokio::spawn(answer_not_ready(listener));
         tracing::info!(url = %client.url(), "waiting for the first configuration from the controller");
-        let first = client.first_table().await;
+        let first = client.first_ports().await;
         probes.abort();
         Ok(first)
     })

@@ -18,14 +18,15 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use portico_api::discovery::route_discovery_client::RouteDiscoveryClient;
 use portico_api::discovery::{DeltaRequest, DeltaResponse, DestinationActivity, Node, WakeRequest};
+use portico_routing::Diagnostic;
 use portico_routing::table::ListenerProtocol;
-use portico_routing::{Diagnostic, RouteTable};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::received::Received;
 use crate::activity::{ActivityRegistry, DestinationState};
 use crate::apply::ConfigSink;
+use crate::state::Ports;
 use crate::waking::Waking;
 
 /// Backoff after a failed attempt: doubles from the first to the last.
@@ -33,6 +34,9 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// A stream that lasted this long resets the backoff.
 const HEALTHY_STREAM: Duration = Duration::from_secs(30);
+/// After a full state, when its last garbage (the stream's receive buffers)
+/// is free too and worth a second trim.
+const SETTLED_TRIM_DELAY: Duration = Duration::from_secs(3);
 
 /// Why a stream ended.
 #[derive(Debug, thiserror::Error)]
@@ -85,16 +89,17 @@ impl DiscoveryClient {
     }
 
     /// Connects (retrying forever) until the first full state arrives, and
-    /// returns its table: the gateway binds its ports from it.
-    pub async fn first_table(&self) -> (RouteTable, Vec<Diagnostic>) {
+    /// returns its listeners: the gateway binds its ports from them.
+    pub async fn first_ports(&self) -> (Ports, Vec<Diagnostic>) {
         let mut backoff = Backoff::default();
         loop {
             match self.first_response().await {
                 Ok(response) => {
                     let mut received = self.lock();
                     received.apply(&response);
-                    // Materialized once, at start-up: its listeners say what to bind.
-                    return (received.matcher().to_table(), received.diagnostics());
+                    drop(response);
+                    let ports = received.matcher().listeners().map(|l| (l.port, l.protocol)).collect();
+                    return (ports, received.diagnostics());
                 }
                 Err(error) => {
                     let delay = backoff.next();
@@ -148,7 +153,14 @@ impl DiscoveryClient {
         // then); its first tick is immediate and reports everything.
         let mut reports: Option<tokio::time::Interval> = None;
         let mut everything = true;
+        let mut trim_at: Option<tokio::time::Instant> = None;
         loop {
+            let trim = async {
+                match trim_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             let tick = async {
                 match reports.as_mut() {
                     Some(interval) => interval.tick().await,
@@ -160,7 +172,17 @@ impl DiscoveryClient {
                     let Some(response) = response? else { return Err(StreamError::Ended) };
                     let rejected = self.apply(&response);
                     let answer =
-                        DeltaRequest { response_nonce: response.nonce.clone(), rejected, ..DeltaRequest::default() };
+                        DeltaRequest { response_nonce: response.nonce, rejected, ..DeltaRequest::default() };
+                    if response.full_state {
+                        // Return a full state's garbage to the system once
+                        // it is garbage: the response's resources now, the
+                        // stream's receive buffers some time later (at
+                        // 10,000 routes: RSS 93 MiB untrimmed, 83 after the
+                        // first trim, 64 after the second).
+                        drop(response.kinds);
+                        crate::heap::release_free_memory();
+                        trim_at = Some(tokio::time::Instant::now() + SETTLED_TRIM_DELAY);
+                    }
                     if requests.send(answer).await.is_err() {
                         return Err(StreamError::Ended);
                     }
@@ -174,6 +196,10 @@ impl DiscoveryClient {
                     if requests.send(wake).await.is_err() {
                         return Err(StreamError::Ended);
                     }
+                }
+                _ = trim => {
+                    trim_at = None;
+                    crate::heap::release_free_memory();
                 }
                 _ = tick => {
                     let Some((registry, _)) = &self.activity else { continue };
@@ -199,7 +225,10 @@ impl DiscoveryClient {
             let received = self.lock();
             (received.matcher().clone(), received.diagnostics())
         };
-        sink.apply_matcher(matcher, diagnostics, true)
+        let changed = sink.apply_matcher(matcher, diagnostics, true);
+        // The first response and its decoding are garbage by now.
+        crate::heap::release_free_memory();
+        changed
     }
 
     /// Applies one response; returns what was rejected.
