@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, LazyLock};
 
-pub use self::edit::EditError;
+pub use self::edit::{EditError, PieceKind};
 use self::listener::ListenerEntry;
 use self::route_index::SortKey;
 use crate::parts::{ListenerPart, OrderHistory, Placed, TableDelta, TableParts, VirtualHostPart};

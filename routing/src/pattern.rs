@@ -2,6 +2,7 @@
 //! `StringMatch.regex` does.
 
 use std::fmt;
+use std::sync::Arc;
 
 use regex::Regex;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -13,45 +14,51 @@ const SIZE_LIMIT: usize = 1 << 20;
 
 /// A regular expression anchored at both ends. Equality and serialization use
 /// the source text, so tables holding patterns compare and print as written.
+///
+/// One pointer wide: a pattern sits inline in every path and value
+/// condition of every route (as an enum variant), while few routes have one.
 #[derive(Clone)]
-pub struct Pattern {
+pub struct Pattern(Arc<Compiled>);
+
+/// A pattern's source and its compiled form.
+struct Compiled {
     source: String,
-    anchored: Regex,
+    regex: Regex,
 }
 
 impl Pattern {
     /// Compiles `source` for a full match. Rust's `regex` crate implements
     /// RE2's syntax and linear-time guarantee.
     pub fn new(source: &str) -> Result<Self, regex::Error> {
-        let anchored = regex::RegexBuilder::new(&format!("^(?:{source})$")).size_limit(SIZE_LIMIT).build()?;
-        Ok(Self { source: source.to_string(), anchored })
+        let regex = regex::RegexBuilder::new(&format!("^(?:{source})$")).size_limit(SIZE_LIMIT).build()?;
+        Ok(Self(Arc::new(Compiled { source: source.to_string(), regex })))
     }
 
     /// The pattern as written in the object.
     pub fn as_str(&self) -> &str {
-        &self.source
+        &self.0.source
     }
 
     /// Whether the whole `value` matches.
     pub fn is_full_match(&self, value: &str) -> bool {
-        self.anchored.is_match(value)
+        self.0.regex.is_match(value)
     }
 
     /// The anchored regex, for rewrites that need captures.
     pub fn regex(&self) -> &Regex {
-        &self.anchored
+        &self.0.regex
     }
 }
 
 impl fmt::Debug for Pattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Pattern({:?})", self.source)
+        write!(f, "Pattern({:?})", self.as_str())
     }
 }
 
 impl PartialEq for Pattern {
     fn eq(&self, other: &Self) -> bool {
-        self.source == other.source
+        self.as_str() == other.as_str()
     }
 }
 
@@ -59,7 +66,7 @@ impl Eq for Pattern {}
 
 impl Serialize for Pattern {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.source)
+        serializer.serialize_str(self.as_str())
     }
 }
 
@@ -71,37 +78,35 @@ impl<'de> Deserialize<'de> for Pattern {
 }
 
 /// An unanchored regular expression that finds matches inside a value
-/// (`uriRegexRewrite`). Compares and serializes as its source.
+/// (`uriRegexRewrite`). Compares and serializes as its source; one pointer
+/// wide, like [`Pattern`].
 #[derive(Clone)]
-pub struct SearchPattern {
-    source: String,
-    regex: Regex,
-}
+pub struct SearchPattern(Arc<Compiled>);
 
 impl SearchPattern {
     pub fn new(source: &str) -> Result<Self, regex::Error> {
         let regex = regex::RegexBuilder::new(source).size_limit(SIZE_LIMIT).build()?;
-        Ok(Self { source: source.to_string(), regex })
+        Ok(Self(Arc::new(Compiled { source: source.to_string(), regex })))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.source
+        &self.0.source
     }
 
     pub fn regex(&self) -> &Regex {
-        &self.regex
+        &self.0.regex
     }
 }
 
 impl fmt::Debug for SearchPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SearchPattern({:?})", self.source)
+        write!(f, "SearchPattern({:?})", self.as_str())
     }
 }
 
 impl PartialEq for SearchPattern {
     fn eq(&self, other: &Self) -> bool {
-        self.source == other.source
+        self.as_str() == other.as_str()
     }
 }
 
@@ -109,7 +114,7 @@ impl Eq for SearchPattern {}
 
 impl Serialize for SearchPattern {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.source)
+        serializer.serialize_str(self.as_str())
     }
 }
 

@@ -8,10 +8,11 @@
 //! response still applies. An incremental response costs what it carries:
 //! each resource is one edit of the matcher (O(log n)), never a rebuild.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use portico_api::discovery::{DeltaResponse, Kind, Rejection, Resource};
+use portico_routing::matcher::PieceKind;
 use portico_routing::parts::{ListenerPart, Placed, VirtualHostPart};
 use portico_routing::table::{Cluster, ListenerProtocol, Route};
 use portico_routing::{Diagnostic, EditError, Matcher, ObjectRef, WorkloadState};
@@ -63,9 +64,11 @@ impl Received {
     /// Applies one response; returns every resource currently rejected
     /// (empty: ACK).
     pub fn apply(&mut self, response: &DeltaResponse) -> Vec<Rejection> {
-        // A full state starts over; rejected resources fall back on what the
-        // previous matcher served.
-        let previous = response.full_state.then(|| std::mem::take(&mut self.matcher));
+        // A full state is applied over what is served, piece by piece, and
+        // then whatever it did not name goes: an unchanged piece keeps the
+        // serving copy (a resync of 100,000 routes holds one set of them,
+        // not two), and a rejected one keeps its last good version.
+        let mut named: Option<HashSet<(PieceKind, &str)>> = response.full_state.then(HashSet::new);
         if response.full_state {
             self.rejected.clear();
         }
@@ -90,6 +93,9 @@ impl Received {
             self.remove(kind, name);
         }
         for (kind, resource) in ordered {
+            if let Some(named) = &mut named {
+                named.insert((piece_kind(kind, &resource.r#type), &resource.name));
+            }
             let key = (kind as i32, resource.name.clone());
             match self.insert(kind, resource) {
                 Ok(()) => {
@@ -98,19 +104,12 @@ impl Received {
                 Err(error) => {
                     // The last good version stays (after a reconnect, the one
                     // served before it).
-                    if let Some(previous) = &previous {
-                        self.keep_previous(kind, &resource.name, previous);
-                    }
                     self.rejected.insert(key, error.to_string());
                 }
             }
         }
-        if let Some(previous) = previous
-            && previous.same_content(&self.matcher)
-        {
-            // Nothing changed: keep the matcher the gateway is serving (and
-            // its revision, so that publishing it again is a no-op).
-            self.matcher = previous;
+        if let Some(named) = named {
+            self.matcher.retain(|kind, name| named.contains(&(kind, name)));
         }
         self.matcher.set_version(response.version.clone());
         self.rejections()
@@ -203,43 +202,22 @@ impl Received {
             Some(_) => Ok(()),
         }
     }
-
-    /// After a full state, puts back the version of `name` that `previous`
-    /// served, unless the new state already brought one. (An incremental
-    /// response never removed it: nothing to put back.)
-    fn keep_previous(&mut self, kind: Kind, name: &str, previous: &Matcher) {
-        // A piece whose parent did not come back stays out, like any orphan.
-        match kind {
-            Kind::Listeners => {
-                if let Some(old) = previous.listener(name).filter(|_| !self.matcher.has_listener(name)) {
-                    self.matcher.upsert_listener(name, old);
-                }
-            }
-            Kind::Routes => {
-                if let Some(old) = previous.virtual_host(name).filter(|_| !self.matcher.has_virtual_host(name)) {
-                    let _ = self.matcher.upsert_virtual_host(name, old);
-                }
-                if let Some(old) = previous.route(name).filter(|_| !self.matcher.has_route(name)) {
-                    let _ = self.matcher.upsert_route(name, old);
-                }
-            }
-            Kind::Endpoints => {
-                if let Some(old) = previous.cluster(name).filter(|_| self.matcher.cluster(name).is_none()) {
-                    self.matcher.upsert_cluster(name, Arc::clone(old));
-                }
-            }
-            Kind::Workloads => {
-                if let Some(old) = previous.workload(name).filter(|_| self.matcher.workload(name).is_none()) {
-                    self.matcher.upsert_workload(name, Arc::clone(old));
-                }
-            }
-            Kind::Unspecified => {}
-        }
-    }
 }
 
 fn placed<T>(resource: &Resource, value: T) -> Placed<T> {
     Placed { parent: resource.parent.clone(), order: resource.order.clone(), value }
+}
+
+/// The matcher's kind of piece a resource is (virtual hosts and routes
+/// share the protocol's `ROUTES` kind).
+fn piece_kind(kind: Kind, type_: &str) -> PieceKind {
+    match (kind, type_) {
+        (Kind::Listeners, _) => PieceKind::Listener,
+        (Kind::Routes, "vhost") => PieceKind::VirtualHost,
+        (Kind::Routes, _) => PieceKind::Route,
+        (Kind::Workloads, _) => PieceKind::Workload,
+        (Kind::Endpoints | Kind::Unspecified, _) => PieceKind::Cluster,
+    }
 }
 
 fn rank(kind: Kind, type_: &str) -> u8 {
@@ -382,5 +360,35 @@ spec:
         };
         assert_eq!(received.apply(&removal), vec![]);
         assert_eq!(received.matcher().to_table().route_count(), 0);
+    }
+
+    #[test]
+    fn a_resync_keeps_unchanged_routes_drops_unnamed_ones_and_keeps_rejected_ones() {
+        let mut received = Received::default();
+        received.apply(&full_state(&table(&["/a/", "/b/", "/c/"], 80), "1"));
+        let route = |received: &Received, prefix: &str| {
+            let table = received.matcher().to_table();
+            let name = table.listeners[0].virtual_hosts[0]
+                .routes
+                .iter()
+                .find(|r| format!("{:?}", r.matches).contains(prefix))
+                .map(|r| format!("http.80/*:80/{}", r.name));
+            name.and_then(|name| received.matcher().route(&name))
+        };
+        let a_before = route(&received, "/a/").unwrap();
+
+        // The controller's state after a reconnect: /c/ is gone, /b/ does not
+        // decode, /a/ is unchanged.
+        let mut resync = full_state(&table(&["/a/", "/b/"], 80), "2");
+        let b_route = |r: &Resource| r.r#type == "route" && String::from_utf8_lossy(&r.body).contains("/b/");
+        for resource in resync.kinds.iter_mut().flat_map(|k| k.resources.iter_mut()).filter(|r| b_route(r)) {
+            resource.body = b"{\"name\": 7}".to_vec();
+        }
+        let rejections = received.apply(&resync);
+        assert_eq!(rejections.len(), 1, "{rejections:?}");
+        assert!(route(&received, "/c/").is_none(), "a route the full state does not name goes");
+        assert!(route(&received, "/b/").is_some(), "a rejected route keeps its last good version");
+        let a_after = route(&received, "/a/").unwrap();
+        assert!(Arc::ptr_eq(&a_before.value, &a_after.value), "an unchanged route keeps the serving copy");
     }
 }

@@ -21,6 +21,16 @@ use crate::workload::WorkloadState;
 /// the same history of edits, hence the same content.
 static LAST_REVISION: AtomicU64 = AtomicU64::new(0);
 
+/// The kinds of pieces a matcher holds, by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PieceKind {
+    Listener,
+    VirtualHost,
+    Route,
+    Cluster,
+    Workload,
+}
+
 /// Why one piece of a change was not applied.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EditError {
@@ -73,6 +83,32 @@ impl Matcher {
             self.upsert_cluster(name, Arc::clone(cluster));
         }
         refused
+    }
+
+    /// Removes every piece `keep` refuses, children before parents: what
+    /// is left of a full state applied piece by piece over the serving
+    /// matcher. (Upserting an identical piece changes nothing and keeps the
+    /// serving copy, so a resync holds one set of routes, not two.)
+    pub fn retain(&mut self, keep: impl Fn(PieceKind, &str) -> bool) {
+        let gone = |kind, names: Vec<Arc<str>>| -> Vec<Arc<str>> {
+            names.into_iter().filter(|name| !keep(kind, name)).collect()
+        };
+        for name in gone(PieceKind::Route, self.route_places.keys().cloned().collect()) {
+            self.remove_route(&name);
+        }
+        for name in gone(PieceKind::VirtualHost, self.host_parents.keys().cloned().collect()) {
+            self.remove_virtual_host(&name);
+        }
+        let listeners = self.listeners.iter().map(|l| Arc::clone(&l.key.name)).collect();
+        for name in gone(PieceKind::Listener, listeners) {
+            self.remove_listener(&name);
+        }
+        for name in gone(PieceKind::Cluster, self.clusters.keys().map(|n| n.as_str().into()).collect()) {
+            self.remove_cluster(&name);
+        }
+        for name in gone(PieceKind::Workload, self.workloads.keys().map(|n| n.as_str().into()).collect()) {
+            self.remove_workload(&name);
+        }
     }
 
     /// Adds or replaces the listener `name`, keeping its virtual hosts.

@@ -95,7 +95,7 @@ pub(super) fn translate_rule(
         response_headers: response_headers.unwrap_or_default(),
         timeout,
         retries: retries.unwrap_or_default(),
-        cors: cors.flatten(),
+        cors: cors.flatten().map(Box::new),
     };
     Some(TranslatedRule { route, match_gateways })
 }
@@ -388,7 +388,7 @@ fn header_ops(ops: Option<&HeaderOperations>, field: &str, check: &mut Checker<'
     let set = pairs(&ops.set, "set");
     let add = pairs(&ops.add, "add");
     let remove = ops.remove.iter().map(|n| n.to_ascii_lowercase()).collect();
-    valid.then_some(HeaderOps { set, add, remove })
+    valid.then(|| HeaderOps::new(set, add, remove))
 }
 
 fn duration_field(text: &str, field: &str, check: &mut Checker<'_>) -> Option<std::time::Duration> {
