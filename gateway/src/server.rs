@@ -280,6 +280,7 @@ fn node(args: &Args) -> Node {
         namespace: args.namespace.clone(),
         labels: args.gateway_labels.0.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        accepts_parts: true,
     }
 }
 

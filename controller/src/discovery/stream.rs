@@ -18,6 +18,11 @@ use crate::demand::{IdentityKey, key_of};
 /// Responses buffered per stream before the sender waits for the gateway.
 pub const RESPONSE_BUFFER: usize = 4;
 
+/// The size a full state's parts stay under (encoded resources), for
+/// gateways that accept parts: a receiver keeps a buffer of its largest
+/// message for as long as the stream lasts.
+pub const FULL_STATE_PART_BYTES: usize = 1 << 20;
+
 /// The gateway of a node.
 pub fn identity_of(node: &Node) -> GatewayIdentity {
     GatewayIdentity {
@@ -57,6 +62,7 @@ pub async fn serve(
         sent: None,
         nonce: 0,
         pending: BTreeMap::new(),
+        parts: node.accepts_parts,
     };
     let mut encoded = shared.encoded.clone();
     let result = stream.run(&mut requests, &responses, &mut encoded).await;
@@ -81,6 +87,8 @@ struct Stream {
     nonce: u64,
     /// nonce -> (version, kinds) of responses not answered yet.
     pending: BTreeMap<u64, (String, Vec<Kind>)>,
+    /// The gateway accepts a full state in parts.
+    parts: bool,
 }
 
 impl Stream {
@@ -93,15 +101,17 @@ impl Stream {
         loop {
             // Send whatever the current snapshot has that this gateway lacks.
             let snapshot = encoded.borrow_and_update().clone();
-            if let Some(table) = snapshot.tables.get(&self.key)
-                && let Some(response) = self.delta(&snapshot, table)
-            {
-                let bytes = response.encoded_len();
-                if responses.send(Ok(response)).await.is_err() {
-                    return Ok(());
+            if let Some(table) = snapshot.tables.get(&self.key) {
+                let parts = self.delta(&snapshot, table);
+                let sent_any = !parts.is_empty();
+                for response in parts {
+                    let bytes = response.encoded_len();
+                    if responses.send(Ok(response)).await.is_err() {
+                        return Ok(());
+                    }
+                    self.shared.metrics.xds_config_size.observe(bytes as f64);
                 }
-                self.shared.metrics.xds_config_size.observe(bytes as f64);
-                if let Some(ready_at) = snapshot.ready_at {
+                if sent_any && let Some(ready_at) = snapshot.ready_at {
                     self.shared.metrics.convergence.observe(ready_at.elapsed().as_secs_f64());
                 }
             }
@@ -125,11 +135,12 @@ impl Stream {
     /// The response that brings the gateway from what it was sent to
     /// `table`: the pieces the table's log names since then, or everything
     /// (a full state) on the first response and when the gateway fell
-    /// further behind than the log reaches. `None` when nothing changed.
-    fn delta(&mut self, snapshot: &EncodedSnapshot, table: &EncodedTable) -> Option<DeltaResponse> {
+    /// further behind than the log reaches, in parts if the gateway takes
+    /// them. Empty when nothing changed.
+    fn delta(&mut self, snapshot: &EncodedSnapshot, table: &EncodedTable) -> Vec<DeltaResponse> {
         let since = self.sent.and_then(|sent| table.changes_since(sent));
         if self.sent.is_some() && since.as_ref().is_some_and(BTreeSet::is_empty) {
-            return None;
+            return Vec::new();
         }
         let full_state = since.is_none();
         let mut kinds: Vec<KindDelta> =
@@ -152,8 +163,26 @@ impl Stream {
         }
         self.sent = Some(table.version);
         if kinds.is_empty() {
-            return None;
+            return Vec::new();
         }
+        let parts = if full_state && self.parts { split(kinds, FULL_STATE_PART_BYTES) } else { vec![kinds] };
+        let last = parts.len() - 1;
+        parts
+            .into_iter()
+            .enumerate()
+            .map(|(index, kinds)| self.response(snapshot, table, full_state, kinds, index < last))
+            .collect()
+    }
+
+    /// One response, numbered and recorded as pending.
+    fn response(
+        &mut self,
+        snapshot: &EncodedSnapshot,
+        table: &EncodedTable,
+        full_state: bool,
+        kinds: Vec<KindDelta>,
+        more: bool,
+    ) -> DeltaResponse {
         self.nonce += 1;
         let version = snapshot.version.to_string();
         let nonce = self.nonce.to_string();
@@ -167,10 +196,11 @@ impl Stream {
             full_state,
             kinds,
             controller: self.shared.controller.clone(),
+            more,
         };
         self.entry.sent(&version, &sent_kinds, table.counts(), response.encoded_len());
         self.pending.insert(self.nonce, (version, sent_kinds));
-        Some(response)
+        response
     }
 
     /// Activity reports and wake requests: the lifecycle's way back.
@@ -205,6 +235,34 @@ impl Stream {
     }
 }
 
+/// Splits a full state into parts of at most `max_bytes` of resources (a
+/// larger resource makes a part of its own). The order is kept: kinds in
+/// [`KINDS`] order (listeners first), names in order within a kind (a
+/// virtual host's name prefixes its routes' names), so every parent arrives
+/// in a part before or with its children.
+fn split(kinds: Vec<KindDelta>, max_bytes: usize) -> Vec<Vec<KindDelta>> {
+    let mut parts: Vec<Vec<KindDelta>> = vec![Vec::new()];
+    let mut bytes = 0;
+    for delta in kinds {
+        for resource in delta.resources {
+            let size = resource.encoded_len();
+            let Some(mut part) = parts.pop() else { continue };
+            if bytes + size > max_bytes && !part.is_empty() {
+                parts.push(part);
+                part = Vec::new();
+                bytes = 0;
+            }
+            match part.last_mut().filter(|last| last.kind == delta.kind) {
+                Some(last) => last.resources.push(resource),
+                None => part.push(KindDelta { kind: delta.kind, resources: vec![resource], removed: Vec::new() }),
+            }
+            bytes += size;
+            parts.push(part);
+        }
+    }
+    parts
+}
+
 /// How a gateway replica is named in activity reports: `name.namespace`.
 pub fn gateway_name(node: &Node) -> String {
     format!("{}.{}", node.name, node.namespace)
@@ -218,5 +276,40 @@ pub fn kind_label(kind: Kind) -> &'static str {
         Kind::Endpoints => "eds",
         Kind::Workloads => "wds",
         Kind::Unspecified => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use portico_api::discovery::Resource;
+
+    use super::*;
+
+    fn resource(name: &str, body: usize) -> Resource {
+        Resource { name: name.to_string(), body: vec![b'x'; body], ..Resource::default() }
+    }
+
+    #[test]
+    fn a_full_state_splits_in_order_under_the_part_size() {
+        let kinds = vec![
+            KindDelta { kind: Kind::Listeners as i32, resources: vec![resource("l", 10)], removed: vec![] },
+            KindDelta {
+                kind: Kind::Routes as i32,
+                resources: (0..10).map(|i| resource(&format!("v/r{i}"), 100)).collect(),
+                removed: vec![],
+            },
+            KindDelta { kind: Kind::Endpoints as i32, resources: vec![resource("c", 1000)], removed: vec![] },
+        ];
+        let parts = split(kinds.clone(), 350);
+        let flat = |parts: &[Vec<KindDelta>]| -> Vec<(i32, String)> {
+            parts.iter().flatten().flat_map(|k| k.resources.iter().map(|r| (k.kind, r.name.clone()))).collect()
+        };
+        assert_eq!(flat(&parts), flat(&[kinds]), "every resource once, in order");
+        assert_eq!(parts.len(), 5, "{parts:?}");
+        for part in &parts[..parts.len() - 1] {
+            let bytes: usize = part.iter().flat_map(|k| &k.resources).map(Message::encoded_len).sum();
+            assert!(bytes <= 350, "{bytes}");
+        }
+        assert_eq!(parts.last().map(|p| p[0].kind), Some(Kind::Endpoints as i32), "a large resource alone");
     }
 }

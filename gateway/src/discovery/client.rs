@@ -93,11 +93,9 @@ impl DiscoveryClient {
     pub async fn first_ports(&self) -> (Ports, Vec<Diagnostic>) {
         let mut backoff = Backoff::default();
         loop {
-            match self.first_response().await {
-                Ok(response) => {
-                    let mut received = self.lock();
-                    received.apply(&response);
-                    drop(response);
+            match self.first_full_state().await {
+                Ok(()) => {
+                    let received = self.lock();
                     let ports = received.matcher().listeners().map(|l| (l.port, l.protocol)).collect();
                     return (ports, received.diagnostics());
                 }
@@ -110,9 +108,17 @@ impl DiscoveryClient {
         }
     }
 
-    async fn first_response(&self) -> Result<DeltaResponse, StreamError> {
+    /// Receives and applies the first full state, all its parts.
+    async fn first_full_state(&self) -> Result<(), StreamError> {
         let (_requests, mut responses) = self.open().await?;
-        responses.message().await?.ok_or(StreamError::Ended)
+        loop {
+            let response = responses.message().await?.ok_or(StreamError::Ended)?;
+            let mut received = self.lock();
+            received.apply(&response);
+            if !received.resyncing() {
+                return Ok(());
+            }
+        }
     }
 
     /// Streams until shutdown, reconnecting as needed.
@@ -173,7 +179,7 @@ impl DiscoveryClient {
                     let rejected = self.apply(&response);
                     let answer =
                         DeltaRequest { response_nonce: response.nonce, rejected, ..DeltaRequest::default() };
-                    if response.full_state {
+                    if response.full_state && !response.more {
                         // Return a full state's garbage to the system once
                         // it is garbage: the response's resources now, the
                         // stream's receive buffers some time later (at
@@ -237,6 +243,10 @@ impl DiscoveryClient {
         let (matcher, diagnostics, rejected) = {
             let mut received = self.lock();
             let rejected = received.apply(response);
+            if received.resyncing() {
+                // The rest of the full state follows: publish it whole.
+                return rejected;
+            }
             (received.matcher().clone(), received.diagnostics(), rejected)
         };
         let resources: usize = response.kinds.iter().map(|k| k.resources.len() + k.removed.len()).sum();

@@ -8,7 +8,7 @@
 //! response still applies. An incremental response costs what it carries:
 //! each resource is one edit of the matcher (O(log n)), never a rebuild.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use portico_api::discovery::{DeltaResponse, Kind, Rejection, Resource};
@@ -53,6 +53,9 @@ pub struct Received {
     /// Ports bound at start and their protocol; `None` while bootstrapping
     /// (then every listener is accepted: they decide what gets bound).
     bound: Option<BTreeMap<u16, ListenerProtocol>>,
+    /// While a full state arrives (in one response or in parts): the
+    /// pieces it named so far. Whatever it did not name goes at its end.
+    resync: Option<HashMap<PieceKind, HashSet<String>>>,
 }
 
 impl Received {
@@ -68,9 +71,9 @@ impl Received {
         // then whatever it did not name goes: an unchanged piece keeps the
         // serving copy (a resync of 100,000 routes holds one set of them,
         // not two), and a rejected one keeps its last good version.
-        let mut named: Option<HashSet<(PieceKind, &str)>> = response.full_state.then(HashSet::new);
-        if response.full_state {
+        if response.full_state && self.resync.is_none() {
             self.rejected.clear();
+            self.resync = Some(HashMap::new());
         }
         // Parents before children: listeners, virtual hosts, routes, endpoints.
         let mut ordered: Vec<(Kind, &Resource)> = Vec::new();
@@ -93,8 +96,10 @@ impl Received {
             self.remove(kind, name);
         }
         for (kind, resource) in ordered {
-            if let Some(named) = &mut named {
-                named.insert((piece_kind(kind, &resource.r#type), &resource.name));
+            if response.full_state
+                && let Some(named) = &mut self.resync
+            {
+                named.entry(piece_kind(kind, &resource.r#type)).or_default().insert(resource.name.clone());
             }
             let key = (kind as i32, resource.name.clone());
             match self.insert(kind, resource) {
@@ -108,11 +113,19 @@ impl Received {
                 }
             }
         }
-        if let Some(named) = named {
-            self.matcher.retain(|kind, name| named.contains(&(kind, name)));
+        if response.full_state
+            && !response.more
+            && let Some(named) = self.resync.take()
+        {
+            self.matcher.retain(|kind, name| named.get(&kind).is_some_and(|names| names.contains(name)));
         }
         self.matcher.set_version(response.version.clone());
         self.rejections()
+    }
+
+    /// Whether a full state sent in parts is still arriving.
+    pub fn resyncing(&self) -> bool {
+        self.resync.is_some()
     }
 
     /// What to serve now (a cheap clone: it shares everything).
@@ -307,6 +320,7 @@ spec:
                 KindDelta { kind: Kind::Routes as i32, resources: routes, removed: vec![] },
             ],
             controller: "test".to_string(),
+            more: false,
         }
     }
 
@@ -390,5 +404,30 @@ spec:
         assert!(route(&received, "/b/").is_some(), "a rejected route keeps its last good version");
         let a_after = route(&received, "/a/").unwrap();
         assert!(Arc::ptr_eq(&a_before.value, &a_after.value), "an unchanged route keeps the serving copy");
+    }
+
+    #[test]
+    fn a_full_state_in_parts_removes_what_it_did_not_name_only_after_the_last_part() {
+        let mut received = Received::default();
+        received.apply(&full_state(&table(&["/a/", "/b/"], 80), "1"));
+        // The next full state names /a/ only, in two parts: listeners and
+        // virtual hosts, then the routes.
+        let whole = full_state(&table(&["/a/"], 80), "2");
+        let mut first = whole.clone();
+        first.more = true;
+        for kind in &mut first.kinds {
+            kind.resources.retain(|r| r.r#type != "route");
+        }
+        let mut second = whole;
+        second.nonce = "2".to_string();
+        for kind in &mut second.kinds {
+            kind.resources.retain(|r| r.r#type == "route");
+        }
+        assert_eq!(received.apply(&first), vec![]);
+        assert!(received.resyncing());
+        assert_eq!(received.matcher().route_count(), 2, "nothing goes before the last part");
+        assert_eq!(received.apply(&second), vec![]);
+        assert!(!received.resyncing());
+        assert_eq!(received.matcher().route_count(), 1);
     }
 }
