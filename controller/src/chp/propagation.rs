@@ -78,7 +78,8 @@ impl Propagation {
 }
 
 /// A resourceVersion as a number (etcd's revisions; opaque to clients in
-/// principle, so an unparsable one counts as 0 and is never waited for).
+/// principle, so an unparsable one counts as 0, which any publication of the
+/// object satisfies).
 pub fn version_number(resource_version: Option<&str>) -> u64 {
     resource_version.and_then(|v| v.parse().ok()).unwrap_or(0)
 }

@@ -66,7 +66,7 @@ impl ChpTable {
             Err(error) => {
                 // Written around the API (kubectl): skipped, never half-served.
                 tracing::warn!(chp_route = %name, %error, "ChpRoute skipped");
-                self.remove(&name);
+                self.unserve(&name);
             }
         }
         self.changed.push((name, Some(version)));
@@ -74,10 +74,15 @@ impl ChpTable {
 
     /// An object was deleted.
     pub fn remove(&mut self, name: &str) {
+        self.unserve(name);
+        self.changed.push((name.to_string(), None));
+    }
+
+    /// Stops serving the route of object `name`, if any.
+    fn unserve(&mut self, name: &str) {
         if let Some(key) = self.keys.remove(name) {
             self.set.remove(&mut self.delta, &key);
         }
-        self.changed.push((name.to_string(), None));
     }
 
     /// The watch listed everything again: deletions may have been missed.
