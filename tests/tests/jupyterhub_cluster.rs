@@ -12,6 +12,9 @@
 //!   no object, the full path and `X-Forwarded-*` upstream, `last_activity`
 //!   from what the gateways report, routes kept across a controller restart
 //!   and served by a replica started after it.
+//! * Two controller replicas: a route written through one is listed by the
+//!   other and served by the gateways of both; deleted through the other, it
+//!   is gone everywhere.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -216,4 +219,33 @@ fn the_proxy_api_keeps_routes_as_objects_across_a_controller_restart() {
             .then_some(())
     });
     assert!(gone.is_some(), "a deleted route is still served");
+}
+
+#[test]
+fn any_controller_replica_takes_writes_and_every_replica_serves_them() {
+    let namespace = TestNamespace::create("chp-replicas");
+    let first = ChpController::start(namespace.name());
+    let second = ChpController::start(namespace.name());
+    // Each gateway replica streams from its own controller replica.
+    let (from_first, from_second) = (first.gateway(), second.gateway());
+    let upstream = RecordingUpstream::start();
+    let target = format!("http://{}", upstream.address());
+
+    assert_eq!(add(&first, "/user/alice", &target, json!({"user": "alice"})), 201);
+    let everywhere = poll(SETTLE, || {
+        let listed = second.routes().get("/user/alice").is_some_and(|route| route["user"] == "alice");
+        let served = [&from_first, &from_second].iter().all(|g| g.get("/user/alice/").is_some_and(|r| r.status == 200));
+        (listed && served).then_some(())
+    });
+    assert!(everywhere.is_some(), "a route written through one controller is not everywhere: {}", second.routes());
+
+    assert_eq!(second.api("DELETE", "/api/routes/user/alice", None).status, 204, "deleted through the other");
+    let gone = poll(SETTLE, || {
+        let unlisted = first.routes().get("/user/alice").is_none();
+        let unserved =
+            [&from_first, &from_second].iter().all(|g| g.get("/user/alice/").is_some_and(|r| r.status == 404));
+        (unlisted && unserved).then_some(())
+    });
+    assert!(gone.is_some(), "a route deleted through one controller is still somewhere: {}", first.routes());
+    assert_eq!(first.objects(), Vec::<String>::new());
 }
