@@ -191,6 +191,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             activity: activity.clone(),
             propagation: index.propagation.clone(),
             metrics: metrics.clone(),
+            snapshots: index.snapshots.clone(),
         };
         tasks.spawn(chp::server::serve(listener, Arc::new(api)));
     }

@@ -6,7 +6,9 @@
 //! published it to its gateway streams, so JupyterHub's next request, the
 //! user's redirect to their new server, finds the route. Reads come from
 //! the index's cache of the objects, which that wait keeps consistent with
-//! this replica's own writes.
+//! this replica's own writes; until the index has filled its caches at
+//! start-up, requests wait for it (an empty list would make JupyterHub
+//! re-add every route).
 //!
 //! `last_activity`: the latest of what any gateway replica reported for the
 //! route's target (the lifecycle's activity rules: page loads, changes,
@@ -36,16 +38,22 @@ use portico_chp::timestamp::now_ms;
 use portico_chp::{CheckedRoute, RouteError, RoutePath};
 use serde_json::{Map, Value};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use super::ChpSettings;
 use super::objects::{from_object, object_name, to_object};
 use super::propagation::{Awaited, Propagation, version_number};
 use crate::lifecycle::activity::ActivityBook;
 use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
 
 /// Longest a write waits for its publication before it is answered anyway
 /// (the object is written; the gateways get it when the index catches up).
 const PROPAGATION_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a request waits for the route index's first build at start-up
+/// (JupyterHub's first call checks the routes: an empty answer from a cache
+/// still filling would make it re-add every route).
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The field manager of the API's server-side applies.
 const FIELD_MANAGER: &str = "portico-chp-api";
 
@@ -69,6 +77,8 @@ pub struct ChpApi {
     pub activity: Arc<ActivityBook>,
     pub propagation: Arc<Propagation>,
     pub metrics: Metrics,
+    /// The route index's snapshots: version 0 until its caches are filled.
+    pub snapshots: watch::Receiver<Arc<Snapshot>>,
 }
 
 /// Serves `listener` until the task is dropped.
@@ -101,6 +111,10 @@ impl ChpApi {
         let method = request.method().clone();
         let uri = request.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
         let authorization = request.headers().get(header::AUTHORIZATION).cloned();
+        let mut snapshots = self.snapshots.clone();
+        if tokio::time::timeout(STARTUP_TIMEOUT, snapshots.wait_for(|s| s.version > 0)).await.is_err() {
+            return api::text(StatusCode::SERVICE_UNAVAILABLE, "the route index is still starting");
+        }
         let response = match ApiRequest::parse(&method, &uri, authorization.as_ref(), self.settings.token.as_deref()) {
             Err(refused) => refused.response(),
             Ok(ApiRequest::List { inactive_since_ms }) => {
