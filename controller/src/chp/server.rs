@@ -180,6 +180,7 @@ impl ChpApi {
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let written = self.objects.patch(&name, &params, &Patch::Apply(&object)).await?;
         let version = version_number(written.resource_version().as_deref());
+        tracing::debug!(object = %name, version, elapsed_us = started.elapsed().as_micros() as u64, "ChpRoute written");
         self.await_publication(&name, Awaited::Version(version), started).await;
         tracing::info!(route = %route.path.key, target = %route.target, object = %name, "route added");
         Ok(())
