@@ -9,6 +9,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
+use crate::chp::ChpRoute;
 use crate::istio::{self, AuthorizationPolicy, Gateway, RequestAuthentication, VirtualService};
 use crate::notebook::{self, Notebook};
 
@@ -37,9 +38,14 @@ pub fn authorization_policy() -> CustomResourceDefinition {
     with_versions(AuthorizationPolicy::crd(), &istio::SECURITY_VERSIONS)
 }
 
+/// The ChpRoute CRD: v1alpha1, Portico's own.
+pub fn chp_route() -> CustomResourceDefinition {
+    with_versions(ChpRoute::crd(), &["v1alpha1"])
+}
+
 /// Every CRD Portico defines, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![notebook(), gateway(), virtual_service(), request_authentication(), authorization_policy()]
+    vec![notebook(), gateway(), virtual_service(), request_authentication(), authorization_policy(), chp_route()]
 }
 
 fn with_versions(mut crd: CustomResourceDefinition, versions: &[&str]) -> CustomResourceDefinition {
@@ -99,6 +105,12 @@ mod tests {
     fn storage_version_is_first_and_unique() {
         for crd in all() {
             let storage: Vec<_> = crd.spec.versions.iter().filter(|v| v.storage).map(|v| v.name.as_str()).collect();
+            if crd.spec.group == "proxy.portico.dev" {
+                // Portico's own: one version so far.
+                assert_eq!(storage, ["v1alpha1"]);
+                assert_eq!(crd.spec.versions.len(), 1);
+                continue;
+            }
             assert_eq!(storage, ["v1"], "{}", crd.metadata.name.unwrap_or_default());
             let expected = if crd.spec.group == istio::SECURITY_GROUP { 2 } else { 3 };
             assert_eq!(crd.spec.versions.len(), expected);
@@ -123,7 +135,8 @@ mod tests {
                 "gateways.networking.istio.io",
                 "virtualservices.networking.istio.io",
                 "requestauthentications.security.istio.io",
-                "authorizationpolicies.security.istio.io"
+                "authorizationpolicies.security.istio.io",
+                "chproutes.proxy.portico.dev"
             ]
         );
     }

@@ -5,6 +5,8 @@
 //!   one schema, v1 stored).
 //! * [`istio`]: Istio's `Gateway` and `VirtualService` (`networking.istio.io`
 //!   v1, v1beta1, v1alpha3; one schema).
+//! * [`chp`]: Portico's own `ChpRoute` (`proxy.portico.dev` v1alpha1): a
+//!   JupyterHub proxy route in cluster mode.
 //!
 //! Field names and shapes follow the upstream APIs exactly so that objects
 //! written for Kubeflow and Istio parse unchanged. Fields we do not model are
@@ -13,6 +15,7 @@
 //! fails a whole file.
 #![forbid(unsafe_code)]
 
+pub mod chp;
 pub mod crd;
 pub mod istio;
 pub mod notebook;

@@ -1,4 +1,4 @@
-//! `manifests/crds/{istio,kubeflow}/` must be exactly what `crdgen` prints, so that the CRDs
+//! `manifests/crds/{istio,kubeflow,portico}/` must be exactly what `crdgen` prints, so that the CRDs
 //! installed in a cluster always match the Rust types. Regenerate with the
 //! commands in the failure message, or run this test with
 //! `PORTICO_UPDATE_CRDS=1` to rewrite the files (refused when `CI` is set:
@@ -17,6 +17,7 @@ fn expected() -> Vec<(&'static str, &'static str, String)> {
         ("istio/virtualservices.yaml", "virtualservice", render(crd::virtual_service())),
         ("istio/requestauthentications.yaml", "requestauthentication", render(crd::request_authentication())),
         ("istio/authorizationpolicies.yaml", "authorizationpolicy", render(crd::authorization_policy())),
+        ("portico/chproutes.yaml", "chproute", render(crd::chp_route())),
     ]
 }
 
@@ -66,7 +67,7 @@ fn committed_crds_match_crdgen() {
 fn there_is_one_file_per_crd_and_nothing_else() {
     // Every YAML file below manifests/crds but the kustomizations.
     let mut files = Vec::new();
-    for group in ["istio", "kubeflow"] {
+    for group in ["istio", "kubeflow", "portico"] {
         for entry in std::fs::read_dir(crds_dir().join(group)).expect("manifests/crds/<group> exists") {
             let name = entry.expect("a directory entry").file_name().to_string_lossy().into_owned();
             if (name.ends_with(".yaml") || name.ends_with(".yml")) && name != "kustomization.yaml" {

@@ -196,6 +196,27 @@ pub struct Args {
     #[arg(long, env = "PORTICO_SIDECAR_ALLOW", value_delimiter = ',')]
     pub sidecar_allow: Vec<String>,
 
+    /// Serve JupyterHub's proxy API (configurable-http-proxy's REST API)
+    /// here: cluster mode, routes kept as ChpRoute objects and served by
+    /// every gateway (`c.ConfigurableHTTPProxy.api_url`). The token is
+    /// CONFIGPROXY_AUTH_TOKEN, as CHP's. Unset: no API, no ChpRoute watch.
+    #[arg(long, env = "PORTICO_CHP_API")]
+    pub chp_api: Option<SocketAddr>,
+
+    /// Namespace of the ChpRoute objects (default: --namespace).
+    #[arg(long, env = "PORTICO_CHP_NAMESPACE")]
+    pub chp_namespace: Option<String>,
+
+    /// The gateways' port that serves JupyterHub's routes (its public URL,
+    /// behind their Service). Not a port an Istio Gateway also uses.
+    #[arg(long, env = "PORTICO_CHP_PORT", default_value_t = 8000)]
+    pub chp_port: u16,
+
+    /// CHP's --host-routing: a route's first path segment is a host name.
+    #[arg(long, env = "PORTICO_CHP_HOST_ROUTING", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", action = ArgAction::Set)]
+    pub chp_host_routing: bool,
+
     /// Log format.
     #[arg(long, env = "PORTICO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -209,6 +230,17 @@ impl Args {
             istio_host: self.istio_host.clone(),
             cluster_domain: self.cluster_domain.clone(),
         }
+    }
+
+    /// Cluster mode's proxy API, if `--chp-api` is given.
+    pub fn chp_settings(&self) -> Option<crate::chp::ChpSettings> {
+        Some(crate::chp::ChpSettings {
+            api: self.chp_api?,
+            namespace: self.chp_namespace.clone().unwrap_or_else(|| self.namespace.clone()),
+            port: self.chp_port,
+            host_routing: self.chp_host_routing,
+            token: std::env::var("CONFIGPROXY_AUTH_TOKEN").ok().filter(|token| !token.is_empty()),
+        })
     }
 
     /// The gateway instances route tables are built for.

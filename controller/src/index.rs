@@ -1,6 +1,7 @@
 //! The route index: Gateways, VirtualServices, Services, EndpointSlices and
 //! the security policies, watched into caches and kept translated, one
-//! [`IncrementalTranslator`] per kind of gateway.
+//! [`IncrementalTranslator`] per kind of gateway; with `--chp-api`, also
+//! JupyterHub's ChpRoutes (`crate::chp::table`), served to every gateway.
 //!
 //! Every replica runs it (leader or not), so a standby can serve discovery at
 //! once. Each watch event becomes a [`Change`] ([`changes`]); the build loop
@@ -23,6 +24,7 @@ use kube::Client;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
+use portico_api::chp::ChpRoute;
 use portico_api::istio::{AuthorizationPolicy, Gateway, MeshConfig, RequestAuthentication, VirtualService};
 use portico_api::notebook::Notebook;
 use portico_routing::incremental::{Object, ObjectKind};
@@ -32,6 +34,8 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
 use self::changes::{ChangeSink, watch as watch_kind};
+use crate::chp::ChpSettings;
+use crate::chp::propagation::Propagation;
 use crate::demand::Demand;
 use crate::discovery::encode::EncodedSnapshot;
 use crate::metrics::Metrics;
@@ -59,6 +63,8 @@ pub struct IndexSettings {
     /// `--mesh-config`: the ConfigMap (namespace, name) whose `mesh` key
     /// holds Istio's mesh config (CUSTOM policies' extension providers).
     pub mesh_config: Option<(String, String)>,
+    /// `--chp-api`: watch ChpRoutes and serve them to every gateway.
+    pub chp: Option<ChpSettings>,
 }
 
 /// The index's caches, readable by others (the reconciler reads nothing
@@ -81,6 +87,9 @@ pub struct IndexStores {
     /// Notebooks: their phase goes to gateways beside their endpoints
     /// (waking, starting pages), and the admin endpoint counts them.
     pub notebooks: Store<Notebook>,
+    /// JupyterHub's proxy routes (`--chp-api` only: without it the CRD
+    /// need not be installed).
+    pub chp_routes: Option<Store<ChpRoute>>,
 }
 
 impl IndexStores {
@@ -98,6 +107,10 @@ impl IndexStores {
             && self.authorization_policies.wait_until_ready().await.is_ok()
             && self.notebooks.wait_until_ready().await.is_ok()
             && match &self.mesh_config {
+                Some(store) => store.wait_until_ready().await.is_ok(),
+                None => true,
+            }
+            && match &self.chp_routes {
                 Some(store) => store.wait_until_ready().await.is_ok(),
                 None => true,
             }
@@ -199,6 +212,8 @@ pub struct Index {
     pub encoded: watch::Receiver<Arc<EncodedSnapshot>>,
     /// Where discovery registers the gateways it serves.
     pub demand: Demand,
+    /// Which ChpRoutes the gateway streams have been sent.
+    pub propagation: Arc<Propagation>,
 }
 
 /// Starts the watches and the builder on `tasks`.
@@ -251,6 +266,12 @@ pub fn spawn(client: &Client, settings: IndexSettings, metrics: Metrics, tasks: 
         ));
         store
     });
+    let chp_routes = settings.chp.as_ref().map(|chp| {
+        let (store, writer) = reflector::store();
+        let api = kube::Api::<ChpRoute>::namespaced(client.clone(), &chp.namespace);
+        tasks.spawn(watch_kind(api, config(), writer, sink.clone()));
+        store
+    });
     let stores = IndexStores {
         gateways,
         virtual_services,
@@ -262,7 +283,9 @@ pub fn spawn(client: &Client, settings: IndexSettings, metrics: Metrics, tasks: 
         authorization_policies,
         mesh_config,
         notebooks,
+        chp_routes,
     };
+    let propagation = Arc::new(Propagation::default());
     let (publisher, snapshots) = Publisher::new();
     let (encoded_sender, encoded) = watch::channel(Arc::new(EncodedSnapshot::default()));
     let builder = builder::Builder {
@@ -274,9 +297,10 @@ pub fn spawn(client: &Client, settings: IndexSettings, metrics: Metrics, tasks: 
         publisher,
         encoded: encoded_sender,
         metrics,
+        propagation: propagation.clone(),
     };
     tasks.spawn(builder.run());
-    Index { stores, snapshots, encoded, demand }
+    Index { stores, snapshots, encoded, demand, propagation }
 }
 
 /// The mesh config in the watched ConfigMap's `mesh` key. A config that

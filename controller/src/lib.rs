@@ -25,6 +25,7 @@
 
 pub mod admin;
 pub mod ca;
+pub mod chp;
 pub mod cli;
 pub mod context;
 pub mod demand;

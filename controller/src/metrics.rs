@@ -49,6 +49,12 @@ pub struct Metrics {
     pub notebooks_culled: IntCounter,
     /// Stopped notebooks started again by a request.
     pub notebooks_woken: IntCounter,
+    /// JupyterHub's proxy API (`--chp-api`): requests by method and status.
+    pub chp_requests: IntCounterVec,
+    /// ChpRoutes this replica serves to its gateways.
+    pub chp_routes: IntGauge,
+    /// From a route's object written to its change published to gateways.
+    pub chp_propagation: Histogram,
 }
 
 impl Metrics {
@@ -146,7 +152,31 @@ impl Metrics {
         )?;
         registry.register(Box::new(notebooks_culled.clone()))?;
         registry.register(Box::new(notebooks_woken.clone()))?;
+        let chp_requests = IntCounterVec::new(
+            Opts::new(
+                "portico_controller_chp_api_requests_total",
+                "Requests to JupyterHub's proxy API (configurable-http-proxy's), by method and status code.",
+            ),
+            &["method", "code"],
+        )?;
+        let chp_routes = IntGauge::new(
+            "portico_controller_chp_routes",
+            "JupyterHub proxy routes (ChpRoute objects) in the route tables this replica serves.",
+        )?;
+        let chp_propagation = Histogram::with_opts(
+            HistogramOpts::new(
+                "portico_controller_chp_route_propagation_seconds",
+                "Seconds from a proxy API change's object written to the change published to gateway streams.",
+            )
+            .buckets(vec![0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0]),
+        )?;
+        registry.register(Box::new(chp_requests.clone()))?;
+        registry.register(Box::new(chp_routes.clone()))?;
+        registry.register(Box::new(chp_propagation.clone()))?;
         Ok(Self {
+            chp_requests,
+            chp_routes,
+            chp_propagation,
             notebooks_culled,
             notebooks_woken,
             csr_count,

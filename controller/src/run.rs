@@ -31,6 +31,7 @@ use crate::admin::{self, AdminState};
 use crate::ca;
 use crate::ca::service::{CertificateServer, Lifetimes};
 use crate::ca::serving::ServingCertificate;
+use crate::chp;
 use crate::cli::Args;
 use crate::context::{AppliedCache, Backoff, Context};
 use crate::discovery::registry::Registry;
@@ -66,6 +67,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         debounce: args.debounce,
         namespace: namespace.clone(),
         mesh_config: args.mesh_config.clone(),
+        chp: args.chp_settings(),
     };
     let index = index::spawn(&client, index_settings, metrics.clone(), &mut tasks);
     // The index watches Notebooks (their phase goes to gateways); the admin
@@ -173,6 +175,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the metrics listener {}", args.metrics))?;
     tracing::info!(address = %listener.local_addr().unwrap_or(args.metrics), "serving /metrics, /healthz, /readyz, /debug/snapshot");
+    if let (Some(settings), Some(cache)) = (args.chp_settings(), index.stores.chp_routes.clone()) {
+        let listener = TcpListener::bind(settings.api)
+            .await
+            .with_context(|| format!("binding the proxy API listener {}", settings.api))?;
+        if settings.token.is_none() {
+            tracing::warn!("JupyterHub's proxy API is not authenticated (no CONFIGPROXY_AUTH_TOKEN)");
+        }
+        tracing::info!(address = %settings.api, namespace = %settings.namespace, gateway_port = settings.port,
+            "serving JupyterHub's proxy API (configurable-http-proxy's) at /api/routes");
+        let api = chp::server::ChpApi {
+            objects: Api::namespaced(client.clone(), &settings.namespace),
+            settings,
+            cache,
+            activity: activity.clone(),
+            propagation: index.propagation.clone(),
+            metrics: metrics.clone(),
+            snapshots: index.snapshots.clone(),
+        };
+        tasks.spawn(chp::server::serve(listener, Arc::new(api)));
+    }
     let state =
         AdminState { metrics: metrics.clone(), notebooks, notebooks_listed, snapshots: index.snapshots, activity };
     tasks.spawn(admin::serve(listener, state));

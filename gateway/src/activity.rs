@@ -12,7 +12,9 @@
 //!
 //! Destinations are keyed by host (`nb.team.svc.cluster.local`): Kubeflow
 //! names a notebook's Service like the Notebook, so the controller maps a
-//! host to its Notebook. The registry is looked up only for a request that
+//! host to its Notebook. An IP address is keyed with its port
+//! (`portico_chp::target::activity_key`): JupyterHub's routes target
+//! `ip:port`, and one address can serve several users. The registry is looked up only for a request that
 //! counts and once per websocket; everything after is atomics on the
 //! destination's entry.
 

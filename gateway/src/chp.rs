@@ -13,18 +13,16 @@
 //!
 //! Routes live in memory, as in CHP; `--routes-file` keeps them on disk so
 //! a restart serves them again ([`persist`]). Each route's `last_activity`
-//! follows CHP's rule ([`activity`]).
+//! follows CHP's rule ([`activity`]). What a route is, the API's requests
+//! and answers and the pieces that serve a route come from `portico-chp`,
+//! which the controller's cluster mode shares.
 
 mod activity;
 mod api;
 pub mod cli;
 mod hooks;
 mod persist;
-mod pieces;
-mod route_path;
 mod store;
-mod target;
-mod timestamp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,12 +30,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::services::listening::Service;
+use portico_chp::Layout;
 
 use self::activity::Activity;
 pub use self::cli::{ChpArgs, ChpSettings};
 use self::hooks::ErrorPages;
 pub use self::hooks::ProxyHooks;
-use self::pieces::Layout;
 use self::store::RouteStore;
 use crate::apply::ConfigSink;
 
@@ -71,7 +69,7 @@ impl ChpMode {
             x_forward: settings.x_forward,
             error_pages,
         });
-        Ok(Self { layout: Layout::new(&settings), settings, hooks })
+        Ok(Self { layout: Layout::new(&settings.layout()), settings, hooks })
     }
 
     /// The traffic ports and where they listen.

@@ -29,6 +29,7 @@ use crate::status::{self, Outcome};
 use crate::strict_http;
 use crate::upstream::Resolver;
 use crate::waking::Waking;
+use portico_chp::target::activity_key;
 use unavailable::Reach;
 
 mod peer;
@@ -337,7 +338,8 @@ impl ProxyHttp for GatewayProxy {
             self.metrics.active_websockets.inc();
             let destination = ctx.forward.as_ref().and_then(|f| f.destination());
             if let (Some(activity), Some(destination)) = (&self.activity, destination) {
-                ctx.websocket = Some(activity.websocket(&destination.host, session.req_header().raw_path()));
+                let key = activity_key(&destination.host, destination.port);
+                ctx.websocket = Some(activity.websocket(&key, session.req_header().raw_path()));
             }
         }
         if let Some(forward) = ctx.forward.as_ref() {
@@ -445,8 +447,11 @@ impl ProxyHttp for GatewayProxy {
         if let (Some(chp), Some(forward)) = (&self.chp, &ctx.forward) {
             chp.request_done(&forward.route().name, status);
         }
-        if let Some(activity) = &self.activity {
-            activity.request_done(destination, &request.method, request.raw_path(), &request.headers, status);
+        if let Some(activity) = &self.activity
+            && let Some(reached) = ctx.forward.as_ref().and_then(|f| f.destination())
+        {
+            let key = activity_key(&reached.host, reached.port);
+            activity.request_done(&key, &request.method, request.raw_path(), &request.headers, status);
         }
         // An upgrade in Pingora's loop ends here: no longer open.
         ctx.websocket = None;

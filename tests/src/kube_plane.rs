@@ -143,6 +143,7 @@ impl KubePlane {
             "crd/gateways.networking.istio.io",
             "crd/virtualservices.networking.istio.io",
             "crd/notebooks.kubeflow.org",
+            "crd/chproutes.proxy.portico.dev",
         ];
         let mut args = vec!["wait", "--for", "condition=established", "--timeout=60s"];
         args.extend(names);

@@ -35,6 +35,7 @@
 
 pub mod binary;
 pub mod browser;
+pub mod chp_cluster;
 pub mod chp_proxy;
 pub mod config_dir;
 pub mod controller;

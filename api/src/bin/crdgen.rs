@@ -1,7 +1,7 @@
 //! Prints Portico's CustomResourceDefinitions as multi-document YAML.
 //!
-//! `crdgen` prints all of them; `crdgen notebook|gateway|virtualservice|requestauthentication|authorizationpolicy`
-//! prints one. `manifests/crds/{istio,kubeflow}/` is this output, checked for drift by a test.
+//! `crdgen` prints all of them; `crdgen notebook|gateway|virtualservice|requestauthentication|authorizationpolicy|chproute`
+//! prints one. `manifests/crds/{istio,kubeflow,portico}/` is this output, checked for drift by a test.
 
 use std::process::ExitCode;
 
@@ -16,9 +16,10 @@ fn main() -> ExitCode {
         Some("virtualservice") => vec![crd::virtual_service()],
         Some("requestauthentication") => vec![crd::request_authentication()],
         Some("authorizationpolicy") => vec![crd::authorization_policy()],
+        Some("chproute") => vec![crd::chp_route()],
         Some(other) => {
             eprintln!(
-                "crdgen: unknown CRD {other:?}; expected all, notebook, gateway, virtualservice, requestauthentication or authorizationpolicy"
+                "crdgen: unknown CRD {other:?}; expected all, notebook, gateway, virtualservice, requestauthentication, authorizationpolicy or chproute"
             );
             return ExitCode::from(2);
         }

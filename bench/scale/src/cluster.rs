@@ -129,6 +129,7 @@ impl SimulatedCluster {
             authorization_policies,
             mesh_config: None,
             notebooks,
+            chp_routes: None,
         };
         let identity = GatewayIdentity::default();
         let wake = Arc::new(Notify::new());
@@ -146,6 +147,7 @@ impl SimulatedCluster {
                 debounce: Duration::from_millis(10),
                 namespace: None,
                 mesh_config: None,
+                chp: None,
             },
             demand: demand.clone(),
             wake: wake.clone(),
@@ -153,6 +155,7 @@ impl SimulatedCluster {
             publisher,
             encoded: encoded_sender,
             metrics: metrics.clone(),
+            propagation: Arc::default(),
         };
         let mut tasks = vec![tokio::spawn(builder.run())];
         let mut ready = snapshots.clone();

@@ -14,6 +14,8 @@ use tokio::sync::{Notify, mpsc, watch};
 use super::changes::{Change, Watched};
 use super::workloads::{WorkloadDelta, Workloads};
 use super::{IndexSettings, IndexStores, MAX_DELAY, next_burst};
+use crate::chp::propagation::Propagation;
+use crate::chp::table::ChpTable;
 use crate::demand::{Demand, IdentityKey, key_of};
 use crate::discovery::encode::{EncodedSnapshot, EncodedTable};
 use crate::metrics::Metrics;
@@ -29,6 +31,8 @@ pub struct Builder {
     pub publisher: Publisher,
     pub encoded: watch::Sender<Arc<EncodedSnapshot>>,
     pub metrics: Metrics,
+    /// Told which ChpRoutes each publication carried (the proxy API waits on it).
+    pub propagation: Arc<Propagation>,
 }
 
 /// One kind of gateway's translator and its encoding.
@@ -46,6 +50,8 @@ struct Tables {
     settings: NotebookSettings,
     /// The same for every kind of gateway.
     workloads: Workloads,
+    /// JupyterHub's routes (`--chp-api`), the same for every kind of gateway.
+    chp: Option<ChpTable>,
 }
 
 /// What one step published.
@@ -54,6 +60,8 @@ struct Step {
     encoded: EncodedSnapshot,
     full_builds: usize,
     changed_pieces: usize,
+    /// ChpRoutes this step published (name, resourceVersion or gone).
+    chp_changed: Vec<(String, Option<u64>)>,
 }
 
 impl Builder {
@@ -63,12 +71,7 @@ impl Builder {
             tracing::error!("route index caches were dropped before they filled");
             return;
         }
-        let mut tables = Tables {
-            tables: HashMap::new(),
-            version: 0,
-            settings: self.settings.notebook_settings.clone(),
-            workloads: Workloads::default(),
-        };
+        let mut tables = self.new_tables(0);
         loop {
             let started = Instant::now();
             let mut changes = Vec::new();
@@ -89,6 +92,9 @@ impl Builder {
                 Ok((next, step)) => {
                     tables = next;
                     self.metrics.snapshot_builds.inc();
+                    if let Some(chp) = &tables.chp {
+                        self.metrics.chp_routes.set(i64::try_from(chp.len()).unwrap_or(i64::MAX));
+                    }
                     if let Some(step) = step {
                         self.publish(step, started);
                     }
@@ -97,12 +103,7 @@ impl Builder {
                     // The translators were lost with the thread: rebuild
                     // them all (streams get full states of a newer version).
                     tracing::error!(%error, "building route tables panicked; rebuilding from the caches");
-                    tables = Tables {
-                        tables: HashMap::new(),
-                        version: version + 1,
-                        settings: self.settings.notebook_settings.clone(),
-                        workloads: Workloads::default(),
-                    };
+                    tables = self.new_tables(version + 1);
                     continue;
                 }
             }
@@ -118,10 +119,30 @@ impl Builder {
         }
     }
 
+    /// Empty tables at `version` (JupyterHub's routes from the cache).
+    fn new_tables(&self, version: u64) -> Tables {
+        let chp = self.settings.chp.as_ref().map(|settings| {
+            let mut table = ChpTable::new(&settings.layout(), settings.host_routing);
+            if let Some(store) = &self.stores.chp_routes {
+                table.replace(&store.state());
+            }
+            table
+        });
+        Tables {
+            tables: HashMap::new(),
+            version,
+            settings: self.settings.notebook_settings.clone(),
+            workloads: Workloads::default(),
+            chp,
+        }
+    }
+
     fn publish(&self, step: Step, started: Instant) {
-        let Step { snapshot, encoded, full_builds, changed_pieces } = step;
+        let Step { snapshot, encoded, full_builds, changed_pieces, chp_changed } = step;
         let version = snapshot.version;
         self.encoded.send_replace(Arc::new(encoded));
+        // After the streams can see it: the API answers then.
+        self.propagation.published(chp_changed);
         self.metrics.snapshot_version.set(i64::try_from(version).unwrap_or(i64::MAX));
         let summary = snapshot.summary();
         let elapsed_us = started.elapsed().as_micros() as u64;
@@ -150,6 +171,13 @@ impl Tables {
                 Change::Relisted(Watched::Notebooks) => {
                     self.workloads.replace(&stores.notebooks.state(), &self.settings, &mut workloads)
                 }
+                Change::ChpRoute(object) => self.chp.iter_mut().for_each(|chp| chp.upsert(object)),
+                Change::ChpRouteGone(name) => self.chp.iter_mut().for_each(|chp| chp.remove(name)),
+                Change::Relisted(Watched::ChpRoutes) => {
+                    if let (Some(chp), Some(store)) = (self.chp.as_mut(), &stores.chp_routes) {
+                        chp.replace(&store.state());
+                    }
+                }
                 _ => {
                     for table in self.tables.values_mut() {
                         apply(&mut table.translator, change, stores);
@@ -157,6 +185,9 @@ impl Tables {
                 }
             }
         }
+        let chp_delta = self.chp.as_mut().map(ChpTable::take_delta).unwrap_or_default();
+        let chp_changed = self.chp.as_mut().map(ChpTable::take_changed).unwrap_or_default();
+        changed |= !chp_changed.is_empty();
         let version = self.version + 1;
         let mut full_builds = 0;
         let mut changed_pieces = 0;
@@ -165,6 +196,7 @@ impl Tables {
             if let Some(table) = self.tables.get_mut(&key) {
                 let mut delta = table.translator.take_delta();
                 delta.workloads = workloads.clone();
+                delta.merge(chp_delta.clone());
                 if !delta.is_empty() {
                     changed_pieces += delta.len();
                     table.encoded = Arc::new(table.encoded.next(version, &delta));
@@ -182,6 +214,9 @@ impl Tables {
             let mut translator = stores.translator(identity.clone(), &self.settings);
             let mut full_state = translator.full_state();
             full_state.workloads = self.workloads.everything();
+            if let Some(chp) = &self.chp {
+                full_state.merge(chp.full_state());
+            }
             let encoded = Arc::new(EncodedTable::full(version, &full_state));
             translator.take_delta();
             translator.take_diagnostics_changed();
@@ -213,6 +248,7 @@ impl Tables {
             encoded: EncodedSnapshot { version, tables: encoded, ready_at: Some(Instant::now()) },
             full_builds,
             changed_pieces,
+            chp_changed,
         })
     }
 }
@@ -228,7 +264,12 @@ fn apply(translator: &mut IncrementalTranslator, change: &Change, stores: &Index
         Change::Relisted(Watched::Object(kind)) => translator.replace_kind(*kind, stores.objects(*kind)),
         Change::Relisted(Watched::MeshedNamespaces) => translator.replace_meshed_namespaces(stores.meshed_namespaces()),
         Change::Relisted(Watched::InjectedPods) => translator.replace_injected_pods(stores.injected_pods()),
-        // Not the translators' business (see `Workloads`).
-        Change::Notebook(_) | Change::NotebookGone(..) | Change::Relisted(Watched::Notebooks) => {}
+        // Not the translators' business (see `Workloads`, `ChpTable`).
+        Change::Notebook(_)
+        | Change::NotebookGone(..)
+        | Change::Relisted(Watched::Notebooks)
+        | Change::ChpRoute(_)
+        | Change::ChpRouteGone(_)
+        | Change::Relisted(Watched::ChpRoutes) => {}
     }
 }

@@ -13,6 +13,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
+use portico_api::chp::ChpRoute;
 use portico_api::istio::{AuthorizationPolicy, Gateway, RequestAuthentication, VirtualService};
 use portico_api::notebook::Notebook;
 use portico_routing::incremental::{Object, ObjectKind};
@@ -36,6 +37,10 @@ pub enum Change {
     Notebook(Arc<Notebook>),
     /// A Notebook was deleted (namespace, name).
     NotebookGone(String, String),
+    /// A JupyterHub proxy route was written (cluster mode's `--chp-api`).
+    ChpRoute(Arc<ChpRoute>),
+    /// A ChpRoute was deleted (its name).
+    ChpRouteGone(String),
     /// A watch listed its kind again (start, or after it broke): the cache
     /// was replaced whole, so deletions may have been missed. The build loop
     /// reconciles that kind against the cache.
@@ -50,6 +55,7 @@ pub enum Watched {
     InjectedPods,
     MeshConfig,
     Notebooks,
+    ChpRoutes,
 }
 
 /// Where watches send their changes: a channel, and a signal that wakes
@@ -81,6 +87,7 @@ pub trait Indexed: Resource + Clone + DeserializeOwned + Debug + Send + Sync + '
             Watched::InjectedPods => Change::InjectedPod(namespace(self), self.name_any(), None),
             Watched::MeshConfig => Change::MeshConfig,
             Watched::Notebooks => Change::NotebookGone(namespace(self), self.name_any()),
+            Watched::ChpRoutes => Change::ChpRouteGone(self.name_any()),
         }
     }
 }
@@ -125,6 +132,13 @@ impl Indexed for Notebook {
     const WATCHED: Watched = Watched::Notebooks;
     fn applied(object: Arc<Self>) -> Change {
         Change::Notebook(object)
+    }
+}
+
+impl Indexed for ChpRoute {
+    const WATCHED: Watched = Watched::ChpRoutes;
+    fn applied(object: Arc<Self>) -> Change {
+        Change::ChpRoute(object)
     }
 }
 

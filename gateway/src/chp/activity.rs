@@ -15,7 +15,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 
-use super::timestamp::now_ms;
+use portico_chp::timestamp::now_ms;
 
 /// Milliseconds since the epoch of the last activity, by CHP route key.
 #[derive(Default)]

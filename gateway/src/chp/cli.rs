@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use super::target::{Target, TargetError};
+use portico_chp::{LayoutSettings, Target, TargetError};
 
 /// `configurable-http-proxy`, served by Portico.
 #[derive(Debug, Parser)]
@@ -172,6 +172,23 @@ pub struct ChpSettings {
     pub log_level: String,
     pub pid_file: Option<PathBuf>,
     pub routes_file: Option<PathBuf>,
+}
+
+impl ChpSettings {
+    /// What shapes the route table pieces.
+    pub fn layout(&self) -> LayoutSettings {
+        LayoutSettings {
+            listener_prefix: None,
+            port: self.listen.port(),
+            tls: self.tls.as_ref().map(|(cert, key)| (cert.display().to_string(), key.display().to_string())),
+            redirect: self.redirect,
+            include_prefix: self.include_prefix,
+            x_forward: self.x_forward,
+            change_origin: self.change_origin,
+            custom_headers: self.custom_headers.clone(),
+            proxy_timeout: self.proxy_timeout,
+        }
+    }
 }
 
 /// A command line Portico cannot serve as asked.

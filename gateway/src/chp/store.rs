@@ -1,7 +1,8 @@
 //! The routes CHP's API manages, and their application to the serving
 //! matcher.
 //!
-//! Every change is one [`TableDelta`] of the pieces it touches, patched onto
+//! Every change is one [`TableDelta`] of the pieces it touches
+//! ([`RouteSet`], shared with the controller's cluster mode), patched onto
 //! the serving matcher through the same [`ConfigSink`] path the folder and
 //! discovery sources use: no rebuild, whatever the number of routes, and
 //! requests in flight keep the snapshot they started with. Changes are
@@ -12,50 +13,33 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use portico_chp::route::shown;
+use portico_chp::timestamp::now_ms;
+use portico_chp::{CheckedRoute, Layout, RouteError, RoutePath, RouteSet, Target};
 use portico_routing::parts::TableDelta;
 use serde_json::{Map, Value};
 
 use super::activity::Activity;
 use super::persist;
-use super::pieces::Layout;
-use super::route_path::{PathError, RoutePath};
-use super::target::{Target, TargetError};
-use super::timestamp::{format_ms, now_ms};
 use crate::apply::ConfigSink;
-
-/// Why a route was not added. Nothing serving changes.
-#[derive(Debug, thiserror::Error)]
-pub enum RouteError {
-    #[error("path: {0}")]
-    Path(#[from] PathError),
-    #[error("target: {0}")]
-    Target(#[from] TargetError),
-    #[error("target: Must specify 'target' as string")]
-    MissingTarget,
-    #[error("body: must be a JSON object")]
-    NotAnObject,
-}
 
 /// One route as the API was given it.
 #[derive(Clone, Debug)]
 struct StoredRoute {
     path: RoutePath,
-    target: Target,
     /// The body as posted (target included): CHP returns it as given.
     data: Map<String, Value>,
 }
 
-#[derive(Default)]
 struct Routes {
     by_key: BTreeMap<String, StoredRoute>,
-    /// Routes per host (host routing): a host's virtual host lives while it has any.
-    hosts: BTreeMap<String, usize>,
+    /// What serves them.
+    set: RouteSet,
     generation: u64,
 }
 
 /// The API's routes, applied to the data plane.
 pub struct RouteStore {
-    layout: Layout,
     host_routing: bool,
     sink: Arc<ConfigSink>,
     activity: Arc<Activity>,
@@ -71,28 +55,33 @@ impl RouteStore {
         activity: Arc<Activity>,
         routes_file: Option<PathBuf>,
     ) -> Self {
-        Self { layout, host_routing, sink, activity, routes_file, routes: Mutex::default() }
+        let routes = Routes { by_key: BTreeMap::new(), set: RouteSet::new(layout), generation: 0 };
+        Self { host_routing, sink, activity, routes_file, routes: Mutex::new(routes) }
     }
 
     /// Serves the listeners, the routes of `--routes-file` and `--default-target`.
     pub fn start(&self, default_target: Option<&Target>) -> anyhow::Result<()> {
         let mut routes = self.lock();
-        let mut delta = self.layout.skeleton();
+        let mut delta = routes.set.layout().skeleton();
         let saved = match &self.routes_file {
             Some(file) => persist::load(file)?,
             None => Vec::new(),
         };
         let restored = saved.len();
         for saved in saved {
-            match self.stage(&mut routes, &mut delta, &saved.path, saved.data) {
-                Ok(key) => self.activity.set(&key, saved.last_activity.unwrap_or_else(now_ms)),
+            match CheckedRoute::from_data(&saved.path, saved.data, self.host_routing) {
+                Ok(route) => {
+                    self.activity.set(&route.path.key, saved.last_activity.unwrap_or_else(now_ms));
+                    stage(&mut routes, &mut delta, route);
+                }
                 Err(error) => tracing::warn!(path = %saved.path, %error, "saved route skipped"),
             }
         }
         if let Some(target) = default_target {
             let data = Map::from_iter([("target".to_string(), Value::String(target.to_string()))]);
-            let key = self.stage(&mut routes, &mut delta, "/", data)?;
-            self.activity.set(&key, now_ms());
+            let route = CheckedRoute::from_data("/", data, self.host_routing)?;
+            self.activity.set(&route.path.key, now_ms());
+            stage(&mut routes, &mut delta, route);
         }
         self.publish(&mut routes, delta);
         tracing::info!(restored, routes = routes.by_key.len(), "configurable-http-proxy routes serving");
@@ -101,11 +90,12 @@ impl RouteStore {
 
     /// `POST /api/routes<path>`: adds or replaces a route.
     pub fn add(&self, raw_path: &str, body: Value) -> Result<(), RouteError> {
-        let Value::Object(data) = body else { return Err(RouteError::NotAnObject) };
+        let route = CheckedRoute::parse(raw_path, body, self.host_routing)?;
         let started = std::time::Instant::now();
+        let key = route.path.key.clone();
         let mut routes = self.lock();
         let mut delta = TableDelta::default();
-        let key = self.stage(&mut routes, &mut delta, raw_path, data)?;
+        stage(&mut routes, &mut delta, route);
         self.activity.set(&key, now_ms());
         self.publish(&mut routes, delta);
         self.save(&routes);
@@ -117,28 +107,15 @@ impl RouteStore {
     pub fn remove(&self, raw_path: &str) -> Result<bool, RouteError> {
         let path = RoutePath::parse(raw_path, self.host_routing)?;
         let mut routes = self.lock();
-        let Some(removed) = routes.by_key.remove(&path.key) else { return Ok(false) };
+        if routes.by_key.remove(&path.key).is_none() {
+            return Ok(false);
+        }
         let mut delta = TableDelta::default();
-        let host_piece = self.layout.virtual_host_name(removed.path.host.as_deref());
-        delta.routes.insert(self.layout.route_name(&host_piece, &removed.path.key), None);
-        if let Some(host) = &removed.path.host {
-            let count = routes.hosts.entry(host.clone()).or_default();
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                routes.hosts.remove(host);
-                self.layout.remove_virtual_host(&mut delta, host);
-            }
-        }
-        if removed.path.key == "/" {
-            for host in routes.hosts.keys() {
-                let piece = self.layout.virtual_host_name(Some(host));
-                delta.routes.insert(self.layout.route_name(&piece, "/"), None);
-            }
-        }
-        self.activity.remove(&removed.path.key);
+        routes.set.remove(&mut delta, &path.key);
+        self.activity.remove(&path.key);
         self.publish(&mut routes, delta);
         self.save(&routes);
-        tracing::info!(route = %removed.path.key, "route removed");
+        tracing::info!(route = %path.key, "route removed");
         Ok(true)
     }
 
@@ -152,7 +129,7 @@ impl RouteStore {
             .filter_map(|route| {
                 let last = self.activity.last(&route.path.key);
                 let keep = inactive_since.is_none_or(|since| last.is_some_and(|last| last < since));
-                keep.then(|| (route.path.key.clone(), Value::Object(self.shown(route, last))))
+                keep.then(|| (route.path.key.clone(), Value::Object(shown(&route.data, &route.path, last))))
             })
             .collect()
     }
@@ -161,69 +138,15 @@ impl RouteStore {
     pub fn get(&self, raw_path: &str) -> Result<Option<Map<String, Value>>, RouteError> {
         let path = RoutePath::parse(raw_path, self.host_routing)?;
         let routes = self.lock();
-        Ok(routes.by_key.get(&path.key).map(|route| self.shown(route, self.activity.last(&route.path.key))))
-    }
-
-    /// Checks one route and adds its pieces to `delta`; returns its key.
-    fn stage(
-        &self,
-        routes: &mut Routes,
-        delta: &mut TableDelta,
-        raw_path: &str,
-        mut data: Map<String, Value>,
-    ) -> Result<String, RouteError> {
-        let path = RoutePath::parse(raw_path, self.host_routing)?;
-        let target = match data.get("target") {
-            Some(Value::String(text)) => Target::parse(text)?,
-            _ => return Err(RouteError::MissingTarget),
-        };
-        // What the API shows is kept apart from what was posted.
-        data.remove("last_activity");
-        let host_piece = self.layout.virtual_host_name(path.host.as_deref());
-        let replaced = routes.by_key.contains_key(&path.key);
-        if let Some(host) = &path.host
-            && !replaced
-        {
-            let count = routes.hosts.entry(host.clone()).or_default();
-            *count += 1;
-            if *count == 1 {
-                self.layout.add_virtual_host(delta, Some(host));
-                if let Some(root) = routes.by_key.get("/") {
-                    let (name, piece) = self.layout.route(&host_piece, &root.path, &root.target);
-                    delta.routes.insert(name, Some(piece));
-                }
-            }
-        }
-        let (name, piece) = self.layout.route(&host_piece, &path, &target);
-        delta.routes.insert(name, Some(piece));
-        if path.key == "/" {
-            for host in routes.hosts.keys() {
-                let piece_host = self.layout.virtual_host_name(Some(host));
-                let (name, piece) = self.layout.route(&piece_host, &path, &target);
-                delta.routes.insert(name, Some(piece));
-            }
-        }
-        let key = path.key.clone();
-        routes.by_key.insert(key.clone(), StoredRoute { path, target, data });
-        Ok(key)
+        Ok(routes
+            .by_key
+            .get(&path.key)
+            .map(|route| shown(&route.data, &route.path, self.activity.last(&route.path.key))))
     }
 
     fn publish(&self, routes: &mut Routes, delta: TableDelta) {
         routes.generation += 1;
         self.sink.apply_route_delta(format!("chp-{}", routes.generation), delta);
-    }
-
-    /// The route as the API shows it: the posted data, `last_activity`,
-    /// and `host` with host routing.
-    fn shown(&self, route: &StoredRoute, last: Option<i64>) -> Map<String, Value> {
-        let mut shown = route.data.clone();
-        if let Some(host) = &route.path.host {
-            shown.insert("host".to_string(), Value::String(host.clone()));
-        }
-        if let Some(last) = last {
-            shown.insert("last_activity".to_string(), Value::String(format_ms(last)));
-        }
-        shown
     }
 
     fn save(&self, routes: &Routes) {
@@ -247,6 +170,13 @@ impl RouteStore {
     }
 }
 
+/// Adds a checked route's pieces to `delta` and keeps it.
+fn stage(routes: &mut Routes, delta: &mut TableDelta, route: CheckedRoute) {
+    let CheckedRoute { path, target, data } = route;
+    routes.set.upsert(delta, path.clone(), target);
+    routes.by_key.insert(path.key.clone(), StoredRoute { path, data });
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -266,7 +196,7 @@ mod tests {
         let settings = args.settings().unwrap();
         let metrics = Arc::new(Metrics::new().expect("metrics"));
         let sink = Arc::new(ConfigSink::new(Arc::new(RouteState::new()), metrics, BTreeMap::new()));
-        let store = RouteStore::new(Layout::new(&settings), settings.host_routing, sink, Arc::default(), None);
+        let store = RouteStore::new(Layout::new(&settings.layout()), settings.host_routing, sink, Arc::default(), None);
         store.start(settings.default_target.as_ref()).unwrap();
         store
     }

@@ -112,7 +112,8 @@ impl GatewayProxy {
             _ => Vec::new(),
         };
         // What the websocket carries is read from the client's own path.
-        let watch = self.activity.as_ref().map(|a| a.websocket(&destination.host, session.req_header().raw_path()));
+        let key = portico_chp::target::activity_key(&destination.host, destination.port);
+        let watch = self.activity.as_ref().map(|a| a.websocket(&key, session.req_header().raw_path()));
         let client = tunnel::detach(session).await?;
         let websockets = self.metrics.active_websockets.clone();
         let splice = tunnel::splice(client, upstream, early, leftover, websockets, watch);

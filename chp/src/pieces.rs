@@ -22,9 +22,8 @@ use portico_routing::table::{
     WeightedDestination,
 };
 
-use super::cli::ChpSettings;
-use super::route_path::RoutePath;
-use super::target::Target;
+use crate::route_path::RoutePath;
+use crate::target::Target;
 
 /// CHP's health check, answered on the public port before any route
 /// (Zero to JupyterHub's liveness and readiness probes call it).
@@ -32,7 +31,48 @@ pub const HEALTH_PATH: &str = "/_chp_healthz";
 /// The virtual host of requests no host route claims.
 const ANY_HOST: &str = "*";
 
+/// What shapes the pieces: CHP's command line alone, the controller's
+/// flags in cluster mode.
+#[derive(Clone, Debug)]
+pub struct LayoutSettings {
+    /// The listener's name prefix: `http`/`https` alone; cluster mode uses
+    /// its own (`chp`) so it can never replace a listener an Istio Gateway
+    /// gives the same gateway.
+    pub listener_prefix: Option<String>,
+    /// The public port (the gateway's server port).
+    pub port: u16,
+    /// Certificate chain and key files of the public port.
+    pub tls: Option<(String, String)>,
+    /// Plain-HTTP port and the HTTPS port it redirects to.
+    pub redirect: Option<(u16, u16)>,
+    /// `--no-include-prefix` clears it: strip the route's path upstream.
+    pub include_prefix: bool,
+    /// Send `X-Forwarded-Port` (the gateway sets `-For`, `-Proto`, `-Host`).
+    pub x_forward: bool,
+    pub change_origin: bool,
+    pub custom_headers: Vec<(String, String)>,
+    pub proxy_timeout: Option<Duration>,
+}
+
+impl LayoutSettings {
+    /// CHP's defaults on `port`: the full path forwarded, `X-Forwarded-*`.
+    pub fn on_port(port: u16) -> Self {
+        Self {
+            listener_prefix: None,
+            port,
+            tls: None,
+            redirect: None,
+            include_prefix: true,
+            x_forward: true,
+            change_origin: false,
+            custom_headers: Vec::new(),
+            proxy_timeout: None,
+        }
+    }
+}
+
 /// Where pieces go, from the command line.
+#[derive(Clone, Debug)]
 pub struct Layout {
     listener: String,
     port: u16,
@@ -45,19 +85,19 @@ pub struct Layout {
 }
 
 impl Layout {
-    pub fn new(settings: &ChpSettings) -> Self {
+    pub fn new(settings: &LayoutSettings) -> Self {
         let scheme = if settings.tls.is_some() { "https" } else { "http" };
         let mut request_headers = HeaderOps::default();
         if settings.x_forward {
             // The gateway sets X-Forwarded-For/-Proto/-Host itself; CHP
             // also sends the port.
-            request_headers.set.push(("x-forwarded-port".to_string(), settings.listen.port().to_string()));
+            request_headers.set.push(("x-forwarded-port".to_string(), settings.port.to_string()));
         }
         request_headers.set.extend(settings.custom_headers.iter().cloned());
         Self {
-            listener: format!("{scheme}.{}", settings.listen.port()),
-            port: settings.listen.port(),
-            tls: settings.tls.as_ref().map(|(cert, key)| (cert.display().to_string(), key.display().to_string())),
+            listener: format!("{}.{}", settings.listener_prefix.as_deref().unwrap_or(scheme), settings.port),
+            port: settings.port,
+            tls: settings.tls.clone(),
             redirect: settings.redirect,
             include_prefix: settings.include_prefix,
             request_headers,

@@ -29,8 +29,7 @@ pub enum TargetError {
 
 impl Target {
     pub fn parse(text: &str) -> Result<Target, TargetError> {
-        let url =
-            reqwest::Url::parse(text).map_err(|error| TargetError::NotUrl(text.to_string(), error.to_string()))?;
+        let url = url::Url::parse(text).map_err(|error| TargetError::NotUrl(text.to_string(), error.to_string()))?;
         if url.scheme() != "http" {
             return Err(TargetError::Scheme(text.to_string(), url.scheme().to_string()));
         }
@@ -49,6 +48,11 @@ impl Target {
         Ok(Target { host, port: url.port_or_known_default().unwrap_or(80) })
     }
 
+    /// Where the gateways report this target's activity ([`activity_key`]).
+    pub fn activity_key(&self) -> std::borrow::Cow<'_, str> {
+        activity_key(&self.host, self.port)
+    }
+
     /// `host:port`, brackets around an IPv6 address.
     pub fn authority(&self) -> String {
         if self.host.contains(':') {
@@ -56,6 +60,20 @@ impl Target {
         } else {
             format!("{}:{}", self.host, self.port)
         }
+    }
+}
+
+/// The key a gateway reports a destination's activity under: its host,
+/// but `ip:port` for an IP address. A host name names one server
+/// (Kubeflow's notebook Services); an address names a machine, whose ports
+/// may be different users' servers (JupyterHub's local spawners put every
+/// user on 127.0.0.1). The controller reads a CHP route's activity under
+/// the same key.
+pub fn activity_key(host: &str, port: u16) -> std::borrow::Cow<'_, str> {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(_)) => format!("[{host}]:{port}").into(),
+        Ok(_) => format!("{host}:{port}").into(),
+        Err(_) => host.into(),
     }
 }
 
@@ -75,6 +93,13 @@ mod tests {
         assert_eq!(Target::parse("http://Hub:8081/").unwrap().authority(), "hub:8081");
         assert_eq!(Target::parse("http://[::1]:8888").unwrap().authority(), "[::1]:8888");
         assert_eq!(Target::parse("http://nb").unwrap().port, 80);
+    }
+
+    #[test]
+    fn addresses_are_keyed_with_their_port_and_names_alone() {
+        assert_eq!(activity_key("127.0.0.1", 8888), "127.0.0.1:8888");
+        assert_eq!(activity_key("::1", 8888), "[::1]:8888");
+        assert_eq!(activity_key("nb.team.svc.cluster.local", 80), "nb.team.svc.cluster.local");
     }
 
     #[test]
