@@ -36,6 +36,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import threading
 import time
@@ -212,52 +213,89 @@ def start_proxies(bins: Path, chp: Path | None, work: Path, hub: Hub, tools: dic
 # ---------------------------------------------------------------- the traffic phase
 
 
-def keepalive(urls: dict[str, str], pids: dict[str, int], seconds: int, tools: dict) -> dict:
+# Counts and errors add up over rounds; every other figure is the median.
+SUMMED = {"requests", "non_2xx", "socket_errors", "errors", "count"}
+
+
+def combine(runs: list[dict]) -> dict:
+    """One target's interleaved rounds as one result: a round that the
+    machine's other work hit moves the median less than it moves a mean."""
+    out: dict = {"rounds": runs}
+    for key, first in runs[0].items():
+        values = [r.get(key) for r in runs]
+        if key in SUMMED:
+            out[key] = sum(v or 0 for v in values)
+        elif key == "error_kinds":
+            out[key] = {}
+            for kinds in values:
+                for kind, n in (kinds or {}).items():
+                    out[key][kind] = out[key].get(kind, 0) + n
+        elif isinstance(first, (int, float)) and all(isinstance(v, (int, float)) for v in values):
+            out[key] = round(statistics.median(values), 3)
+        else:
+            out[key] = first
+    return out
+
+
+def interleaved(targets: list[str], rounds: int, measure) -> dict:
+    """measure(target) for every target in turn, `rounds` times: the shared
+    machine's load drifts over minutes, so no target gets all the quiet (or
+    all the busy) stretch."""
+    runs: dict[str, list[dict]] = {t: [] for t in targets}
+    for _ in range(rounds):
+        for target in targets:
+            runs[target].append(measure(target))
+    return {target: combine(r) for target, r in runs.items()}
+
+
+def keepalive(urls: dict[str, str], pids: dict[str, int], seconds: int, rounds: int, tools: dict) -> dict:
     wrk, cpu_seconds, rss_kib, log = tools["wrk"], tools["cpu_seconds"], tools["rss_kib"], tools["log"]
-    results = {}
-    for target, url in urls.items():
+
+    def measure(target: str) -> dict:
         log(f"jupyterhub keep-alive {target}: wrk -t2 -c64 for {seconds} s")
-        wrk(url, 1)  # warm: connections, the JIT of the Node.js proxy
+        wrk(urls[target], 1)  # warm: connections, the JIT of the Node.js proxy
         cpu = cpu_seconds(pids[target])
-        r = wrk(url, seconds)
+        r = wrk(urls[target], seconds)
         cpu = cpu_seconds(pids[target]) - cpu
         r["cpu_us_per_req"] = round(cpu * 1e6 / r["requests"], 1) if r["requests"] else None
         r["rss_kib"] = rss_kib(pids[target])
-        results[target] = r
         log(f"jupyterhub keep-alive {target}: {r['rps']:.0f} rps, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
             f"{r['cpu_us_per_req']} us CPU/req")
-    return results
+        return r
+
+    return interleaved(list(urls), rounds, measure)
 
 
-def fixed_rate(urls: dict[str, str], pids: dict[str, int], load: Path, seconds: int, rate: int, tools: dict) -> dict:
-    results = {}
-    for target, url in urls.items():
+def fixed_rate(urls: dict[str, str], pids: dict[str, int], load: Path, seconds: int, rate: int, rounds: int, tools: dict) -> dict:
+    def measure(target: str) -> dict:
         tools["log"](f"jupyterhub fixed-rate {target}: {rate}/s for {seconds} s")
         cpu = tools["cpu_seconds"](pids[target])
-        r = tools["summarize_latency"](tools["load_on"](target, load, tools["fixed_rate_args"](url, seconds, rate), seconds + 60), "request")
+        r = tools["summarize_latency"](tools["load_on"](target, load, tools["fixed_rate_args"](urls[target], seconds, rate),
+                                                        seconds + 60), "request")
         r["cpu_us_per_req"] = round((tools["cpu_seconds"](pids[target]) - cpu) * 1e6 / r["count"], 1) if r["count"] else None
-        results[target] = r
+        tools["log"](f"jupyterhub fixed-rate {rate}/s {target}: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms")
+        return r
+
+    results = interleaved(list(urls), rounds, measure)
     for target in results:
         if target != "direct":
             results[target]["added_p50_us"] = round((results[target]["p50_ms"] - results["direct"]["p50_ms"]) * 1000)
             results[target]["added_p99_us"] = round((results[target]["p99_ms"] - results["direct"]["p99_ms"]) * 1000)
-        tools["log"](f"jupyterhub fixed-rate {rate}/s {target}: p50 {results[target]['p50_ms']} ms, p99 {results[target]['p99_ms']} ms")
     return results
 
 
-def sessions(bases: dict[str, str], load: Path, users: int, count: int, seconds: int, tools: dict) -> dict:
+def sessions(bases: dict[str, str], load: Path, users: int, count: int, seconds: int, rounds: int, tools: dict) -> dict:
     """Notebook sessions spread over every user's route: page, api calls, a
     kernel, its websocket, bursts of execute requests."""
-    results = {}
-    for target, base in bases.items():
+    def measure(target: str) -> dict:
         tools["log"](f"jupyterhub sessions {target}: {count} sessions over {users} users for {seconds} s")
-        r = tools["load_on"](target, load, ["sessions", "--base-pattern", base + "user/u{i}/", "--notebooks", str(users),
-                                            "--sessions", str(count), "--duration", f"{seconds}s", "--execute-interval", "1s"],
-                             seconds + 120)
-        results[target] = tools["summarize_latency"](r, "execute")
-        tools["log"](f"jupyterhub sessions {target}: {count} sessions, execute p50 {results[target]['p50_ms']} ms, "
-                     f"p99 {results[target]['p99_ms']} ms, {results[target]['errors']} errors")
-    return results
+        r = tools["summarize_latency"](tools["load_on"](target, load, [
+            "sessions", "--base-pattern", bases[target] + "user/u{i}/", "--notebooks", str(users), "--sessions", str(count),
+            "--duration", f"{seconds}s", "--execute-interval", "1s"], seconds + 120), "execute")
+        tools["log"](f"jupyterhub sessions {target}: execute p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, {r['errors']} errors")
+        return r
+
+    return interleaved(list(bases), rounds, measure)
 
 
 def idle_websockets(bases: dict[str, str], pids: dict[str, int], load: Path, count: int, hold: int, user: str, tools: dict) -> dict:
@@ -357,7 +395,7 @@ def routes_phase(proxy: Proxy, upstream: str, total: int, adds: int, concurrency
 def run(root: Path, bins: Path, work: Path, params: dict, quick: bool, tools: dict) -> dict:
     log = tools["log"]
     # The machine is shared: the load average says how much to trust a run.
-    result: dict = {"chp_version": CHP_VERSION, "users": params["users"], "rate": params["rate"],
+    result: dict = {"chp_version": CHP_VERSION, "users": params["users"], "rate": params["rate"], "rounds": params["rounds"],
                     "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
     try:
         chp = install_chp(root, log)
@@ -373,6 +411,13 @@ def run(root: Path, bins: Path, work: Path, params: dict, quick: bool, tools: di
     load = bins / "portico-load"
     try:
         proxies = start_proxies(bins, chp, work, hub, tools)
+        # Not the comparison, its explanation: Portico logs every request by
+        # default (as JupyterHub starts it), CHP only at --log-level debug.
+        # The same gateway without its access log, in the keep-alive rounds
+        # (a full run only: --quick proves the harness).
+        if not quick:
+            proxies[QUIET] = Proxy(QUIET, [str(bins / "portico-gateway"), "chp"], work, hub, tools,
+                                   env={"PORTICO_ACCESS_LOG": "false"})
         try:
             for proxy in proxies.values():
                 for i in range(params["users"]):
@@ -381,22 +426,14 @@ def run(root: Path, bins: Path, work: Path, params: dict, quick: bool, tools: di
             pids = {"direct": up.pid, **{name: p.pid for name, p in proxies.items()}}
             last = f"u{params['users'] - 1}"
             urls = {target: f"{base}user/{last}/api/status" for target, base in bases.items()}
-            log(f"jupyterhub: {', '.join(bases)} with {params['users']} users routed through the API")
-            result["keepalive"] = keepalive(urls, pids, params["seconds"], tools)
-            # Not the comparison, its explanation: Portico logs every request
-            # by default (as JupyterHub starts it), CHP only at --log-level
-            # debug. The same gateway without its access log, keep-alive only.
-            # (A full run only: --quick proves the harness.)
-            if not quick:
-                quiet = Proxy(QUIET, [str(bins / "portico-gateway"), "chp"], work, hub, tools, env={"PORTICO_ACCESS_LOG": "false"})
-                try:
-                    add_user_route(quiet.api, last, upstream)
-                    result["keepalive"].update(keepalive({QUIET: f"http://127.0.0.1:{quiet.port}/user/{last}/api/status"},
-                                                         {QUIET: quiet.pid}, params["seconds"], tools))
-                finally:
-                    quiet.stop()
-            result["fixed_rate"] = fixed_rate(urls, pids, load, params["seconds"], params["rate"], tools)
-            result["sessions"] = sessions(bases, load, params["users"], params["sessions"], params["session_seconds"], tools)
+            log(f"jupyterhub: {', '.join(bases)} with {params['users']} users routed through the API; "
+                f"{params['rounds']} interleaved round(s) per measure")
+            result["keepalive"] = keepalive(urls, pids, params["seconds"], params["rounds"], tools)
+            compared = [t for t in urls if t != QUIET]
+            result["fixed_rate"] = fixed_rate({t: urls[t] for t in compared}, pids, load, params["seconds"], params["rate"],
+                                              params["rounds"], tools)
+            result["sessions"] = sessions({t: bases[t] for t in compared}, load, params["users"], params["sessions"],
+                                          params["session_seconds"], params["rounds"], tools)
         finally:
             for proxy in proxies.values():
                 proxy.stop()
@@ -510,7 +547,8 @@ def markdown(r: dict) -> list[str]:
     cell = lambda v: "-" if v is None else f"{v:,}" if isinstance(v, int) else str(v)  # noqa: E731
     verdict = {True: "met", False: "**not met**", None: "-"}
     lines = [f"### JupyterHub's proxy: Portico `chp` against configurable-http-proxy {r['chp_version']}", "",
-             f"{r['users']} users routed through the REST API as JupyterHub does; routes phase on fresh proxies. "
+             f"{r['users']} users routed through the REST API as JupyterHub does; keep-alive, fixed rate and sessions "
+             f"in {r.get('rounds', 1)} interleaved rounds (medians); websockets and routes on fresh proxies. "
              f"Load average (1, 5, 15 min) {r['loadavg_start']} at the start, {r['loadavg_end']} at the end.", ""]
     if "chp_skipped" in r:
         lines += [f"CHP skipped: {r['chp_skipped']}", ""]
