@@ -11,12 +11,13 @@ token in `CONFIGPROXY_AUTH_TOKEN`, the hub as the `/` route and one
 forwarded. Nothing Portico-specific is set (no PORTICO_* variables: its
 defaults, access log included, as a hub would start it).
 
-Two phases, each on fresh proxies:
+Three phases, each on fresh proxies:
 
-* traffic, with 100 users routed to the fake notebook: keep-alive rps and
-  p99 (wrk), latency added over the direct path at a fixed rate, kernel
-  execute round trips in mixed notebook sessions spread over the users, and
-  the resident memory each idle kernel websocket costs;
+* traffic, with 100 users routed to the fake notebook, every target in turn
+  for a few interleaved rounds (the shared machine's load drifts): keep-alive
+  rps and p99 (wrk), latency added over the direct path at a fixed rate, and
+  kernel execute round trips in mixed notebook sessions spread over the users;
+* websockets: the resident memory each idle kernel websocket costs;
 * routes: filled to 10,000 users through the API (RSS then), and
   route add -> first 200 (traefik-proxy's published method: POST the route,
   poll `GET /user/<name>/` until the notebook answers), one add at a time
@@ -45,7 +46,6 @@ from pathlib import Path
 CHP_VERSION = "5.3.0"
 TOKEN = "bench-token"
 PROXIES = ("portico-chp", "chp")
-TARGETS = ("direct", *PROXIES)
 # Portico's chp mode with its access log off (keep-alive only).
 QUIET = "portico-chp-no-access-log"
 
@@ -411,14 +411,14 @@ def run(root: Path, bins: Path, work: Path, params: dict, quick: bool, tools: di
     load = bins / "portico-load"
     try:
         proxies = start_proxies(bins, chp, work, hub, tools)
-        # Not the comparison, its explanation: Portico logs every request by
-        # default (as JupyterHub starts it), CHP only at --log-level debug.
-        # The same gateway without its access log, in the keep-alive rounds
-        # (a full run only: --quick proves the harness).
-        if not quick:
-            proxies[QUIET] = Proxy(QUIET, [str(bins / "portico-gateway"), "chp"], work, hub, tools,
-                                   env={"PORTICO_ACCESS_LOG": "false"})
         try:
+            # Not the comparison, its explanation: Portico logs every request
+            # by default (as JupyterHub starts it), CHP only at --log-level
+            # debug. The same gateway without its access log, in the
+            # keep-alive rounds (a full run only: --quick proves the harness).
+            if not quick:
+                proxies[QUIET] = Proxy(QUIET, [str(bins / "portico-gateway"), "chp"], work, hub, tools,
+                                       env={"PORTICO_ACCESS_LOG": "false"})
             for proxy in proxies.values():
                 for i in range(params["users"]):
                     add_user_route(proxy.api, f"u{i}", upstream)
