@@ -5,6 +5,9 @@
     target/venv/bin/python bench/chp_routes.py --proxy target/chp/node_modules/.bin/configurable-http-proxy
     target/venv/bin/python bench/chp_routes.py --cluster target/release [--prefill 1000]
 
+(`bench/run --case jupyterhub` installs CHP there from bench/chp's lock, and
+measures the same adds next to the traffic figures.)
+
 Measures, against one proxy process started here (with a local upstream
 that answers 200 to anything):
 
