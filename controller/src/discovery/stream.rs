@@ -244,6 +244,14 @@ fn split(kinds: Vec<KindDelta>, max_bytes: usize) -> Vec<Vec<KindDelta>> {
     let mut parts: Vec<Vec<KindDelta>> = vec![Vec::new()];
     let mut bytes = 0;
     for delta in kinds {
+        if delta.resources.is_empty() {
+            // Still sent: an empty kind is part of the full state (the
+            // gateway has none of it), and proxy-status shows it synced.
+            if let Some(part) = parts.last_mut() {
+                part.push(delta);
+            }
+            continue;
+        }
         for resource in delta.resources {
             let size = resource.encoded_len();
             let Some(mut part) = parts.pop() else { continue };
@@ -299,6 +307,7 @@ mod tests {
                 removed: vec![],
             },
             KindDelta { kind: Kind::Endpoints as i32, resources: vec![resource("c", 1000)], removed: vec![] },
+            KindDelta { kind: Kind::Workloads as i32, resources: vec![], removed: vec![] },
         ];
         let parts = split(kinds.clone(), 350);
         let flat = |parts: &[Vec<KindDelta>]| -> Vec<(i32, String)> {
@@ -311,5 +320,7 @@ mod tests {
             assert!(bytes <= 350, "{bytes}");
         }
         assert_eq!(parts.last().map(|p| p[0].kind), Some(Kind::Endpoints as i32), "a large resource alone");
+        let kinds: Vec<i32> = parts.iter().flatten().map(|k| k.kind).collect();
+        assert!(kinds.contains(&(Kind::Workloads as i32)), "an empty kind is still sent: {kinds:?}");
     }
 }
