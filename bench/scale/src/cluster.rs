@@ -94,6 +94,11 @@ impl SimulatedCluster {
     /// each, across 1,000 namespaces) and starts the build loop and the
     /// discovery server.
     pub async fn start(routes: usize) -> anyhow::Result<SimulatedCluster> {
+        Self::start_on(routes, "127.0.0.1:0".parse()?).await
+    }
+
+    /// [`Self::start`], serving discovery on `address`.
+    pub async fn start_on(routes: usize, address: std::net::SocketAddr) -> anyhow::Result<SimulatedCluster> {
         let gateway: Gateway = serde_json::from_value(json!({
             "apiVersion": "networking.istio.io/v1", "kind": "Gateway",
             "metadata": {"name": "kubeflow-gateway", "namespace": "kubeflow", "resourceVersion": "1"},
@@ -161,7 +166,7 @@ impl SimulatedCluster {
         let mut ready = snapshots.clone();
         ready.wait_for(|s| s.version > 0).await.context("the build loop stopped")?;
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding {address}"))?;
         let url = format!("http://{}", listener.local_addr()?);
         let service = DiscoveryService::new(Shared {
             demand,

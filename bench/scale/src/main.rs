@@ -45,11 +45,12 @@ struct Args {
     /// Also write the report as JSON here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
-    /// Load the first size, print the discovery address and serve it until
-    /// killed, measuring nothing: a real gateway process can then attach
-    /// (`portico-gateway --discovery <url>`) and be measured at that size.
-    #[arg(long)]
-    serve: bool,
+    /// Load the first size, print the discovery address and serve it on
+    /// ADDRESS until killed, measuring nothing: a real gateway process can
+    /// then attach (`portico-gateway --discovery <url>`) and be measured at
+    /// that size (bench/run's scale_simulated case does).
+    #[arg(long, value_name = "ADDRESS", num_args = 0..=1, default_missing_value = "127.0.0.1:0")]
+    serve: Option<std::net::SocketAddr>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,8 +59,8 @@ fn main() -> anyhow::Result<()> {
         return memory_split(args.routes.first().copied().unwrap_or(10_000));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
-    if args.serve {
-        return runtime.block_on(serve(args.routes.first().copied().unwrap_or(10_000)));
+    if let Some(address) = args.serve {
+        return runtime.block_on(serve(args.routes.first().copied().unwrap_or(10_000), address));
     }
     let mut results = Vec::new();
     for routes in &args.routes {
@@ -161,8 +162,8 @@ async fn run_size(routes: usize, gateway_count: usize, changes: usize) -> anyhow
 }
 
 /// Serves `routes` notebook routes until killed.
-async fn serve(routes: usize) -> anyhow::Result<()> {
-    let cluster = cluster::SimulatedCluster::start(routes).await?;
+async fn serve(routes: usize, address: std::net::SocketAddr) -> anyhow::Result<()> {
+    let cluster = cluster::SimulatedCluster::start_on(routes, address).await?;
     println!("{}", cluster.discovery_url());
     eprintln!("scale: serving {} routes at {}", cluster.route_count(), cluster.discovery_url());
     std::future::pending::<()>().await;
