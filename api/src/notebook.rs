@@ -22,9 +22,11 @@ pub const LAST_ACTIVITY_ANNOTATION: &str = "notebooks.kubeflow.org/last-activity
 /// as in Kubeflow.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 pub struct NotebookTemplateSpec {
+    /// Boxed: a pod spec is 2 KB inline, and what routing keeps of a
+    /// Notebook (folder mode, 10,000 of them) has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::schema::preserve_unknown_object")]
-    pub spec: Option<PodSpec>,
+    pub spec: Option<Box<PodSpec>>,
 }
 
 /// One entry of `status.conditions`, mirrored from the notebook pod.

@@ -147,7 +147,7 @@ pub fn notebook_stateful_set(notebook: &Notebook, settings: &WorkloadSettings) -
                     annotations: (!annotations.is_empty()).then_some(annotations),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(pod_spec),
+                spec: Some(*pod_spec),
             },
             ..StatefulSetSpec::default()
         }),
@@ -167,7 +167,7 @@ mod tests {
             "my-notebook",
             NotebookSpec {
                 template: portico_api::notebook::NotebookTemplateSpec {
-                    spec: Some(PodSpec { containers, ..PodSpec::default() }),
+                    spec: Some(Box::new(PodSpec { containers, ..PodSpec::default() })),
                 },
             },
         );
