@@ -22,8 +22,9 @@ pub const LAST_ACTIVITY_ANNOTATION: &str = "notebooks.kubeflow.org/last-activity
 /// as in Kubeflow.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 pub struct NotebookTemplateSpec {
-    /// Boxed: a pod spec is 2 KB inline, and what routing keeps of a
-    /// Notebook (folder mode, 10,000 of them) has none.
+    // Boxed: a pod spec is 2 KB inline, and what routing keeps of a
+    // Notebook (folder mode, 10,000 of them) has none. (A plain comment:
+    // doc comments become the CRD schema's descriptions.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::schema::preserve_unknown_object")]
     pub spec: Option<Box<PodSpec>>,
