@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use serde_json::Value;
 
-use crate::chp_proxy::TOKEN;
+use crate::chp_proxy::{TOKEN, api_request};
 use crate::raw_http::{self, RawResponse};
 use crate::{Controller, Gateway, free_port};
 
@@ -54,16 +54,7 @@ impl ChpController {
 
     /// A proxy API request (`token: None`: no Authorization header).
     pub fn api_with(&self, method: &str, path: &str, body: Option<&str>, token: Option<&str>) -> RawResponse {
-        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", self.api);
-        if let Some(token) = token {
-            request.push_str(&format!("Authorization: token {token}\r\n"));
-        }
-        if let Some(body) = body {
-            request.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
-        }
-        request.push_str("\r\n");
-        request.push_str(body.unwrap_or(""));
-        raw_http::exchange(self.api, request.as_bytes())
+        raw_http::exchange(self.api, api_request(self.api, method, path, body, token).as_bytes())
             .unwrap_or_else(|error| panic!("{method} {path}: {error}; log:\n{}", self.controller.log_tail()))
     }
 

@@ -81,16 +81,7 @@ impl ChpProxy {
 
     /// An API request with the test token (`token: None`: none at all).
     pub fn api_with(&self, method: &str, path: &str, body: Option<&str>, token: Option<&str>) -> RawResponse {
-        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", self.api);
-        if let Some(token) = token {
-            request.push_str(&format!("Authorization: token {token}\r\n"));
-        }
-        if let Some(body) = body {
-            request.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
-        }
-        request.push_str("\r\n");
-        request.push_str(body.unwrap_or(""));
-        raw_http::exchange(self.api, request.as_bytes())
+        raw_http::exchange(self.api, api_request(self.api, method, path, body, token).as_bytes())
             .unwrap_or_else(|error| panic!("{method} {path}: {error}; log:\n{}", self.log_tail()))
     }
 
@@ -140,4 +131,20 @@ impl ChpProxy {
     pub fn kill(&mut self) {
         self.process.stop();
     }
+}
+
+/// A proxy API request as JupyterHub sends it (`token: None`: no
+/// Authorization header), to the API at `api`: `portico-gateway chp`'s or,
+/// in cluster mode, the controller's.
+pub fn api_request(api: SocketAddr, method: &str, path: &str, body: Option<&str>, token: Option<&str>) -> String {
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n");
+    if let Some(token) = token {
+        request.push_str(&format!("Authorization: token {token}\r\n"));
+    }
+    if let Some(body) = body {
+        request.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+    }
+    request.push_str("\r\n");
+    request.push_str(body.unwrap_or(""));
+    request
 }
