@@ -129,14 +129,16 @@ impl KernelSocket {
             .unwrap_or_else(|_| panic!("no result for {msg_id} on {url} within {EXECUTE_TIMEOUT:?}"))
     }
 
-    /// Reads messages until both the reply and the result (or the kernel
-    /// going idle, for code without a value) of request `msg_id` are in.
-    /// Messages of other requests (the server's `kernel_info` on connect,
-    /// the tail of an earlier execution) are skipped.
+    /// Reads messages until both the reply of request `msg_id` and the
+    /// kernel's `idle` status for it are in: the cell is over only then
+    /// (the reply and the result come before the idle status, and a test
+    /// that starts the next cell earlier sees the kernel busy with this
+    /// one). Messages of other requests (the server's `kernel_info` on
+    /// connect, the tail of an earlier execution) are skipped.
     async fn collect_result(&mut self, msg_id: &str) -> String {
         let mut result: Option<String> = None;
         let (mut replied, mut idle) = (false, false);
-        while !(replied && (result.is_some() || idle)) {
+        while !(replied && idle) {
             let frame = match self.ws.next().await {
                 Some(Ok(frame)) => frame,
                 Some(Err(error)) => panic!("websocket {} failed: {error}", self.url),
