@@ -25,4 +25,4 @@ pub use pieces::{HEALTH_PATH, Layout, LayoutSettings};
 pub use route::{CheckedRoute, RouteError};
 pub use route_path::{PathError, RoutePath};
 pub use route_set::RouteSet;
-pub use target::{Target, TargetError};
+pub use target::{Target, TargetError, error_target};

@@ -17,8 +17,8 @@ use std::time::Duration;
 use portico_routing::ObjectRef;
 use portico_routing::parts::{ListenerPart, Placed, TableDelta, VirtualHostPart};
 use portico_routing::table::{
-    DirectResponse, Forward, HeaderOps, ListenerProtocol, PathMatch, PathMatchKind, PathNormalizationMode, Redirect,
-    RedirectPort, RetryOn, RetryPolicy, Rewrite, Route, RouteAction, RouteMatch, TlsCredential, TlsServer,
+    DirectResponse, ErrorPages, Forward, HeaderOps, ListenerProtocol, PathMatch, PathMatchKind, PathNormalizationMode,
+    Redirect, RedirectPort, RetryOn, RetryPolicy, Rewrite, Route, RouteAction, RouteMatch, TlsCredential, TlsServer,
     WeightedDestination,
 };
 
@@ -52,6 +52,10 @@ pub struct LayoutSettings {
     pub change_origin: bool,
     pub custom_headers: Vec<(String, String)>,
     pub proxy_timeout: Option<Duration>,
+    /// The public port's error pages, carried by its listener (cluster
+    /// mode: the gateways get them with the routes; `portico-gateway chp`
+    /// serves its own and leaves this empty).
+    pub error_pages: Option<ErrorPages>,
 }
 
 impl LayoutSettings {
@@ -67,6 +71,7 @@ impl LayoutSettings {
             change_origin: false,
             custom_headers: Vec::new(),
             proxy_timeout: None,
+            error_pages: None,
         }
     }
 }
@@ -82,6 +87,7 @@ pub struct Layout {
     request_headers: HeaderOps,
     change_origin: bool,
     proxy_timeout: Option<Duration>,
+    error_pages: Option<ErrorPages>,
 }
 
 impl Layout {
@@ -103,6 +109,7 @@ impl Layout {
             request_headers,
             change_origin: settings.change_origin,
             proxy_timeout: settings.proxy_timeout,
+            error_pages: settings.error_pages.clone(),
         }
     }
 
@@ -127,7 +134,9 @@ impl Layout {
             })
             .collect();
         let (_, protocol) = self.ports()[0];
-        delta.listeners.insert(self.listener.clone(), Some(listener(&self.listener, self.port, protocol, tls, "1")));
+        let mut public = listener(&self.listener, self.port, protocol, tls, "1");
+        public.value.error_pages = self.error_pages.clone();
+        delta.listeners.insert(self.listener.clone(), Some(public));
         self.add_virtual_host(&mut delta, None);
         if let Some((from, to)) = self.redirect {
             let name = format!("http.{from}");
@@ -244,6 +253,7 @@ fn listener(
             tls,
             path_normalization: PathNormalizationMode::MergeSlashes,
             security: Default::default(),
+            error_pages: None,
         },
     }
 }

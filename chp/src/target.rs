@@ -83,6 +83,23 @@ impl fmt::Display for Target {
     }
 }
 
+/// CHP's `--error-target`: `http://host[:port][/path]`, returned as the
+/// base of the pages, ending with `/` (a page is `<base><code>?url=...`).
+pub fn error_target(text: &str) -> Result<String, TargetError> {
+    let mut url = url::Url::parse(text).map_err(|error| TargetError::NotUrl(text.to_string(), error.to_string()))?;
+    if url.scheme() != "http" {
+        return Err(TargetError::Scheme(text.to_string(), url.scheme().to_string()));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(TargetError::NoHost(text.to_string()));
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +126,13 @@ mod tests {
         assert!(matches!(Target::parse("http+unix://%2Ftmp%2Fs"), Err(TargetError::Scheme(..))));
         assert!(matches!(Target::parse("http://a:1/base"), Err(TargetError::HasPath(..))));
         assert!(matches!(Target::parse("http://u:p@a:1"), Err(TargetError::HasPath(..))));
+    }
+
+    #[test]
+    fn error_targets_are_page_bases() {
+        assert_eq!(error_target("http://hub:8081/hub/error").unwrap(), "http://hub:8081/hub/error/");
+        assert_eq!(error_target("http://hub:8081").unwrap(), "http://hub:8081/");
+        assert!(matches!(error_target("https://hub/error"), Err(TargetError::Scheme(..))));
+        assert!(matches!(error_target("hub/error"), Err(TargetError::NotUrl(..))));
     }
 }

@@ -15,6 +15,7 @@
 //! (merged over replicas, the lifecycle's activity rules), or when the route
 //! was added if that is later or nothing was reported ([`server`]).
 
+pub mod error_pages;
 pub mod objects;
 pub mod propagation;
 pub mod server;
@@ -22,7 +23,8 @@ pub mod table;
 
 use std::net::SocketAddr;
 
-use portico_chp::LayoutSettings;
+use portico_chp::{LayoutSettings, Target};
+use portico_routing::table::ErrorPages;
 
 /// The listener name prefix of the gateways' JupyterHub port: its own, so
 /// it never replaces a listener an Istio Gateway gives the same gateways.
@@ -41,11 +43,19 @@ pub struct ChpSettings {
     pub host_routing: bool,
     /// `CONFIGPROXY_AUTH_TOKEN`; `None`: an open API (as CHP without one).
     pub token: Option<String>,
+    /// CHP's `--default-target`: serves `/` while no route `/` exists.
+    pub default_target: Option<Target>,
+    /// CHP's `--error-target`/`--error-path`, served by the gateways.
+    pub error_pages: Option<ErrorPages>,
 }
 
 impl ChpSettings {
     /// The pieces' shape: CHP's defaults on the gateways' port.
     pub fn layout(&self) -> LayoutSettings {
-        LayoutSettings { listener_prefix: Some(LISTENER_PREFIX.to_string()), ..LayoutSettings::on_port(self.port) }
+        LayoutSettings {
+            listener_prefix: Some(LISTENER_PREFIX.to_string()),
+            error_pages: self.error_pages.clone(),
+            ..LayoutSettings::on_port(self.port)
+        }
     }
 }

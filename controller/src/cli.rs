@@ -217,6 +217,22 @@ pub struct Args {
           default_missing_value = "true", action = ArgAction::Set)]
     pub chp_host_routing: bool,
 
+    /// CHP's --default-target: where `/` goes while JupyterHub has not
+    /// added a route `/` (Zero to JupyterHub: the hub's Service).
+    #[arg(long, env = "PORTICO_CHP_DEFAULT_TARGET")]
+    pub chp_default_target: Option<String>,
+
+    /// CHP's --error-target: the gateways answer a 404 (no route) or a 5xx
+    /// on the CHP port with GET <URL>/<code>?url=<request> (JupyterHub's
+    /// `http://hub:8081/hub/error`).
+    #[arg(long, env = "PORTICO_CHP_ERROR_TARGET", conflicts_with = "chp_error_path")]
+    pub chp_error_target: Option<String>,
+
+    /// CHP's --error-path: a folder of <code>.html pages (error.html for
+    /// the other codes), read at start-up and sent to the gateways.
+    #[arg(long, env = "PORTICO_CHP_ERROR_PATH")]
+    pub chp_error_path: Option<std::path::PathBuf>,
+
     /// Log format.
     #[arg(long, env = "PORTICO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -232,15 +248,31 @@ impl Args {
         }
     }
 
-    /// Cluster mode's proxy API, if `--chp-api` is given.
-    pub fn chp_settings(&self) -> Option<crate::chp::ChpSettings> {
-        Some(crate::chp::ChpSettings {
-            api: self.chp_api?,
+    /// Cluster mode's proxy API, if `--chp-api` is given, or why its
+    /// flags cannot be served.
+    pub fn chp_settings(&self) -> anyhow::Result<Option<crate::chp::ChpSettings>> {
+        use crate::chp::error_pages;
+        let Some(api) = self.chp_api else { return Ok(None) };
+        let default_target = match &self.chp_default_target {
+            Some(text) => Some(
+                portico_chp::Target::parse(text).map_err(|error| anyhow::anyhow!("--chp-default-target: {error}"))?,
+            ),
+            None => None,
+        };
+        let error_pages = match (&self.chp_error_target, &self.chp_error_path) {
+            (Some(url), _) => Some(error_pages::from_target(url)?),
+            (None, Some(dir)) => Some(error_pages::from_folder(dir)?),
+            (None, None) => None,
+        };
+        Ok(Some(crate::chp::ChpSettings {
+            api,
             namespace: self.chp_namespace.clone().unwrap_or_else(|| self.namespace.clone()),
             port: self.chp_port,
             host_routing: self.chp_host_routing,
             token: std::env::var("CONFIGPROXY_AUTH_TOKEN").ok().filter(|token| !token.is_empty()),
-        })
+            default_target,
+            error_pages,
+        }))
     }
 
     /// The gateway instances route tables are built for.

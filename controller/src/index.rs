@@ -134,8 +134,10 @@ impl IndexStores {
             ObjectKind::VirtualService => {
                 self.virtual_services.state().into_iter().map(Object::VirtualService).collect()
             }
-            ObjectKind::Service => self.services.state().into_iter().map(Object::Service).collect(),
-            ObjectKind::EndpointSlice => self.endpoint_slices.state().into_iter().map(Object::EndpointSlice).collect(),
+            ObjectKind::Service => self.services.state().into_iter().map(|s| Object::Service(s.into())).collect(),
+            ObjectKind::EndpointSlice => {
+                self.endpoint_slices.state().into_iter().map(|s| Object::EndpointSlice(s.into())).collect()
+            }
             ObjectKind::RequestAuthentication => {
                 self.request_authentications.state().into_iter().map(Object::RequestAuthentication).collect()
             }

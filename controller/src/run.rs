@@ -61,13 +61,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let namespace = args.watch_namespace.clone();
     let mut tasks = JoinSet::new();
 
+    let chp_settings = args.chp_settings()?;
     let index_settings = IndexSettings {
         identities: args.gateway_identities(),
         notebook_settings: args.notebook_settings(),
         debounce: args.debounce,
         namespace: namespace.clone(),
         mesh_config: args.mesh_config.clone(),
-        chp: args.chp_settings(),
+        chp: chp_settings.clone(),
     };
     let index = index::spawn(&client, index_settings, metrics.clone(), &mut tasks);
     // The index watches Notebooks (their phase goes to gateways); the admin
@@ -175,7 +176,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the metrics listener {}", args.metrics))?;
     tracing::info!(address = %listener.local_addr().unwrap_or(args.metrics), "serving /metrics, /healthz, /readyz, /debug/snapshot");
-    if let (Some(settings), Some(cache)) = (args.chp_settings(), index.stores.chp_routes.clone()) {
+    if let (Some(settings), Some(cache)) = (chp_settings, index.stores.chp_routes.clone()) {
         let listener = TcpListener::bind(settings.api)
             .await
             .with_context(|| format!("binding the proxy API listener {}", settings.api))?;
@@ -192,6 +193,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             propagation: index.propagation.clone(),
             metrics: metrics.clone(),
             snapshots: index.snapshots.clone(),
+            started_unix_ms: portico_chp::timestamp::now_ms(),
         };
         tasks.spawn(chp::server::serve(listener, Arc::new(api)));
     }

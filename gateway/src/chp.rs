@@ -35,7 +35,7 @@ use portico_chp::Layout;
 use self::activity::Activity;
 pub use self::cli::{ChpArgs, ChpSettings};
 use self::hooks::ErrorPages;
-pub use self::hooks::ProxyHooks;
+pub use self::hooks::{ProxyHooks, listener_error_page};
 use self::store::RouteStore;
 use crate::apply::ConfigSink;
 

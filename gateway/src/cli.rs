@@ -61,6 +61,12 @@ pub struct Args {
     #[arg(long, env = "PORTICO_THREADS")]
     pub threads: Option<usize>,
 
+    /// Let idle worker threads take tasks queued on busy ones (Pingora's
+    /// `work_stealing`). Off: one single-threaded runtime per worker, a
+    /// connection stays on the thread that accepted it.
+    #[arg(long, env = "PORTICO_WORK_STEALING", default_value_t = true, action = clap::ArgAction::Set)]
+    pub work_stealing: bool,
+
     /// Log format.
     #[arg(long, env = "PORTICO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

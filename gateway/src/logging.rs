@@ -1,9 +1,11 @@
 //! `tracing` setup: human-readable text or JSON lines, filtered by
 //! `RUST_LOG` (else by the level given: `info`, or CHP's `--log-level`),
-//! written off the request threads ([`NonBlocking`]).
+//! written off the request threads ([`NonBlocking`]); access lines are
+//! formatted by [`access_log`] in the same format.
 
 use tracing_subscriber::EnvFilter;
 
+use crate::access_log;
 use crate::cli::LogFormat;
 use crate::log_writer::NonBlocking;
 
@@ -14,7 +16,15 @@ pub fn init(format: LogFormat, level: &str) {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let result = match NonBlocking::stderr() {
         Some(writer) => {
-            install(tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(writer), format)
+            let sink = writer.clone();
+            let result =
+                install(tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(writer), format);
+            // Access lines are formatted without the subscriber, in its
+            // format, where that format has no colours.
+            if result.is_ok() && !ansi {
+                access_log::install(format, sink);
+            }
+            result
         }
         None => install(
             tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr),

@@ -16,6 +16,7 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
+use crate::access_log::{self, AccessRecord};
 use crate::activity::{ActivityRegistry, WebsocketWatch};
 use crate::auth::{Guard, ResponseHeaders, Routed};
 use crate::chp::ProxyHooks;
@@ -50,6 +51,9 @@ pub struct ProxySettings {
     pub trust_domain: String,
     /// Splice HTTP/1.1 upgrades outside Pingora ([`crate::tunnel`]).
     pub splice_upgrades: bool,
+    /// Client connections are read without a buffer in front of the
+    /// socket (`--downstream-read-buffer 0`): a splice may take the socket.
+    pub unbuffered_downstream: bool,
 }
 
 /// The data plane of one Gateway port.
@@ -456,7 +460,19 @@ impl ProxyHttp for GatewayProxy {
         // An upgrade in Pingora's loop ends here: no longer open.
         ctx.websocket = None;
         if self.settings.access_log {
-            access_log(session, ctx, status, duration, destination, error);
+            access_log::log(&AccessRecord {
+                method: request.method.as_str(),
+                path: request.raw_path(),
+                status,
+                flags: ctx.flags,
+                route: ctx.forward.as_ref().map_or("-", |f| f.route().name.as_str()),
+                destination,
+                upstream: ctx.upstream,
+                duration_ms: duration.as_millis() as u64,
+                bytes_received: session.body_bytes_read(),
+                bytes_sent: session.body_bytes_sent(),
+                error: error.map(|e| e as &dyn std::fmt::Display),
+            });
         }
     }
 }
@@ -464,13 +480,21 @@ impl ProxyHttp for GatewayProxy {
 impl GatewayProxy {
     /// As configurable-http-proxy with `--error-target`/`--error-path`:
     /// the page for a 404 (no route) or a 5xx in place of the plain answer.
+    /// `portico-gateway chp` serves its own; in cluster mode the pages come
+    /// with the port's listener (the controller's `--chp-error-*`).
     async fn chp_error_page(&self, session: &Session, status: u16, flags: &'static str) -> Option<LocalResponse> {
-        let chp = self.chp.as_ref()?;
         if status != 404 && status < 500 {
             return None;
         }
         let url = String::from_utf8_lossy(session.req_header().raw_path()).into_owned();
-        chp.error_page(status, flags, &url).await
+        if let Some(chp) = &self.chp {
+            return chp.error_page(status, flags, &url).await;
+        }
+        let pages = {
+            let snapshot = self.state.load();
+            snapshot.matcher.listeners().find(|l| l.port == self.port)?.error_pages.clone()?
+        };
+        crate::chp::listener_error_page(&pages, status, flags, &url).await
     }
 
     async fn respond(
@@ -497,31 +521,4 @@ impl GatewayProxy {
         }
         Ok(())
     }
-}
-
-fn access_log(
-    session: &Session,
-    ctx: &RequestContext,
-    status: u16,
-    duration: Duration,
-    destination: &str,
-    error: Option<&Error>,
-) {
-    let request = session.req_header();
-    let route = ctx.forward.as_ref().map_or("-", |f| f.route().name.as_str());
-    let upstream = ctx.upstream.map(|a| a.to_string());
-    tracing::info!(
-        target: "access",
-        method = %request.method,
-        path = %String::from_utf8_lossy(request.raw_path()),
-        status,
-        flags = ctx.flags,
-        route,
-        destination,
-        upstream = upstream.as_deref().unwrap_or("-"),
-        duration_ms = duration.as_millis() as u64,
-        bytes_received = session.body_bytes_read(),
-        bytes_sent = session.body_bytes_sent(),
-        error = error.map(|e| e.to_string()).as_deref().unwrap_or("-"),
-    );
 }

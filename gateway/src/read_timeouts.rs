@@ -255,6 +255,14 @@ impl fmt::Debug for TimedStream {
     }
 }
 
+impl TimedStream {
+    /// The client stream itself: a spliced upgrade is past every deadline
+    /// this wrapper enforces, and its timer and clock need not live on.
+    pub fn into_inner(self) -> Stream {
+        self.inner
+    }
+}
+
 fn too_slow() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "client sent the request too slowly")
 }

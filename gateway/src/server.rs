@@ -159,7 +159,7 @@ pub fn run(args: Args, chp: Option<ChpMode>) -> anyhow::Result<()> {
 
     let conf = ServerConf {
         threads: args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
-        work_stealing: true,
+        work_stealing: args.work_stealing,
         grace_period_seconds: Some(args.drain_delay_secs),
         graceful_shutdown_timeout_seconds: Some(args.drain_timeout_secs),
         upstream_keepalive_pool_size: 1024,
@@ -180,6 +180,7 @@ pub fn run(args: Args, chp: Option<ChpMode>) -> anyhow::Result<()> {
         workload_namespace: args.namespace.clone(),
         trust_domain: args.trust_domain.clone(),
         splice_upgrades: args.splice_upgrades,
+        unbuffered_downstream: args.downstream_read_buffer == 0,
     });
     let guard = Arc::new(Guard::new(args.auth_settings()));
     let mesh = args.ca_address.as_ref().map(|address| {

@@ -15,7 +15,8 @@
 //!    connection closed;
 //! 3. take the client stream out of Pingora's session (a stand-in session
 //!    carrying the same request is left for logging and Pingora's clean-up),
-//!    and splice the two streams on a task of their own.
+//!    keep only its socket where that is safe ([`Client`]), and splice the
+//!    two on a task of their own ([`Splice`]).
 //!
 //! The splice reads into one scratch buffer per worker thread and writes
 //! straight through; only bytes the receiver cannot take yet are copied
@@ -23,16 +24,15 @@
 //! its two sockets and a task of a few hundred bytes.
 //!
 //! The splice shows every byte it reads, once, to the connection's
-//! [`WebsocketWatch`] (activity tracking) before writing it on: the watch
-//! parses frames as they pass, so nothing is copied or held back for it.
+//! [`WebsocketWatch`](crate::activity::WebsocketWatch) (activity tracking)
+//! before writing it on: the watch parses frames as they pass, so nothing
+//! is copied or held back for it.
 
-use std::cell::RefCell;
-use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use pingora_core::protocols::Stream;
@@ -40,7 +40,6 @@ use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::http::v1::server::HttpSession as SessionV1;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
-use prometheus::IntGauge;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -49,22 +48,18 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::ServerName;
 
-use crate::activity::WebsocketWatch;
-
+mod client;
+mod splice;
 mod stand_in;
 
+pub use client::Client;
+pub use splice::Splice;
 use stand_in::StandIn;
 
 /// The largest upstream response head accepted.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Headers in an upstream response head.
 const MAX_RESPONSE_HEADERS: usize = 128;
-/// Bytes read at once by a splice (one buffer per worker thread).
-const SCRATCH_SIZE: usize = 16 * 1024;
-
-thread_local! {
-    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_SIZE].into_boxed_slice());
-}
 
 /// Why a handshake with the endpoint failed (before anything reached the client).
 #[derive(Debug, Error)]
@@ -319,141 +314,6 @@ pub async fn relay_refusal(
     AsyncWriteExt::shutdown(client).await
 }
 
-/// Copies both ways until both directions ended, starting with bytes each
-/// side sent along with its head; returns the bytes sent (client to
-/// endpoint, endpoint to client). `websockets` counts it while open;
-/// `watch` sees every byte each way (and counts the websocket as open
-/// for its destination until the splice ends).
-pub async fn splice(
-    mut client: Stream,
-    mut upstream: Upstream,
-    early_from_client: Vec<u8>,
-    early_from_upstream: Vec<u8>,
-    websockets: IntGauge,
-    mut watch: Option<Box<WebsocketWatch>>,
-) -> (u64, u64) {
-    websockets.inc();
-    if let Some(watch) = watch.as_mut() {
-        watch.client_sent(&early_from_client);
-        watch.server_sent(&early_from_upstream);
-    }
-    let mut up = Pump { pending: early_from_client, ..Pump::default() };
-    let mut down = Pump { pending: early_from_upstream, ..Pump::default() };
-    let result = poll_fn(|cx| {
-        let up_done = up.poll(cx, &mut client, &mut upstream, |data| {
-            if let Some(watch) = watch.as_mut() {
-                watch.client_sent(data);
-            }
-        })?;
-        let down_done = down.poll(cx, &mut upstream, &mut client, |data| {
-            if let Some(watch) = watch.as_mut() {
-                watch.server_sent(data);
-            }
-        })?;
-        if up_done.is_ready() && down_done.is_ready() { Poll::Ready(Ok::<(), io::Error>(())) } else { Poll::Pending }
-    })
-    .await;
-    if let Err(error) = result {
-        tracing::debug!(%error, "upgraded connection ended");
-    }
-    websockets.dec();
-    (up.bytes, down.bytes)
-}
-
-/// One direction of a splice.
-#[derive(Default)]
-struct Pump {
-    /// Bytes read but not yet taken by the receiver (empty, and unallocated, when idle).
-    pending: Vec<u8>,
-    written: usize,
-    flush: bool,
-    eof: bool,
-    done: bool,
-    bytes: u64,
-}
-
-impl Pump {
-    /// Ready once the sender closed and everything it sent was delivered.
-    /// `observe` sees each byte read, once, before it is written on.
-    fn poll<R, W>(
-        &mut self,
-        cx: &mut Context<'_>,
-        from: &mut R,
-        to: &mut W,
-        mut observe: impl FnMut(&[u8]),
-    ) -> Poll<io::Result<()>>
-    where
-        R: AsyncRead + Unpin + ?Sized,
-        W: AsyncWrite + Unpin + ?Sized,
-    {
-        if self.done {
-            return Poll::Ready(Ok(()));
-        }
-        loop {
-            while self.written < self.pending.len() {
-                let written = ready!(Pin::new(&mut *to).poll_write(cx, &self.pending[self.written..]))?;
-                if written == 0 {
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                }
-                self.written += written;
-                self.flush = true;
-            }
-            if !self.pending.is_empty() {
-                // Free it: an idle connection holds no buffer.
-                self.pending = Vec::new();
-                self.written = 0;
-            }
-            if self.flush {
-                ready!(Pin::new(&mut *to).poll_flush(cx))?;
-                self.flush = false;
-            }
-            if self.eof {
-                ready!(Pin::new(&mut *to).poll_shutdown(cx))?;
-                self.done = true;
-                return Poll::Ready(Ok(()));
-            }
-            ready!(self.poll_read_through(cx, from, to, &mut observe))?;
-        }
-    }
-
-    /// Reads into the thread's scratch buffer and writes what it can
-    /// straight on; the rest becomes `pending`.
-    fn poll_read_through<R, W>(
-        &mut self,
-        cx: &mut Context<'_>,
-        from: &mut R,
-        to: &mut W,
-        observe: &mut impl FnMut(&[u8]),
-    ) -> Poll<io::Result<()>>
-    where
-        R: AsyncRead + Unpin + ?Sized,
-        W: AsyncWrite + Unpin + ?Sized,
-    {
-        SCRATCH.with_borrow_mut(|scratch| {
-            let mut buffer = ReadBuf::new(scratch);
-            ready!(Pin::new(&mut *from).poll_read(cx, &mut buffer))?;
-            let data = buffer.filled();
-            if data.is_empty() {
-                self.eof = true;
-                return Poll::Ready(Ok(()));
-            }
-            self.bytes += data.len() as u64;
-            observe(data);
-            let written = match Pin::new(&mut *to).poll_write(cx, data) {
-                Poll::Ready(Ok(written)) => written,
-                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-                Poll::Pending => 0,
-            };
-            self.flush |= written > 0;
-            if written < data.len() {
-                self.pending = data[written..].to_vec();
-                self.written = 0;
-            }
-            Poll::Ready(Ok(()))
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -486,31 +346,5 @@ mod tests {
             let outcome = crate::status::outcome(&error.to_proxy_error(), "-");
             assert_eq!((outcome.status, outcome.flags, outcome.body), (status, flags, body), "{error}");
         }
-    }
-
-    #[tokio::test]
-    async fn pump_delivers_everything_then_closes() {
-        let (mut client, mut proxy_side) = tokio::io::duplex(64);
-        let (mut upstream_side, mut server) = tokio::io::duplex(64);
-        let sender = tokio::spawn(async move {
-            // More than the duplex holds, so writes block and bytes go pending.
-            client.write_all(&vec![7u8; 100_000]).await.unwrap();
-            AsyncWriteExt::shutdown(&mut client).await.unwrap();
-        });
-        let receiver = tokio::spawn(async move {
-            let mut received = Vec::new();
-            server.read_to_end(&mut received).await.unwrap();
-            received
-        });
-        let mut pump = Pump::default();
-        let mut observed = 0;
-        poll_fn(|cx| pump.poll(cx, &mut proxy_side, &mut upstream_side, |data| observed += data.len())).await.unwrap();
-        drop(upstream_side);
-        sender.await.unwrap();
-        let received = receiver.await.unwrap();
-        assert_eq!(received.len(), 100_000);
-        assert_eq!(pump.bytes, 100_000);
-        assert_eq!(observed, 100_000, "every byte observed once");
-        assert!(pump.pending.capacity() == 0, "no buffer is held once everything was delivered");
     }
 }

@@ -126,18 +126,8 @@ impl Default for ClusterKey {
 
 impl ClusterKey {
     fn write(&mut self, host: &str, port: u16) -> &str {
-        let mut digits = [0u8; 5];
-        let mut start = digits.len();
-        let mut rest = port;
-        loop {
-            start -= 1;
-            digits[start] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
-        }
-        let text = &digits[start..];
+        let mut digits = [0; 20];
+        let text = crate::decimal::digits(u64::from(port), &mut digits);
         let len = host.len() + 1 + text.len();
         if len > CLUSTER_KEY_INLINE {
             self.heap = cluster_name(host, port);

@@ -16,62 +16,38 @@
 //! translation of the final objects gives.
 
 mod clusters;
+mod inputs;
 pub mod keys;
 mod listeners;
 mod object;
 mod placement;
+mod small_set;
 mod tracked;
+pub mod views;
 
 pub(crate) use self::listeners::listener_name;
 use self::object::key_of;
-pub use self::object::{Key, Object, ObjectKind, objects_of};
+pub use self::object::{Key, Object, ObjectKind, objects_of, take_objects};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use portico_api::istio::{AuthorizationPolicy, Gateway, MeshConfig, RequestAuthentication, VirtualService};
-use portico_api::k8s_openapi::api::core::v1::{Secret, Service};
-use portico_api::k8s_openapi::api::discovery::v1::EndpointSlice;
+use portico_api::istio::{Gateway, MeshConfig};
 use portico_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use portico_api::notebook::Notebook;
 
 use self::clusters::ClusterRefs;
+use self::inputs::Inputs;
 use self::placement::{DomainState, VirtualHostSlot, VsState};
+use self::small_set::SmallSet;
 use self::tracked::Tracked;
 use crate::diagnostic::Diagnostic;
-use crate::notebook::{NotebookSettings, notebook_virtual_service};
+use crate::notebook::NotebookSettings;
 use crate::parts::{ListenerPart, Placed, TableDelta, TableParts, VirtualHostPart};
 use crate::resources::{InjectedPods, Resources};
 use crate::security::SecurityTable;
 use crate::table::{Cluster, PathNormalizationMode, Route, RouteTable};
 use crate::translate::GatewayIdentity;
 use crate::translate::listeners::ListenerDraft;
-
-/// Every input, by kind and key.
-#[derive(Default)]
-struct Inputs {
-    gateways: BTreeMap<Key, Arc<Gateway>>,
-    /// Explicit VirtualServices.
-    virtual_services: BTreeMap<Key, Arc<VirtualService>>,
-    notebooks: BTreeMap<Key, Arc<Notebook>>,
-    /// Derived VirtualService key -> (Notebook key, the derived object).
-    derived: HashMap<Key, (Key, Arc<VirtualService>)>,
-    /// Notebook key -> what deriving its VirtualService noted.
-    notebook_notes: BTreeMap<Key, Vec<Diagnostic>>,
-    services: HashMap<Key, Arc<Service>>,
-    /// `name.namespace.svc.<domain>` -> Service key.
-    services_by_host: HashMap<String, Key>,
-    services_by_namespace: HashMap<String, BTreeSet<String>>,
-    endpoint_slices: HashMap<Key, Arc<EndpointSlice>>,
-    /// Service key -> slice names.
-    slices_by_service: HashMap<Key, BTreeSet<String>>,
-    secrets: BTreeMap<Key, Arc<Secret>>,
-    request_authentications: BTreeMap<Key, Arc<RequestAuthentication>>,
-    authorization_policies: BTreeMap<Key, Arc<AuthorizationPolicy>>,
-    mesh_config: Option<MeshConfig>,
-    meshed_namespaces: BTreeSet<String>,
-    injected_pods: Option<InjectedPods>,
-}
 
 /// What every route depends on: the listeners (from Gateways and Secrets)
 /// and the security table.
@@ -101,7 +77,7 @@ pub struct IncrementalTranslator {
     global: Global,
     virtual_services: HashMap<Key, VsState>,
     /// Service host -> VirtualServices whose translation read its ports.
-    port_readers: HashMap<String, BTreeSet<Key>>,
+    port_readers: HashMap<String, SmallSet<Key>>,
     /// Virtual host piece name -> the VirtualServices placed there.
     domains: HashMap<String, DomainState>,
     clusters: ClusterRefs,
@@ -195,10 +171,9 @@ impl IncrementalTranslator {
         let present: HashMap<Key, Option<String>> = self.versions_of(kind);
         let mut seen = BTreeSet::new();
         for object in objects {
-            let metadata = object.metadata();
-            let key = key_of(metadata);
-            let unchanged =
-                metadata.resource_version.is_some() && present.get(&key) == Some(&metadata.resource_version);
+            let key = object.key();
+            let version = object.resource_version().map(str::to_string);
+            let unchanged = version.is_some() && present.get(&key) == Some(&version);
             seen.insert(key);
             if !unchanged {
                 self.upsert(object);
@@ -249,9 +224,21 @@ impl IncrementalTranslator {
         match kind {
             ObjectKind::Gateway => versions(inputs.gateways.iter(), |o| &o.metadata),
             ObjectKind::VirtualService => versions(inputs.virtual_services.iter(), |o| &o.metadata),
-            ObjectKind::Notebook => versions(inputs.notebooks.iter(), |o| &o.metadata),
-            ObjectKind::Service => versions(inputs.services.iter(), |o| &o.metadata),
-            ObjectKind::EndpointSlice => versions(inputs.endpoint_slices.iter(), |o| &o.metadata),
+            ObjectKind::Notebook => inputs
+                .notebooks
+                .iter()
+                .map(|(key, notebook)| (key.clone(), notebook.resource_version().map(str::to_string)))
+                .collect(),
+            ObjectKind::Service => inputs
+                .services
+                .iter()
+                .map(|(key, service)| (key.clone(), service.resource_version().map(str::to_string)))
+                .collect(),
+            ObjectKind::EndpointSlice => inputs
+                .endpoint_slices
+                .iter()
+                .map(|(key, slice)| (key.clone(), slice.resource_version().map(str::to_string)))
+                .collect(),
             ObjectKind::Secret => versions(inputs.secrets.iter(), |o| &o.metadata),
             ObjectKind::RequestAuthentication => versions(inputs.request_authentications.iter(), |o| &o.metadata),
             ObjectKind::AuthorizationPolicy => versions(inputs.authorization_policies.iter(), |o| &o.metadata),
@@ -275,7 +262,7 @@ impl IncrementalTranslator {
                 self.refresh_virtual_service(&key);
             }
             Object::Notebook(notebook) => {
-                let notebook_key = key_of(&notebook.metadata);
+                let notebook_key = notebook.view().key.clone();
                 let previous = self.derived_key_of(&notebook_key);
                 let derived = self.store(object);
                 for key in previous.into_iter().chain(derived) {
@@ -283,16 +270,20 @@ impl IncrementalTranslator {
                 }
             }
             Object::Service(service) => {
-                let key = key_of(&service.metadata);
-                let old_ports = self.inputs.services.get(&key).map(|s| ports_of(s));
-                let new_ports = ports_of(service);
+                let new = service.view();
+                let key = new.key.clone();
+                let old_ports = self.inputs.services.get(&key).map(|s| s.view().ports.clone());
+                let new_ports = new.ports.clone();
+                drop(new);
                 self.store(object);
                 self.service_changed(&key, old_ports != Some(new_ports));
             }
             Object::EndpointSlice(slice) => {
-                let key = key_of(&slice.metadata);
-                let before = self.inputs.endpoint_slices.get(&key).and_then(|s| slice_service_key(s));
-                let after = slice_service_key(slice);
+                let (key, after) = {
+                    let view = slice.view();
+                    (view.key.clone(), view.service_key())
+                };
+                let before = self.inputs.endpoint_slices.get(&key).and_then(|s| s.view().service_key());
                 self.store(object);
                 for service in before.into_iter().chain(after) {
                     self.refresh_service_clusters(&service);
@@ -339,7 +330,6 @@ impl IncrementalTranslator {
                     inputs.notebook_notes.remove(&key);
                     self.diagnostics_changed = true;
                     if let Some(derived) = derived {
-                        self.inputs.derived.remove(&derived);
                         self.refresh_virtual_service(&derived);
                     }
                 }
@@ -349,15 +339,13 @@ impl IncrementalTranslator {
                     if let Some(names) = inputs.services_by_namespace.get_mut(&key.0) {
                         names.remove(&key.1);
                     }
-                    let host = crate::translate::endpoints::service_host(&key.0, &key.1, &self.settings.cluster_domain);
-                    inputs.services_by_host.remove(&host);
-                    let had_ports = !ports_of(&old).is_empty();
+                    let had_ports = !old.view().ports.is_empty();
                     self.service_changed(&key, had_ports);
                 }
             }
             ObjectKind::EndpointSlice => {
                 if let Some(old) = inputs.endpoint_slices.remove(&key)
-                    && let Some(service) = slice_service_key(&old)
+                    && let Some(service) = old.view().service_key()
                 {
                     if let Some(names) = inputs.slices_by_service.get_mut(&service) {
                         names.remove(&key.1);
@@ -475,85 +463,6 @@ impl IncrementalTranslator {
         all
     }
 
-    /// Puts `object` in the inputs; for a Notebook, returns its derived
-    /// VirtualService's key.
-    fn store(&mut self, object: Object) -> Option<Key> {
-        let inputs = &mut self.inputs;
-        match object {
-            Object::Gateway(gateway) => {
-                inputs.gateways.insert(key_of(&gateway.metadata), gateway);
-            }
-            Object::VirtualService(vs) => {
-                inputs.virtual_services.insert(key_of(&vs.metadata), vs);
-            }
-            Object::Notebook(notebook) => {
-                let key = key_of(&notebook.metadata);
-                let (mut derived, notes) = notebook_virtual_service(&notebook, &self.settings);
-                // As in translate: the Notebook's time stands in for the
-                // VirtualService the controller creates right after it.
-                derived.metadata.creation_timestamp = notebook.metadata.creation_timestamp.clone();
-                let derived_key = key_of(&derived.metadata);
-                if let Some(old) = self.derived_key_of(&key).filter(|old| *old != derived_key) {
-                    self.inputs.derived.remove(&old);
-                }
-                let inputs = &mut self.inputs;
-                if inputs.notebook_notes.get(&key).map(Vec::as_slice).unwrap_or_default() != notes.as_slice() {
-                    self.diagnostics_changed = true;
-                }
-                if notes.is_empty() {
-                    inputs.notebook_notes.remove(&key);
-                } else {
-                    inputs.notebook_notes.insert(key.clone(), notes);
-                }
-                inputs.derived.insert(derived_key.clone(), (key.clone(), Arc::new(derived)));
-                inputs.notebooks.insert(key, notebook);
-                return Some(derived_key);
-            }
-            Object::Service(service) => {
-                let key = key_of(&service.metadata);
-                inputs.services_by_namespace.entry(key.0.clone()).or_default().insert(key.1.clone());
-                let host = crate::translate::endpoints::service_host(&key.0, &key.1, &self.settings.cluster_domain);
-                inputs.services_by_host.insert(host, key.clone());
-                inputs.services.insert(key, service);
-            }
-            Object::EndpointSlice(slice) => {
-                let key = key_of(&slice.metadata);
-                if let Some(old_service) = inputs.endpoint_slices.get(&key).and_then(|s| slice_service_key(s))
-                    && let Some(names) = inputs.slices_by_service.get_mut(&old_service)
-                {
-                    names.remove(&key.1);
-                }
-                if let Some(service) = slice_service_key(&slice) {
-                    inputs.slices_by_service.entry(service).or_default().insert(key.1.clone());
-                }
-                inputs.endpoint_slices.insert(key, slice);
-            }
-            Object::Secret(secret) => {
-                inputs.secrets.insert(key_of(&secret.metadata), secret);
-            }
-            Object::RequestAuthentication(authentication) => {
-                inputs.request_authentications.insert(key_of(&authentication.metadata), authentication);
-            }
-            Object::AuthorizationPolicy(policy) => {
-                inputs.authorization_policies.insert(key_of(&policy.metadata), policy);
-            }
-        }
-        None
-    }
-
-    fn derived_key_of(&self, notebook: &Key) -> Option<Key> {
-        let notebook = self.inputs.notebooks.get(notebook)?;
-        let name = notebook.metadata.name.as_deref().unwrap_or_default();
-        let namespace = notebook.metadata.namespace.as_deref().unwrap_or("default");
-        Some((namespace.to_string(), crate::notebook::virtual_service_name(namespace, name)))
-    }
-
-    /// The VirtualService in effect at `key`: an explicit object wins over
-    /// one derived from a Notebook.
-    fn effective(&self, key: &Key) -> Option<Arc<VirtualService>> {
-        self.inputs.virtual_services.get(key).or_else(|| self.inputs.derived.get(key).map(|(_, vs)| vs)).cloned()
-    }
-
     /// A Service was added, changed or removed.
     fn service_changed(&mut self, key: &Key, ports_changed: bool) {
         if ports_changed {
@@ -565,20 +474,6 @@ impl IncrementalTranslator {
         }
         self.refresh_service_clusters(key);
     }
-}
-
-/// A Service's ports, as far as routing reads them.
-fn ports_of(service: &Service) -> Vec<(Option<String>, i32)> {
-    service
-        .spec
-        .as_ref()
-        .and_then(|spec| spec.ports.as_ref())
-        .map(|ports| ports.iter().map(|p| (p.name.clone(), p.port)).collect())
-        .unwrap_or_default()
-}
-
-fn slice_service_key(slice: &EndpointSlice) -> Option<Key> {
-    crate::translate::endpoints::slice_service(slice).map(|(ns, name)| (ns.to_string(), name.to_string()))
 }
 
 #[cfg(test)]

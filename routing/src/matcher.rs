@@ -207,6 +207,7 @@ impl Matcher {
                 port: listener.part.port,
                 protocol: listener.part.protocol,
                 tls: listener.part.tls.clone(),
+                error_pages: listener.part.error_pages.clone(),
                 virtual_hosts: listener
                     .virtual_hosts
                     .iter()

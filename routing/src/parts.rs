@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::order_key;
 use crate::security::SecurityTable;
 use crate::table::{
-    Cluster, Listener, ListenerProtocol, PathNormalizationMode, Route, RouteTable, TlsServer, VirtualHost,
+    Cluster, ErrorPages, Listener, ListenerProtocol, PathNormalizationMode, Route, RouteTable, TlsServer, VirtualHost,
 };
 use crate::workload::WorkloadState;
 
@@ -36,6 +36,9 @@ pub struct ListenerPart {
     /// rarely, so re-sending listeners on a policy change is cheap).
     #[serde(default, skip_serializing_if = "SecurityTable::is_empty")]
     pub security: SecurityTable,
+    /// The listener's error pages (JupyterHub's proxy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_pages: Option<ErrorPages>,
 }
 
 /// A virtual host without its routes.
@@ -156,6 +159,7 @@ impl TableParts {
                 tls: listener.tls.clone(),
                 path_normalization: table.path_normalization,
                 security: table.security.clone(),
+                error_pages: listener.error_pages.clone(),
             };
             parts.listeners.insert(listener.name.clone(), Placed { parent: String::new(), order, value });
             let host_names: Vec<String> =
@@ -217,6 +221,7 @@ impl TableParts {
                     port: listener.value.port,
                     protocol: listener.value.protocol,
                     tls: listener.value.tls.clone(),
+                    error_pages: listener.value.error_pages.clone(),
                     virtual_hosts,
                 }
             })

@@ -119,11 +119,22 @@ impl Resources {
     /// the documents around it still count. Objects without a namespace are
     /// in `default`, as with kubectl.
     pub fn add_yaml(&mut self, yaml: &str, source: &str) -> Vec<Diagnostic> {
+        self.add_yaml_each(yaml, source, |_| {})
+    }
+
+    /// [`Resources::add_yaml`], calling `each` after every document: a
+    /// caller that keeps less than whole objects (folder mode keeps their
+    /// routing views) takes them out as they come, so a file of 30,000
+    /// objects is never held whole.
+    pub fn add_yaml_each(&mut self, yaml: &str, source: &str, mut each: impl FnMut(&mut Self)) -> Vec<Diagnostic> {
         let mut diagnostics = Vec::new();
         for (index, document) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
             match serde_yaml::Value::deserialize(document) {
                 Ok(serde_yaml::Value::Null) => {}
-                Ok(value) => self.add_value(value, source, index, &mut diagnostics),
+                Ok(value) => {
+                    self.add_value(value, source, index, &mut diagnostics);
+                    each(self);
+                }
                 Err(error) => {
                     let object = ObjectRef::new("File", "", source);
                     diagnostics.push(Diagnostic::error(

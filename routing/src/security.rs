@@ -58,16 +58,18 @@ impl SecurityTable {
     /// `outputClaimToHeaders` and `outputPayloadToHeader` target. Client
     /// copies are removed from every request, authenticated or not.
     pub fn identity_headers(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self
-            .jwt_rules
-            .iter()
-            .flat_map(|rule| {
-                rule.claim_to_headers.iter().map(|c| c.header.as_str()).chain(rule.payload_header.as_deref())
-            })
-            .collect();
+        let mut names: Vec<&str> = self.identity_header_names().collect();
         names.sort_unstable();
         names.dedup();
         names
+    }
+
+    /// [`Self::identity_headers`] as the rules list them, repeats included:
+    /// no allocation, for the request path.
+    pub fn identity_header_names(&self) -> impl Iterator<Item = &str> {
+        self.jwt_rules.iter().flat_map(|rule| {
+            rule.claim_to_headers.iter().map(|c| c.header.as_str()).chain(rule.payload_header.as_deref())
+        })
     }
 }
 

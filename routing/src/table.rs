@@ -92,7 +92,28 @@ pub struct Listener {
     /// Certificates served on this port, chosen by SNI. Empty for plaintext.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tls: Vec<TlsServer>,
+    /// What answers this port's 404 (no route) and 5xx in place of the
+    /// plain text: JupyterHub's proxy's `--error-target`/`--error-path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_pages: Option<ErrorPages>,
     pub virtual_hosts: Vec<VirtualHost>,
+}
+
+/// A listener's error pages (configurable-http-proxy's): JupyterHub's
+/// "your server is not running" page for a stopped user's URL.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ErrorPages {
+    /// `GET <url><code>?url=<request path>` (`url` ends with `/`); the
+    /// plain answer if it fails.
+    Target { url: String },
+    /// HTML bodies by status code, and the page of every other code.
+    Pages {
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        by_status: BTreeMap<u16, String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        other: Option<String>,
+    },
 }
 
 /// What a listener speaks.

@@ -182,6 +182,7 @@ pub fn translate(resources: &Resources, identity: &GatewayIdentity) -> (RouteTab
             port: draft.port,
             protocol: draft.protocol,
             tls: draft.tls,
+            error_pages: None,
             virtual_hosts,
         });
     }

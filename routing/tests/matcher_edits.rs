@@ -67,6 +67,7 @@ fn listener_piece(index: usize, order: &str, path_normalization: PathNormalizati
         tls: Vec::new(),
         path_normalization,
         security: SecurityTable::default(),
+        error_pages: None,
     };
     Placed { parent: String::new(), order: order.to_string(), value }
 }

@@ -45,6 +45,7 @@ fn table() -> impl Strategy<Value = RouteTable> {
                 port,
                 protocol: ListenerProtocol::Http,
                 tls: vec![],
+                error_pages: None,
                 virtual_hosts,
             }
         });

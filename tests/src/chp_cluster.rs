@@ -33,8 +33,15 @@ impl ChpController {
     /// Starts a controller for `namespace` with the proxy API on a free
     /// port, `CONFIGPROXY_AUTH_TOKEN` the tests' token.
     pub fn start(namespace: &str) -> ChpController {
+        ChpController::start_with(namespace, &[])
+    }
+
+    /// The same, with more `--chp-*` flags.
+    pub fn start_with(namespace: &str, more: &[&str]) -> ChpController {
         let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let args = ["--chp-api", &api.to_string(), "--chp-port", &CHP_PORT.to_string()];
+        let (api_text, port) = (api.to_string(), CHP_PORT.to_string());
+        let mut args = vec!["--chp-api", &api_text, "--chp-port", &port];
+        args.extend_from_slice(more);
         let controller = Controller::start_with_env(namespace, &args, &[("CONFIGPROXY_AUTH_TOKEN", TOKEN)]);
         ChpController { controller, api, namespace: namespace.to_string() }
     }

@@ -15,6 +15,8 @@
 //! * Two controller replicas: a route written through one is listed by the
 //!   other and served by the gateways of both; deleted through the other, it
 //!   is gone everywhere.
+//! * CHP's `--default-target`, `--error-target` and `--error-path` as the
+//!   controller's `--chp-*` flags, served by every gateway replica.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -22,6 +24,8 @@ use std::time::Duration;
 use portico_e2e::TestNamespace;
 use portico_e2e::chp_cluster::{ChpController, ChpGateway};
 use portico_e2e::chp_proxy::TOKEN;
+use portico_e2e::free_port;
+use portico_e2e::http_stub::{HttpStub, StubResponse};
 use portico_e2e::jupyterhub::{HUB_TOKEN, HubProxy, JupyterHub};
 use portico_e2e::raw_http;
 use portico_e2e::recording_upstream::RecordingUpstream;
@@ -248,4 +252,70 @@ fn any_controller_replica_takes_writes_and_every_replica_serves_them() {
     });
     assert!(gone.is_some(), "a route deleted through one controller is still somewhere: {}", first.routes());
     assert_eq!(first.objects(), Vec::<String>::new());
+}
+
+#[test]
+fn the_default_target_and_error_pages_are_served_by_every_replica() {
+    let namespace = TestNamespace::create("chp-pages");
+    let pages = HttpStub::start(|request| {
+        StubResponse::new(200, format!("hub error page for {}", request.target))
+            .with_header("content-type", "text/html")
+    });
+    let hub = HttpStub::echo();
+    let hub_url = format!("http://{}", hub.address());
+    let error_target = format!("http://{}/hub/error", pages.address());
+    let chp = ChpController::start_with(
+        namespace.name(),
+        &["--chp-default-target", &hub_url, "--chp-error-target", &error_target],
+    );
+    let replicas = [chp.gateway(), chp.gateway()];
+
+    // The default target is CHP's `/` route: listed, served, no object.
+    let routes = chp.routes();
+    assert_eq!(routes["/"]["target"], json!(hub_url), "{routes}");
+    assert!(chp.objects().is_empty(), "the default target is not an object");
+    for replica in &replicas {
+        let login = poll(SETTLE, || replica.get("/hub/login").filter(|r| r.status == 200));
+        let log = replica.gateway.log_tail();
+        assert!(login.is_some_and(|r| r.text().starts_with("GET /hub/login\n")), "the hub is not served; log:\n{log}");
+    }
+
+    // A route whose server is down: 503 with the hub's page, on every replica.
+    let down = format!("http://127.0.0.1:{}", free_port());
+    assert_eq!(add(&chp, "/user/gone", &down, json!({"user": "gone"})), 201);
+    for replica in &replicas {
+        let page = poll(SETTLE, || replica.get("/user/gone/lab").filter(|r| r.status == 503));
+        let page = page.unwrap_or_else(|| panic!("no 503; log:\n{}", replica.gateway.log_tail()));
+        assert_eq!(page.text(), "hub error page for /hub/error/503?url=%2Fuser%2Fgone%2Flab");
+        assert_eq!(page.header("content-type"), Some("text/html"));
+    }
+
+    // The hub's own `/` wins over the default, which comes back when it goes.
+    let other_hub = HttpStub::echo();
+    assert_eq!(add(&chp, "/", &format!("http://{}", other_hub.address()), json!({"hub": true})), 201);
+    assert_eq!(chp.objects(), vec!["/".to_string(), "/user/gone".to_string()]);
+    assert_eq!(replicas[0].get("/hub/home").map(|r| r.status), Some(200));
+    assert_eq!(other_hub.requests().pop().map(|r| r.target).as_deref(), Some("/hub/home"));
+    assert_eq!(chp.api("DELETE", "/api/routes/", None).status, 204);
+    assert_eq!(chp.routes()["/"]["target"], json!(hub_url), "listed again");
+    let back = poll(SETTLE, || {
+        replicas[1].get("/hub/back").filter(|r| r.status == 200 && r.text().starts_with("GET /hub/back\n"))
+    });
+    assert!(back.is_some(), "the default target did not come back");
+
+    // --chp-error-path: the folder's pages, read by the controller, served
+    // by gateways that cannot see its files.
+    let folder = tempfile::tempdir().expect("a pages folder");
+    std::fs::write(folder.path().join("404.html"), "<h1>no such server</h1>").expect("writing 404.html");
+    std::fs::write(folder.path().join("error.html"), "<h1>proxy error</h1>").expect("writing error.html");
+    let other = TestNamespace::create("chp-folder");
+    let folder_path = folder.path().display().to_string();
+    let with_folder = ChpController::start_with(other.name(), &["--chp-error-path", &folder_path]);
+    let replica = with_folder.gateway();
+    let missing = poll(SETTLE, || replica.get("/nowhere").filter(|r| r.status == 404));
+    let missing = missing.unwrap_or_else(|| panic!("no 404; log:\n{}", replica.gateway.log_tail()));
+    assert_eq!(missing.text(), "<h1>no such server</h1>");
+    assert_eq!(add(&with_folder, "/user/gone", &down, json!({})), 201);
+    let failed = poll(SETTLE, || replica.get("/user/gone/").filter(|r| r.status == 503));
+    assert_eq!(failed.map(|r| r.text()).as_deref(), Some("<h1>proxy error</h1>"));
 }

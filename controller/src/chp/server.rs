@@ -79,6 +79,8 @@ pub struct ChpApi {
     pub metrics: Metrics,
     /// The route index's snapshots: version 0 until its caches are filled.
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    /// When this replica started: the default target's route was "added".
+    pub started_unix_ms: i64,
 }
 
 /// Serves `listener` until the task is dropped.
@@ -137,16 +139,38 @@ impl ChpApi {
 
     /// Every route idle since before `inactive_since` (all without it).
     fn list(&self, inactive_since: Option<i64>) -> Map<String, Value> {
-        self.cache
+        let keep = |last: i64| inactive_since.is_none_or(|since| last < since);
+        let mut routes: Map<String, Value> = self
+            .cache
             .state()
             .iter()
             .filter_map(|object| {
                 let route = from_object(object, self.settings.host_routing).ok()?;
                 let last = self.last_activity(object, &route);
-                let keep = inactive_since.is_none_or(|since| last < since);
-                keep.then(|| (route.path.key.clone(), Value::Object(shown(&route.data, &route.path, Some(last)))))
+                keep(last).then(|| (route.path.key.clone(), Value::Object(shown(&route.data, &route.path, Some(last)))))
             })
-            .collect()
+            .collect();
+        if let Some((key, route, last)) = self.default_route()
+            && !routes.contains_key(&key)
+            && keep(last)
+        {
+            routes.insert(key, Value::Object(route));
+        }
+        routes
+    }
+
+    /// `--chp-default-target` as CHP lists it (a route `/` it added at
+    /// start-up), while no ChpRoute claims `/`: key, route, last activity.
+    fn default_route(&self) -> Option<(String, Map<String, Value>, i64)> {
+        let target = self.settings.default_target.as_ref()?;
+        let path = RoutePath::parse("/", self.settings.host_routing).ok()?;
+        if self.cached(&path.key).is_some() {
+            return None;
+        }
+        let reported = self.activity.last_activity_ms(&target.activity_key()).unwrap_or(0);
+        let last = reported.max(self.started_unix_ms);
+        let data = Map::from_iter([("target".to_string(), Value::String(target.to_string()))]);
+        Some((path.key.clone(), shown(&data, &path, Some(last)), last))
     }
 
     fn get(&self, raw_path: &str) -> Response<Vec<u8>> {
@@ -154,11 +178,14 @@ impl ChpApi {
             Ok(path) => path,
             Err(error) => return api::text(StatusCode::BAD_REQUEST, &RouteError::from(error).to_string()),
         };
-        let found = self.cached(&path.key).and_then(|object| {
-            let route = from_object(&object, self.settings.host_routing).ok()?;
-            let last = self.last_activity(&object, &route);
-            Some(shown(&route.data, &route.path, Some(last)))
-        });
+        let found = self
+            .cached(&path.key)
+            .and_then(|object| {
+                let route = from_object(&object, self.settings.host_routing).ok()?;
+                let last = self.last_activity(&object, &route);
+                Some(shown(&route.data, &route.path, Some(last)))
+            })
+            .or_else(|| self.default_route().filter(|(key, ..)| *key == path.key).map(|(_, route, _)| route));
         match found {
             Some(route) => api::json(StatusCode::OK, &Value::Object(route)),
             None => api::empty(StatusCode::NOT_FOUND),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use kube::ResourceExt;
 use portico_api::chp::ChpRoute;
-use portico_chp::{Layout, LayoutSettings, RouteSet};
+use portico_chp::{Layout, LayoutSettings, RoutePath, RouteSet, Target};
 use portico_routing::parts::TableDelta;
 
 use super::objects::from_object;
@@ -18,6 +18,8 @@ use super::propagation::version_number;
 pub struct ChpTable {
     set: RouteSet,
     host_routing: bool,
+    /// `--chp-default-target`: the `/` route while no object claims `/`.
+    default: Option<(RoutePath, Target)>,
     /// Object name -> route key (a deleted object's key, and a renamed key's).
     keys: HashMap<String, String>,
     /// Pieces changed since the last [`ChpTable::take_delta`].
@@ -28,15 +30,15 @@ pub struct ChpTable {
 }
 
 impl ChpTable {
-    pub fn new(layout: &LayoutSettings, host_routing: bool) -> Self {
-        Self {
-            set: RouteSet::new(Layout::new(layout)),
-            host_routing,
-            keys: HashMap::new(),
-            // The listener and its `*` virtual host serve from the first step.
-            delta: Layout::new(layout).skeleton(),
-            changed: Vec::new(),
+    pub fn new(layout: &LayoutSettings, host_routing: bool, default_target: Option<Target>) -> Self {
+        // The listener and its `*` virtual host serve from the first step.
+        let mut delta = Layout::new(layout).skeleton();
+        let mut set = RouteSet::new(Layout::new(layout));
+        let default = default_target.and_then(|target| Some((RoutePath::parse("/", host_routing).ok()?, target)));
+        if let Some((root, target)) = &default {
+            set.upsert(&mut delta, root.clone(), target.clone());
         }
+        Self { set, host_routing, default, keys: HashMap::new(), delta, changed: Vec::new() }
     }
 
     /// Routes served.
@@ -58,7 +60,7 @@ impl ChpTable {
                     && *previous != route.path.key
                 {
                     let previous = previous.clone();
-                    self.set.remove(&mut self.delta, &previous);
+                    self.release(&previous);
                 }
                 self.keys.insert(name.clone(), route.path.key.clone());
                 self.set.upsert(&mut self.delta, route.path, route.target);
@@ -78,10 +80,21 @@ impl ChpTable {
         self.changed.push((name.to_string(), None));
     }
 
-    /// Stops serving the route of object `name`, if any.
+    /// Stops serving the route of object `name`, if any (`/` goes back to
+    /// the default target, if there is one).
     fn unserve(&mut self, name: &str) {
         if let Some(key) = self.keys.remove(name) {
-            self.set.remove(&mut self.delta, &key);
+            self.release(&key);
+        }
+    }
+
+    /// No object claims route `key` any more.
+    fn release(&mut self, key: &str) {
+        match &self.default {
+            Some((root, target)) if root.key == key => self.set.upsert(&mut self.delta, root.clone(), target.clone()),
+            _ => {
+                self.set.remove(&mut self.delta, key);
+            }
         }
     }
 
@@ -134,7 +147,7 @@ mod tests {
 
     #[test]
     fn each_event_changes_its_own_route_and_a_relist_drops_the_missed_deletions() {
-        let mut table = ChpTable::new(&LayoutSettings::on_port(8000), false);
+        let mut table = ChpTable::new(&LayoutSettings::on_port(8000), false, None);
         assert_eq!(table.take_delta().listeners.len(), 1, "the listener from the start");
         table.upsert(&object("a", "/user/a", 1, "5"));
         table.upsert(&object("b", "/user/b", 2, "6"));
@@ -149,5 +162,28 @@ mod tests {
         table.upsert(&bad);
         assert_eq!(table.len(), 1, "a bad object is not served");
         assert_eq!(table.full_state().routes.len(), 2, "the health check and b");
+    }
+
+    #[test]
+    fn the_default_target_serves_root_while_no_object_claims_it() {
+        let default = Target::parse("http://hub:8081").unwrap();
+        let mut table = ChpTable::new(&LayoutSettings::on_port(8000), false, Some(default.clone()));
+        let root_piece =
+            |delta: &TableDelta| delta.routes.iter().find(|(name, _)| name.ends_with("/chp:/")).map(|(_, p)| p.clone());
+        let target_of =
+            |piece: Option<Option<portico_routing::parts::Placed<Arc<portico_routing::table::Route>>>>| match &piece
+                .flatten()?
+                .value
+                .action
+            {
+                portico_routing::table::RouteAction::Forward(forward) => Some(forward.destinations[0].port),
+                _ => None,
+            };
+        assert_eq!(target_of(root_piece(&table.take_delta())), Some(8081), "served from the start");
+        table.upsert(&object("hub", "/", 9000, "3"));
+        assert_eq!(target_of(root_piece(&table.take_delta())), Some(9000), "the hub's own route wins");
+        table.remove("hub");
+        assert_eq!(target_of(root_piece(&table.take_delta())), Some(8081), "and the default comes back");
+        assert_eq!(table.len(), 1);
     }
 }

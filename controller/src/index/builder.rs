@@ -122,7 +122,7 @@ impl Builder {
     /// Empty tables at `version` (JupyterHub's routes from the cache).
     fn new_tables(&self, version: u64) -> Tables {
         let chp = self.settings.chp.as_ref().map(|settings| {
-            let mut table = ChpTable::new(&settings.layout(), settings.host_routing);
+            let mut table = ChpTable::new(&settings.layout(), settings.host_routing, settings.default_target.clone());
             if let Some(store) = &self.stores.chp_routes {
                 table.replace(&store.state());
             }

@@ -101,7 +101,7 @@ macro_rules! indexed_object {
         impl Indexed for $type {
             const WATCHED: Watched = Watched::Object(ObjectKind::$kind);
             fn applied(object: Arc<Self>) -> Change {
-                Change::Upsert(Object::$kind(object))
+                Change::Upsert(Object::$kind(object.into()))
             }
         }
     };

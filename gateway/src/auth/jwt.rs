@@ -12,6 +12,7 @@
 //! the same token on every request, and its signature is checked once, not
 //! per request, for as long as its `exp`, the rule and the key set allow.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,23 +31,23 @@ const JWKS_REFRESH: Duration = Duration::from_secs(600);
 const LEEWAY_SECS: u64 = 60;
 
 /// A verified token.
-#[derive(Debug)]
-pub struct Verified {
-    /// `<iss>/<sub>`: Istio's request principal.
-    pub principal: Arc<str>,
-    pub claims: Arc<serde_json::Value>,
+pub struct Verified<'r> {
+    /// What its verification established (principal `<iss>/<sub>`,
+    /// claims, the claims' headers), shared with the cache.
+    pub token: Arc<CachedToken>,
     /// Index of the rule in the security table's `jwt_rules`.
     pub rule: usize,
     /// Where the token was found, to remove it unless forwarded.
-    pub location: TokenLocation,
+    pub location: TokenLocation<'r>,
 }
 
-/// Where a token was read from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TokenLocation {
-    Header(String),
-    Param(String),
-    Cookie(String),
+/// Where a token was read from: the name, as the rule that reads there has
+/// it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenLocation<'r> {
+    Header(&'r str),
+    Param(&'r str),
+    Cookie(&'r str),
 }
 
 /// Why a token was refused (the client gets 401).
@@ -84,13 +85,13 @@ impl JwtVerifier {
 
     /// The first token any rule's locations hold, verified. `Ok(None)`
     /// when the request carries no token at all.
-    pub async fn authenticate(
+    pub async fn authenticate<'r>(
         &self,
-        rules: &[JwtIssuer],
+        rules: &'r [JwtIssuer],
         request: &RequestHeader,
-    ) -> Result<Option<Verified>, JwtError> {
+    ) -> Result<Option<Verified<'r>>, JwtError> {
         let Some((token, location)) = find_token(rules, request) else { return Ok(None) };
-        if let Some(verified) = self.remembered(rules, &token, &location).await {
+        if let Some(verified) = self.remembered(rules, &token, location).await {
             return Ok(Some(verified));
         }
         let issuer = unverified_issuer(&token)?;
@@ -98,20 +99,24 @@ impl JwtVerifier {
         let (index, rule) = rules
             .iter()
             .enumerate()
-            .find(|(_, rule)| rule.issuer == issuer && reads_from(rule, &location))
+            .find(|(_, rule)| rule.issuer == issuer && reads_from(rule, location))
             .ok_or_else(|| JwtError::UnknownIssuer(issuer.clone()))?;
         let (claims, keys) = self.verify(rule, &token).await?;
         let subject = claims.get("sub").and_then(|s| s.as_str()).unwrap_or_default();
         let principal: Arc<str> = Arc::from(format!("{issuer}/{subject}"));
-        let claims = Arc::new(claims);
-        let entry = CachedToken::new(rule, Arc::clone(&principal), Arc::clone(&claims), keys);
-        self.verified.insert(token, entry, LEEWAY_SECS);
-        Ok(Some(Verified { principal, claims, rule: index, location }))
+        let entry = Arc::new(CachedToken::new(rule, principal, Arc::new(claims), keys));
+        self.verified.insert(token.into_owned(), Arc::clone(&entry), LEEWAY_SECS);
+        Ok(Some(Verified { token: entry, rule: index, location }))
     }
 
     /// A token verified before, still valid under the rule that takes it now
     /// and the issuer's current keys.
-    async fn remembered(&self, rules: &[JwtIssuer], token: &str, location: &TokenLocation) -> Option<Verified> {
+    async fn remembered<'r>(
+        &self,
+        rules: &'r [JwtIssuer],
+        token: &str,
+        location: TokenLocation<'r>,
+    ) -> Option<Verified<'r>> {
         let entry = self.verified.get(token)?;
         let (index, rule) =
             rules.iter().enumerate().find(|(_, rule)| rule.issuer == entry.issuer && reads_from(rule, location))?;
@@ -125,12 +130,7 @@ impl JwtVerifier {
             self.verified.remove(token);
             return None;
         }
-        Some(Verified {
-            principal: Arc::clone(&entry.principal),
-            claims: Arc::clone(&entry.claims),
-            rule: index,
-            location: location.clone(),
-        })
+        Some(Verified { token: entry, rule: index, location })
     }
 
     /// The token's claims, and the fetched key set that verified it (None
@@ -235,8 +235,9 @@ fn matching_keys<'a>(keys: &'a JwkSet, kid: Option<&str>, alg: Algorithm) -> Vec
         .collect()
 }
 
-/// The first token found at any rule's locations.
-fn find_token(rules: &[JwtIssuer], request: &RequestHeader) -> Option<(String, TokenLocation)> {
+/// The first token found at any rule's locations (borrowed from the
+/// request where it can be: it is only copied when a verification caches it).
+fn find_token<'q, 'r>(rules: &'r [JwtIssuer], request: &'q RequestHeader) -> Option<(Cow<'q, str>, TokenLocation<'r>)> {
     for rule in rules {
         for location in &rule.from_headers {
             for value in request.headers.get_all(location.name.as_str()) {
@@ -247,31 +248,31 @@ fn find_token(rules: &[JwtIssuer], request: &RequestHeader) -> Option<(String, T
                     strip_prefix_ignore_case(value, &location.prefix)
                 };
                 if let Some(token) = token.map(str::trim).filter(|t| !t.is_empty()) {
-                    return Some((token.to_string(), TokenLocation::Header(location.name.clone())));
+                    return Some((Cow::Borrowed(token), TokenLocation::Header(&location.name)));
                 }
             }
         }
         if let Some(query) = request.uri.query() {
             for name in &rule.from_params {
                 if let Some(token) = query_param(query, name) {
-                    return Some((token, TokenLocation::Param(name.clone())));
+                    return Some((Cow::Borrowed(token), TokenLocation::Param(name)));
                 }
             }
         }
         for name in &rule.from_cookies {
             if let Some(token) = super::browser::cookie(request, name) {
-                return Some((token, TokenLocation::Cookie(name.clone())));
+                return Some((Cow::Owned(token), TokenLocation::Cookie(name)));
             }
         }
     }
     None
 }
 
-fn reads_from(rule: &JwtIssuer, location: &TokenLocation) -> bool {
+fn reads_from(rule: &JwtIssuer, location: TokenLocation<'_>) -> bool {
     match location {
-        TokenLocation::Header(name) => rule.from_headers.iter().any(|h| &h.name == name),
-        TokenLocation::Param(name) => rule.from_params.contains(name),
-        TokenLocation::Cookie(name) => rule.from_cookies.contains(name),
+        TokenLocation::Header(name) => rule.from_headers.iter().any(|h| h.name == name),
+        TokenLocation::Param(name) => rule.from_params.iter().any(|p| p == name),
+        TokenLocation::Cookie(name) => rule.from_cookies.iter().any(|c| c == name),
     }
 }
 
@@ -282,8 +283,8 @@ fn strip_prefix_ignore_case<'a>(value: &'a str, prefix: &str) -> Option<&'a str>
 
 /// `name`'s value in a query string (percent-decoding is not needed for
 /// the base64url alphabet of JWTs).
-fn query_param(query: &str, name: &str) -> Option<String> {
-    query.split('&').filter_map(|pair| pair.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query.split('&').filter_map(|pair| pair.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
 }
 
 /// `iss` from the payload, before verification: it only picks the rule
@@ -303,10 +304,10 @@ fn unverified_issuer(token: &str) -> Result<String, JwtError> {
 }
 
 /// The token's location, so it can be removed from the upstream request.
-pub fn remove_token(request: &mut RequestHeader, location: &TokenLocation) {
+pub fn remove_token(request: &mut RequestHeader, location: TokenLocation<'_>) {
     match location {
         TokenLocation::Header(name) => {
-            request.remove_header(name.as_str());
+            request.remove_header(name);
         }
         // Query and cookie tokens stay: rewriting the URI or the Cookie
         // header would change what the application sees beyond the token.

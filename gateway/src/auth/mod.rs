@@ -134,8 +134,12 @@ impl Guard {
     /// What every request gets, policies or not: client copies of identity
     /// headers removed, and a websocket upgrade from a foreign origin refused.
     fn screen(&self, request: &mut RequestHeader, security: &SecurityTable) -> Result<(), LocalResponse> {
-        for name in security.identity_headers() {
-            request.remove_header(name);
+        // Removed only where present: a removal by a `&str` name parses the
+        // name into both of Pingora's header maps' lookups.
+        for name in security.identity_header_names() {
+            if request.headers.contains_key(name) {
+                request.remove_header(name);
+            }
         }
         for name in &self.identity_names {
             request.remove_header(name);
@@ -230,17 +234,17 @@ impl Guard {
             && let Some(rule) = security.jwt_rules.get(verified.rule)
         {
             for output in &rule.claim_to_headers {
-                if let Some(value) = jwt::claim_header_value(&verified.claims, &output.claim)
-                    && let Ok(value) = HeaderValue::from_str(&value)
-                {
-                    request.insert_header(output.header.clone(), value).map_err(|_| internal())?;
+                if let (name, Some(value)) = verified.token.claim_header(output) {
+                    request.insert_header(name, value).map_err(|_| internal())?;
                 }
             }
             if let Some(name) = &rule.payload_header {
-                request.insert_header(name.clone(), jwt::payload_segment(&verified.claims)).map_err(|_| internal())?;
+                request
+                    .insert_header(name.clone(), jwt::payload_segment(&verified.token.claims))
+                    .map_err(|_| internal())?;
             }
             if !rule.forward_original_token {
-                jwt::remove_token(request, &verified.location);
+                jwt::remove_token(request, verified.location);
             }
         }
         let credentials = match &verified {
@@ -248,8 +252,8 @@ impl Guard {
             None if security.jwt_rules.is_empty() => Credentials::NotApplicable,
             None => Credentials::Missing,
         };
-        let principal = verified.as_ref().map(|v| &*v.principal);
-        let claims = verified.as_ref().map(|v| &*v.claims);
+        let principal = verified.as_ref().map(|v| &*v.token.principal);
+        let claims = verified.as_ref().map(|v| &*v.token.claims);
         // The gateway's own policies: the peer is the remote client.
         let gateway = attributes(request, routed, None, principal, claims, client_ip, port);
         check(&security.gateway, &gateway, request, &self.settings, credentials)?;

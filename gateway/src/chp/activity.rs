@@ -11,7 +11,6 @@
 //! default), and CHP counts the ping's bytes.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -21,6 +20,17 @@ use portico_chp::timestamp::now_ms;
 #[derive(Default)]
 pub struct Activity {
     routes: RwLock<HashMap<String, Arc<RouteActivity>>>,
+}
+
+/// A websocket open through a route (a guard, not a future wrapper: it
+/// rides in the splice's own task, which stays small).
+pub struct OpenWebsocket(Arc<RouteActivity>);
+
+impl Drop for OpenWebsocket {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        self.0.last.fetch_max(now_ms(), Ordering::Relaxed);
+    }
 }
 
 /// One route's activity.
@@ -43,15 +53,12 @@ impl Activity {
         }
     }
 
-    /// Runs `websocket` (the splice of an upgraded connection through
-    /// `route`): the route is active while it runs, and when it ends.
-    pub async fn websocket<F: Future>(&self, route: &str, websocket: F) -> F::Output {
-        let Some(route) = self.find(route) else { return websocket.await };
+    /// A websocket through `route` opened: the route is active while the
+    /// returned guard lives, and when it is dropped.
+    pub fn websocket_open(&self, route: &str) -> Option<OpenWebsocket> {
+        let route = self.find(route)?;
         route.open.fetch_add(1, Ordering::Relaxed);
-        let output = websocket.await;
-        route.open.fetch_sub(1, Ordering::Relaxed);
-        route.last.fetch_max(now_ms(), Ordering::Relaxed);
-        output
+        Some(OpenWebsocket(route))
     }
 
     fn find(&self, route: &str) -> Option<Arc<RouteActivity>> {
@@ -102,20 +109,16 @@ mod tests {
         assert_eq!(activity.last("/unknown"), None);
     }
 
-    #[tokio::test]
-    async fn a_route_with_a_websocket_open_is_active() {
+    #[test]
+    fn a_route_with_a_websocket_open_is_active() {
         let activity = Arc::new(Activity::default());
         activity.set("/user/a", 5);
-        let (release, released) = tokio::sync::oneshot::channel::<()>();
-        let websocket = {
-            let activity = Arc::clone(&activity);
-            tokio::spawn(async move { activity.websocket("/user/a", released).await })
-        };
-        tokio::task::yield_now().await;
+        let websocket = activity.websocket_open("/user/a");
+        assert!(websocket.is_some());
+        assert!(activity.websocket_open("/unknown").is_none());
         let before = now_ms();
         assert!(activity.last("/user/a").unwrap() >= before, "open: active now");
-        release.send(()).unwrap();
-        websocket.await.unwrap().unwrap();
+        drop(websocket);
         let closed = activity.last("/user/a").unwrap();
         assert!(closed >= before, "its end is the last activity");
         assert_eq!(activity.last("/user/a"), Some(closed), "and it stays that");

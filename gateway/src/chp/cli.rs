@@ -187,6 +187,9 @@ impl ChpSettings {
             change_origin: self.change_origin,
             custom_headers: self.custom_headers.clone(),
             proxy_timeout: self.proxy_timeout,
+            // Served by this process itself ([`super::hooks`]), which
+            // reads `--error-path` at each error as CHP does.
+            error_pages: None,
         }
     }
 }
@@ -377,21 +380,9 @@ fn address(flag: &'static str, text: &str) -> Result<IpAddr, ChpFlagError> {
 }
 
 fn error_target(text: &str) -> Result<reqwest::Url, ChpFlagError> {
-    let invalid = |reason: &str| ChpFlagError::Invalid {
-        flag: "error-target",
-        value: text.to_string(),
-        reason: reason.to_string(),
-    };
-    let mut url = reqwest::Url::parse(text).map_err(|error| invalid(&error.to_string()))?;
-    if url.scheme() != "http" || url.host_str().is_none() {
-        return Err(invalid("expected http://host[:port][/path]"));
-    }
-    // Pages are <target>/<code>: the path must end with a slash.
-    if !url.path().ends_with('/') {
-        let path = format!("{}/", url.path());
-        url.set_path(&path);
-    }
-    Ok(url)
+    let invalid = |reason: String| ChpFlagError::Invalid { flag: "error-target", value: text.to_string(), reason };
+    let base = portico_chp::error_target(text).map_err(|error| invalid(error.to_string()))?;
+    reqwest::Url::parse(&base).map_err(|error| invalid(error.to_string()))
 }
 
 fn custom_header(text: &str) -> Result<(String, String), ChpFlagError> {

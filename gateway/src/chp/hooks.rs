@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::header;
 use pingora_http::RequestHeader;
 
-use super::activity::Activity;
+use super::activity::{Activity, OpenWebsocket};
 use crate::decision::LocalResponse;
 
 /// How long the error target may take before the plain answer is sent.
@@ -42,9 +42,10 @@ impl ProxyHooks {
         self.activity.record(route, status);
     }
 
-    /// Runs the splice of a websocket through CHP route `route`.
-    pub async fn websocket<F: std::future::Future>(&self, route: &str, splice: F) -> F::Output {
-        self.activity.websocket(route, splice).await
+    /// A websocket through CHP route `route` opened; it counts as open
+    /// until the guard is dropped.
+    pub fn websocket_open(&self, route: &str) -> Option<OpenWebsocket> {
+        self.activity.websocket_open(route)
     }
 
     /// `--no-x-forward`: the upstream request carries no X-Forwarded-*.
@@ -72,6 +73,43 @@ impl ProxyHooks {
         };
         Some(LocalResponse { status, headers: vec![(header::CONTENT_TYPE, content_type)], body, flags })
     }
+}
+
+/// The page for `status` from a listener's error pages (cluster mode,
+/// where the controller's `--chp-error-target`/`--chp-error-path` travel
+/// with the routes), if it could be had.
+pub async fn listener_error_page(
+    pages: &portico_routing::table::ErrorPages,
+    status: u16,
+    flags: &'static str,
+    url: &str,
+) -> Option<LocalResponse> {
+    use portico_routing::table::ErrorPages as Pages;
+    let (content_type, body) = match pages {
+        Pages::Target { url: target } => {
+            let target = reqwest::Url::parse(target).ok()?;
+            fetch(shared_client()?, &target, status, url).await?
+        }
+        Pages::Pages { by_status, other } => {
+            let page = by_status.get(&status).or(other.as_ref())?;
+            ("text/html".to_string(), Bytes::from(page.clone()))
+        }
+    };
+    Some(LocalResponse { status, headers: vec![(header::CONTENT_TYPE, content_type)], body, flags })
+}
+
+/// One client for every listener's error target, made on first use.
+fn shared_client() -> Option<&'static reqwest::Client> {
+    static CLIENT: std::sync::OnceLock<Option<reqwest::Client>> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| match reqwest::Client::builder().no_proxy().build() {
+            Ok(client) => Some(client),
+            Err(error) => {
+                tracing::warn!(%error, "no HTTP client for error pages");
+                None
+            }
+        })
+        .as_ref()
 }
 
 async fn fetch(

@@ -114,19 +114,13 @@ impl GatewayProxy {
         // What the websocket carries is read from the client's own path.
         let key = portico_chp::target::activity_key(&destination.host, destination.port);
         let watch = self.activity.as_ref().map(|a| a.websocket(&key, session.req_header().raw_path()));
-        let client = tunnel::detach(session).await?;
+        // As CHP: the route is active while the websocket is open.
+        let open = self.chp.as_ref().and_then(|chp| chp.websocket_open(&forward.route().name));
+        let client = tunnel::Client::new(tunnel::detach(session).await?, self.settings.unbuffered_downstream)
+            .await
+            .map_err(|e| Error::because(ErrorType::InternalError, "taking the upgraded client stream", e))?;
         let websockets = self.metrics.active_websockets.clone();
-        let splice = tunnel::splice(client, upstream, early, leftover, websockets, watch);
-        match (&self.chp, ctx.forward.as_ref()) {
-            // As CHP: the route is active while the websocket is open.
-            (Some(chp), Some(forward)) => {
-                let (chp, route) = (Arc::clone(chp), forward.route().name.clone());
-                tokio::spawn(async move { chp.websocket(&route, splice).await });
-            }
-            _ => {
-                tokio::spawn(splice);
-            }
-        }
+        tokio::spawn(tunnel::Splice::new(client, upstream, early, leftover, websockets, watch, open));
         Ok(true)
     }
 

@@ -2,7 +2,7 @@
 //! names, kept while at least one route names it and recomputed when its
 //! Service, EndpointSlices or mesh membership change.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{IncrementalTranslator, Key};
@@ -12,16 +12,25 @@ use crate::translate::endpoints::{cluster_of, service_host};
 /// How many placed routes name each destination.
 #[derive(Default)]
 pub(super) struct ClusterRefs {
-    /// host -> port -> references.
-    ports_by_host: HashMap<String, BTreeMap<u16, usize>>,
+    /// host -> (port, references), sorted by port (a `Vec`: nearly every
+    /// host has one port, and a `BTreeMap` node is 200 bytes).
+    ports_by_host: HashMap<String, Vec<(u16, usize)>>,
 }
 
 impl IncrementalTranslator {
     /// A placed route names `host:port`.
     pub(super) fn reference_cluster(&mut self, host: &str, port: u16) {
-        let count = self.clusters.ports_by_host.entry(host.to_string()).or_default().entry(port).or_default();
-        *count += 1;
-        if *count == 1 {
+        let ports = self.clusters.ports_by_host.entry(host.to_string()).or_default();
+        let at = match ports.binary_search_by_key(&port, |(p, _)| *p) {
+            Ok(at) => at,
+            Err(at) => {
+                ports.reserve_exact(1);
+                ports.insert(at, (port, 0));
+                at
+            }
+        };
+        ports[at].1 += 1;
+        if ports[at].1 == 1 {
             self.set_cluster(host, port);
         }
     }
@@ -29,10 +38,10 @@ impl IncrementalTranslator {
     /// A route that named `host:port` is gone.
     pub(super) fn release_cluster(&mut self, host: &str, port: u16) {
         let Some(ports) = self.clusters.ports_by_host.get_mut(host) else { return };
-        let Some(count) = ports.get_mut(&port) else { return };
-        *count = count.saturating_sub(1);
-        if *count == 0 {
-            ports.remove(&port);
+        let Ok(at) = ports.binary_search_by_key(&port, |(p, _)| *p) else { return };
+        ports[at].1 = ports[at].1.saturating_sub(1);
+        if ports[at].1 == 0 {
+            ports.remove(at);
             if ports.is_empty() {
                 self.clusters.ports_by_host.remove(host);
             }
@@ -43,8 +52,12 @@ impl IncrementalTranslator {
     /// Recomputes the named clusters of the Service `service`.
     pub(super) fn refresh_service_clusters(&mut self, service: &Key) {
         let host = service_host(&service.0, &service.1, &self.settings.cluster_domain);
-        let ports: Vec<u16> =
-            self.clusters.ports_by_host.get(&host).map(|ports| ports.keys().copied().collect()).unwrap_or_default();
+        let ports: Vec<u16> = self
+            .clusters
+            .ports_by_host
+            .get(&host)
+            .map(|ports| ports.iter().map(|(p, _)| *p).collect())
+            .unwrap_or_default();
         for port in ports {
             self.set_cluster(&host, port);
         }
@@ -70,17 +83,24 @@ impl IncrementalTranslator {
     /// `host:port`'s endpoints from its Service's own slices; `None` for an
     /// unknown Service or one without slices (the gateway then resolves).
     fn compute_cluster(&self, host: &str, port: u16) -> Option<Cluster> {
-        let key = self.inputs.services_by_host.get(host)?;
-        let service = self.inputs.services.get(key)?;
-        let slices = self
+        let key = self.service_at(host)?;
+        let service = self.inputs.services.get(&key)?;
+        let slices: Vec<_> = self
             .inputs
             .slices_by_service
-            .get(key)
+            .get(&key)
             .into_iter()
             .flatten()
             .filter_map(|name| self.inputs.endpoint_slices.get(&(key.0.clone(), name.clone())))
-            .map(Arc::as_ref);
+            .map(|slice| slice.view())
+            .collect();
         let meshed = self.inputs.meshed_namespaces.contains(&key.0);
-        cluster_of(service, slices, port, meshed, self.inputs.injected_pods.as_ref())
+        cluster_of(
+            &service.view(),
+            slices.iter().map(|slice| &**slice),
+            port,
+            meshed,
+            self.inputs.injected_pods.as_ref(),
+        )
     }
 }

@@ -51,7 +51,7 @@ impl IncrementalTranslator {
 
         let mut keys: BTreeSet<Key> = self.virtual_services.keys().cloned().collect();
         keys.extend(self.inputs.virtual_services.keys().cloned());
-        keys.extend(self.inputs.derived.keys().cloned());
+        keys.extend(self.inputs.notebooks.keys().map(super::inputs::derived_key));
         for key in &keys {
             self.refresh_virtual_service(key);
         }
@@ -129,6 +129,7 @@ impl IncrementalTranslator {
                 tls: draft.tls.clone(),
                 path_normalization: self.path_normalization,
                 security: self.global.security.clone(),
+                error_pages: None,
             };
             wanted.insert(name, Placed { parent: String::new(), order: keys::listener_order(draft.port), value });
         }

@@ -86,12 +86,14 @@ impl IncrementalTranslator {
         let new_diagnostics = match self.effective(key) {
             Some(vs) => {
                 let mut translated = self.translate_one(&vs);
+                // Only explicit objects keep a last good version: a
+                // Notebook's derived VirtualService is regenerated, never
+                // edited by hand.
+                let explicit = self.inputs.virtual_services.contains_key(key);
                 if translated.clean {
-                    translated.state.last_good = self.keep_last_good.then_some(vs);
+                    translated.state.last_good = (self.keep_last_good && explicit).then_some(vs);
                 } else if self.keep_last_good
-                    // Only explicit objects: a Notebook's derived
-                    // VirtualService is regenerated, never edited by hand.
-                    && self.inputs.virtual_services.contains_key(key)
+                    && explicit
                     && let Some(previous) = last_good
                 {
                     let broken = std::mem::take(&mut translated.state.diagnostics);
@@ -129,8 +131,8 @@ impl IncrementalTranslator {
         let reads = RefCell::new(Vec::new());
         let service_port = |host: &str| {
             reads.borrow_mut().push(host.to_string());
-            let key = self.inputs.services_by_host.get(host)?;
-            crate::translate::endpoints::only_port(self.inputs.services.get(key)?)
+            let key = self.service_at(host)?;
+            self.inputs.services.get(&key)?.view().only_port()
         };
         let bound =
             bind(vs, &self.global.known_gateways, &service_port, &self.settings.cluster_domain, &mut diagnostics);

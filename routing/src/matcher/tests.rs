@@ -17,6 +17,7 @@ fn listener() -> Placed<ListenerPart> {
             tls: Vec::new(),
             path_normalization: PathNormalizationMode::default(),
             security: SecurityTable::default(),
+            error_pages: None,
         },
     }
 }

@@ -2,12 +2,12 @@
 //! EndpointSlices (what kube-proxy would do, done at the gateway).
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
 
 use portico_api::k8s_openapi::api::core::v1::Service;
 use portico_api::k8s_openapi::api::discovery::v1::EndpointSlice;
 use portico_api::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use crate::incremental::views::{PodRef, ServiceView, SliceView};
 use crate::table::{Cluster, Endpoint, cluster_name};
 
 /// Label EndpointSlices carry to name their Service.
@@ -82,8 +82,9 @@ impl<'a> ServiceIndex<'a> {
         let namespace = service.metadata.namespace.as_deref().unwrap_or("default");
         let name = service.metadata.name.as_deref()?;
         let slices = self.slices.get(&(namespace, name)).map(Vec::as_slice).unwrap_or_default();
-        let cluster =
-            cluster_of(service, slices.iter().copied(), port, self.meshed.contains(namespace), self.injected_pods)?;
+        let slices: Vec<SliceView> = slices.iter().map(|slice| SliceView::from(*slice)).collect();
+        let meshed = self.meshed.contains(namespace);
+        let cluster = cluster_of(&ServiceView::from(*service), slices.iter(), port, meshed, self.injected_pods)?;
         Some((cluster_name(host, port), cluster))
     }
 }
@@ -95,14 +96,11 @@ impl<'a> ServiceIndex<'a> {
 fn sidecar_of(
     injected_pods: Option<&crate::resources::InjectedPods>,
     namespace: &str,
-    target: Option<&portico_api::k8s_openapi::api::core::v1::ObjectReference>,
+    pod: Option<&PodRef>,
 ) -> (bool, Option<String>) {
-    let (Some(pods), Some(target)) = (injected_pods, target) else { return (false, None) };
-    let Some(name) = target.name.clone().filter(|_| target.kind.as_deref() == Some("Pod")) else {
-        return (false, None);
-    };
-    let pod_namespace = target.namespace.clone().unwrap_or_else(|| namespace.to_string());
-    match pods.get(&(pod_namespace, name)) {
+    let (Some(pods), Some(pod)) = (injected_pods, pod) else { return (false, None) };
+    let pod_namespace = pod.namespace.as_deref().unwrap_or(namespace).to_string();
+    match pods.get(&(pod_namespace, pod.name.to_string())) {
         Some(service_account) => (false, Some(service_account.clone())),
         None => (true, None),
     }
@@ -112,46 +110,45 @@ fn sidecar_of(
 /// (`slices`, all of that Service); `None` when it has no port `port` or no
 /// slice at all.
 pub(crate) fn cluster_of<'s>(
-    service: &Service,
-    slices: impl Iterator<Item = &'s EndpointSlice>,
+    service: &ServiceView,
+    slices: impl Iterator<Item = &'s SliceView>,
     port: u16,
     mesh_tls: bool,
     injected_pods: Option<&crate::resources::InjectedPods>,
 ) -> Option<Cluster> {
-    let namespace = service.metadata.namespace.as_deref().unwrap_or("default");
-    let service_port = service.spec.as_ref()?.ports.as_ref()?.iter().find(|p| i32::from(port) == p.port)?;
+    let namespace = service.key.0.as_str();
+    let service_port = service.ports.iter().find(|p| i32::from(port) == p.port)?;
     let mut endpoints = Vec::new();
     let mut any_slice = false;
     for slice in slices {
         any_slice = true;
         // EndpointSlice ports carry the Service port's name; an unnamed
         // Service port matches the slice's unnamed port.
-        let slice_port = slice.ports.as_ref().and_then(|ports| {
-            ports.iter().find(|p| p.name.as_deref().unwrap_or("") == service_port.name.as_deref().unwrap_or(""))
-        });
-        let target = match (slice_port.and_then(|p| p.port), &service_port.target_port) {
+        let slice_port = slice
+            .ports
+            .iter()
+            .find(|(name, _)| name.as_deref().unwrap_or("") == service_port.name.as_deref().unwrap_or(""));
+        let target = match (slice_port.and_then(|(_, port)| *port), &service_port.target_port) {
             (Some(port), _) => u16::try_from(port).ok(),
             (None, Some(IntOrString::Int(port))) => u16::try_from(*port).ok(),
             (None, None) => Some(port),
             (None, Some(IntOrString::String(_))) => None,
         };
         let Some(target) = target else { continue };
-        for endpoint in &slice.endpoints {
-            if endpoint.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+        for endpoint in slice.endpoints.iter() {
+            if endpoint.ready == Some(false) {
                 continue;
             }
             let (plain, service_account) = match mesh_tls {
-                true => sidecar_of(injected_pods, namespace, endpoint.target_ref.as_ref()),
+                true => sidecar_of(injected_pods, namespace, endpoint.pod.as_ref()),
                 false => (false, None),
             };
-            endpoints.extend(
-                endpoint.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()).map(|address| Endpoint {
-                    address,
-                    port: target,
-                    plain,
-                    service_account: service_account.clone(),
-                }),
-            );
+            endpoints.extend(endpoint.addresses.iter().map(|&address| Endpoint {
+                address,
+                port: target,
+                plain,
+                service_account: service_account.clone(),
+            }));
         }
     }
     endpoints.sort_by_key(|e| (e.address, e.port));
