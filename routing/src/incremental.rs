@@ -27,7 +27,7 @@ pub mod views;
 
 pub(crate) use self::listeners::listener_name;
 use self::object::key_of;
-pub use self::object::{Key, Object, ObjectKind, objects_of, take_objects};
+pub use self::object::{Key, Name, Object, ObjectKind, objects_of, take_objects};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -197,7 +197,7 @@ impl IncrementalTranslator {
 
     /// Makes the injected pods exactly `pods`.
     pub fn replace_injected_pods(&mut self, pods: InjectedPods) {
-        let gone: Vec<Key> = self
+        let gone: Vec<(String, String)> = self
             .inputs
             .injected_pods
             .iter()
@@ -294,7 +294,7 @@ impl IncrementalTranslator {
 
     /// Removes one object (unknown ones are ignored).
     pub fn delete(&mut self, kind: ObjectKind, namespace: &str, name: &str) {
-        let key = (namespace.to_string(), name.to_string());
+        let key = (Name::from(namespace), Name::from(name));
         let inputs = &mut self.inputs;
         match kind {
             ObjectKind::Gateway => {

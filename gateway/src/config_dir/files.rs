@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use portico_api::istio::MeshConfig;
-use portico_routing::incremental::{Object, ObjectKind, take_objects};
+use portico_routing::incremental::{Name, Object, ObjectKind, take_objects};
 use portico_routing::parts::TableDelta;
 use portico_routing::table::PathNormalizationMode;
 use portico_routing::{Diagnostic, GatewayIdentity, IncrementalTranslator, NotebookSettings, ObjectRef, Resources};
 
 /// `(kind, namespace, name)`.
-type ObjectId = (ObjectKind, String, String);
+type ObjectId = (ObjectKind, Name, Name);
 
 /// An [`ObjectId`] shared by the file that defines the object and its
 /// definitions (one copy of the strings for both).

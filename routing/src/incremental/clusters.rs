@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{IncrementalTranslator, Key};
+use super::{IncrementalTranslator, Key, Name};
 use crate::table::{Cluster, cluster_name};
 use crate::translate::endpoints::{cluster_of, service_host};
 
@@ -65,10 +65,10 @@ impl IncrementalTranslator {
 
     /// Recomputes the named clusters of every Service of `namespace`.
     pub(super) fn refresh_namespace_clusters(&mut self, namespace: &str) {
-        let names: Vec<String> =
+        let names: Vec<Name> =
             self.inputs.services_by_namespace.get(namespace).into_iter().flatten().cloned().collect();
         for name in names {
-            self.refresh_service_clusters(&(namespace.to_string(), name));
+            self.refresh_service_clusters(&(Name::from(namespace), name));
         }
     }
 
@@ -94,7 +94,7 @@ impl IncrementalTranslator {
             .filter_map(|name| self.inputs.endpoint_slices.get(&(key.0.clone(), name.clone())))
             .map(|slice| slice.view())
             .collect();
-        let meshed = self.inputs.meshed_namespaces.contains(&key.0);
+        let meshed = self.inputs.meshed_namespaces.contains(key.0.as_str());
         cluster_of(
             &service.view(),
             slices.iter().map(|slice| &**slice),

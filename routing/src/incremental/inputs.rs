@@ -13,7 +13,7 @@ use portico_api::notebook::Notebook;
 use super::object::key_of;
 use super::small_set::SmallSet;
 use super::views::{Input, NotebookView, ServiceView, SliceView};
-use super::{IncrementalTranslator, Key, Object};
+use super::{IncrementalTranslator, Key, Name, Object};
 use crate::diagnostic::Diagnostic;
 use crate::notebook::notebook_virtual_service;
 use crate::resources::InjectedPods;
@@ -28,10 +28,10 @@ pub(super) struct Inputs {
     /// Notebook key -> what deriving its VirtualService noted.
     pub notebook_notes: BTreeMap<Key, Vec<Diagnostic>>,
     pub services: HashMap<Key, Input<Service, ServiceView>>,
-    pub services_by_namespace: HashMap<String, BTreeSet<String>>,
+    pub services_by_namespace: HashMap<Name, BTreeSet<Name>>,
     pub endpoint_slices: HashMap<Key, Input<EndpointSlice, SliceView>>,
     /// Service key -> slice names.
-    pub slices_by_service: HashMap<Key, SmallSet<String>>,
+    pub slices_by_service: HashMap<Key, SmallSet<Name>>,
     pub secrets: BTreeMap<Key, Arc<Secret>>,
     pub request_authentications: BTreeMap<Key, Arc<RequestAuthentication>>,
     pub authorization_policies: BTreeMap<Key, Arc<AuthorizationPolicy>>,
@@ -114,7 +114,7 @@ impl IncrementalTranslator {
     /// kept: a map for it was four strings per notebook.
     pub(super) fn notebook_deriving(&self, (namespace, name): &Key) -> Option<Key> {
         let notebook = name.strip_prefix("notebook-")?.strip_prefix(namespace.as_str())?.strip_prefix('-')?;
-        let key = (namespace.clone(), notebook.to_string());
+        let key = (namespace.clone(), Name::from(notebook));
         self.inputs.notebooks.contains_key(&key).then_some(key)
     }
 
@@ -127,7 +127,7 @@ impl IncrementalTranslator {
         if namespace.contains('.') {
             return None;
         }
-        let key = (namespace.to_string(), name.to_string());
+        let key = (Name::from(namespace), Name::from(name));
         self.inputs.services.contains_key(&key).then_some(key)
     }
 
@@ -150,7 +150,7 @@ impl IncrementalTranslator {
 
 /// The key of the VirtualService Kubeflow derives from the Notebook `notebook`.
 pub(super) fn derived_key((namespace, name): &Key) -> Key {
-    (namespace.clone(), crate::notebook::virtual_service_name(namespace, name))
+    (namespace.clone(), Name::from(crate::notebook::virtual_service_name(namespace, name)))
 }
 
 /// The Notebook that deriving its VirtualService reads: the object itself,

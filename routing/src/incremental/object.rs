@@ -11,11 +11,19 @@ use portico_api::notebook::Notebook;
 use super::views::{Input, NotebookView, ServiceView, SliceView};
 use crate::resources::Resources;
 
+/// A namespace or an object's name: inline up to 24 bytes, so that the
+/// keys a translation keeps of each object (a dozen per notebook in folder
+/// mode) allocate nothing for the names Kubernetes objects usually have.
+pub type Name = compact_str::CompactString;
+
 /// `(namespace, name)`; a missing namespace is `default`, as in translate.
-pub type Key = (String, String);
+pub type Key = (Name, Name);
 
 pub(super) fn key_of(metadata: &ObjectMeta) -> Key {
-    (metadata.namespace.clone().unwrap_or_else(|| "default".to_string()), metadata.name.clone().unwrap_or_default())
+    (
+        Name::from(metadata.namespace.as_deref().unwrap_or("default")),
+        Name::from(metadata.name.as_deref().unwrap_or_default()),
+    )
 }
 
 /// An input object, shared (the controller's caches hold the same `Arc`s).
@@ -102,7 +110,7 @@ impl Object {
     }
 
     /// `(kind, namespace, name)`: what identifies it.
-    pub fn identity(&self) -> (ObjectKind, String, String) {
+    pub fn identity(&self) -> (ObjectKind, Name, Name) {
         let (namespace, name) = self.key();
         (self.kind(), namespace, name)
     }

@@ -19,8 +19,8 @@ use portico_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Ti
 use portico_api::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use portico_api::notebook::{HEADERS_REQUEST_SET_ANNOTATION, Notebook, REWRITE_URI_ANNOTATION};
 
-use super::Key;
 use super::object::key_of;
+use super::{Key, Name};
 use crate::translate::endpoints::SERVICE_NAME_LABEL;
 
 /// An input as its source holds it: the whole object, shared, or its view.
@@ -135,8 +135,8 @@ impl NotebookView {
         let annotations = self.annotations.iter().map(|(name, value)| (name.to_string(), value.to_string()));
         Notebook {
             metadata: ObjectMeta {
-                name: Some(self.key.1.clone()),
-                namespace: Some(self.key.0.clone()),
+                name: Some(self.key.1.to_string()),
+                namespace: Some(self.key.0.to_string()),
                 resource_version: self.resource_version.clone(),
                 uid: self.uid.clone(),
                 creation_timestamp: self.creation_timestamp.clone(),
@@ -209,7 +209,7 @@ impl ServiceView {
 impl SliceView {
     /// The key of the Service the slice belongs to.
     pub fn service_key(&self) -> Option<Key> {
-        Some((self.key.0.clone(), self.service.as_deref()?.to_string()))
+        Some((self.key.0.clone(), Name::from(self.service.as_deref()?)))
     }
 }
 
