@@ -197,6 +197,12 @@ impl IncrementalTranslator {
 
     fn place(&mut self, key: &Key, translated: Translated, touched: &mut BTreeSet<String>) {
         let Translated { mut state, routes, .. } = translated;
+        // Kept as long as the VirtualService is: at their exact length (a
+        // pushed `Vec` holds four slots, 300 bytes for a notebook's one
+        // membership).
+        state.memberships.shrink_to_fit();
+        state.destinations.shrink_to_fit();
+        state.port_reads.shrink_to_fit();
         for (slot, redirect) in &state.memberships {
             let name = slot.piece_name();
             let domain = self.domains.entry(name.clone()).or_insert_with(|| DomainState {

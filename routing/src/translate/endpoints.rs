@@ -153,5 +153,8 @@ pub(crate) fn cluster_of<'s>(
     }
     endpoints.sort_by_key(|e| (e.address, e.port));
     endpoints.dedup_by_key(|e| (e.address, e.port));
+    // The cluster is kept while a route names it: its exact length, not
+    // the four slots `extend` grows one endpoint to.
+    endpoints.shrink_to_fit();
     any_slice.then_some(Cluster { endpoints, mesh_tls })
 }
