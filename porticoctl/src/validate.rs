@@ -35,7 +35,7 @@ pub fn run(paths: &[PathBuf], gateway_labels: &str) -> anyhow::Result<ExitCode> 
     let (table, diagnostics) = translate(&all, &identity);
     for diagnostic in diagnostics {
         let object = &diagnostic.object;
-        let key = (object.kind.clone(), object.namespace.clone(), object.name.clone());
+        let key = (object.kind.to_string(), object.namespace.to_string(), object.name.to_string());
         let file = origin.get(&key).cloned().unwrap_or_else(|| "-".to_string());
         problems.push((file, diagnostic));
     }

@@ -32,13 +32,12 @@ impl LastGood {
     /// before are replaced by that version, with a warning saying so.
     pub fn translate(&mut self, resources: &Resources, identity: &GatewayIdentity) -> (RouteTable, Vec<Diagnostic>) {
         let (table, diagnostics) = translate(resources, identity);
-        let failed: BTreeSet<(String, String, String)> = diagnostics
+        let failed: BTreeSet<ObjectRef> = diagnostics
             .iter()
             .filter(|d| d.is_error() && matches!(d.object.kind.as_str(), "VirtualService" | "Gateway"))
-            .map(|d| (d.object.kind.clone(), d.object.namespace.clone(), d.object.name.clone()))
+            .map(|d| d.object.clone())
             .collect();
-        let is_failed =
-            |kind: &str, k: &(String, String)| failed.contains(&(kind.to_string(), k.0.clone(), k.1.clone()));
+        let is_failed = |kind: &str, k: &(String, String)| failed.contains(&ObjectRef::new(kind, &k.0, &k.1));
 
         // The previous versions of the objects that broke; the inputs are
         // cloned only when there is one to substitute (rare), not on every

@@ -13,7 +13,7 @@ use portico_api::notebook::Notebook;
 use super::object::key_of;
 use super::small_set::SmallSet;
 use super::views::{Input, NotebookView, ServiceView, SliceView};
-use super::{IncrementalTranslator, Key, Name, Object};
+use super::{IncrementalTranslator, Key, Name, Object, ObjectKind};
 use crate::diagnostic::Diagnostic;
 use crate::notebook::notebook_virtual_service;
 use crate::resources::InjectedPods;
@@ -103,6 +103,25 @@ impl IncrementalTranslator {
             }
         }
         None
+    }
+
+    /// The object of `kind` stored at `key`: the last version upserted.
+    pub fn get(&self, kind: ObjectKind, key: &Key) -> Option<Object> {
+        let inputs = &self.inputs;
+        Some(match kind {
+            ObjectKind::Gateway => Object::Gateway(Arc::clone(inputs.gateways.get(key)?)),
+            ObjectKind::VirtualService => Object::VirtualService(Arc::clone(inputs.virtual_services.get(key)?)),
+            ObjectKind::Notebook => Object::Notebook(inputs.notebooks.get(key)?.clone()),
+            ObjectKind::Service => Object::Service(inputs.services.get(key)?.clone()),
+            ObjectKind::EndpointSlice => Object::EndpointSlice(inputs.endpoint_slices.get(key)?.clone()),
+            ObjectKind::Secret => Object::Secret(Arc::clone(inputs.secrets.get(key)?)),
+            ObjectKind::RequestAuthentication => {
+                Object::RequestAuthentication(Arc::clone(inputs.request_authentications.get(key)?))
+            }
+            ObjectKind::AuthorizationPolicy => {
+                Object::AuthorizationPolicy(Arc::clone(inputs.authorization_policies.get(key)?))
+            }
+        })
     }
 
     pub(super) fn derived_key_of(&self, notebook: &Key) -> Option<Key> {

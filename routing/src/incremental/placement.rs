@@ -16,19 +16,20 @@ use crate::translate::hosts::intersect;
 use crate::translate::listeners::ListenerDraft;
 use crate::translate::{bind, routes_through};
 
-/// What one VirtualService contributes, remembered to undo it.
-#[derive(Default)]
+/// What one VirtualService contributes, remembered to undo it: kept for
+/// every VirtualService (10,000 notebooks), so in boxed slices at their
+/// exact length, the virtual hosts shared with [`DomainState`].
 pub(super) struct VsState {
     pub diagnostics: Vec<Diagnostic>,
-    /// Virtual host piece names it is placed in, and whether through an
+    /// Virtual hosts it is placed in, and whether through an
     /// `httpsRedirect` server.
-    memberships: Vec<(VirtualHostSlot, bool)>,
+    memberships: Box<[(Arc<VirtualHostSlot>, bool)]>,
     /// Route piece names it placed.
-    routes: Vec<String>,
+    routes: Box<[String]>,
     /// `(host, port)` of each destination of each placed route.
-    destinations: Vec<(String, u16)>,
+    destinations: Box<[(String, u16)]>,
     /// Service hosts whose ports its translation read.
-    port_reads: Vec<String>,
+    port_reads: Box<[String]>,
     /// The version that translated cleanly, kept with `keep_last_good`.
     last_good: Option<Arc<VirtualService>>,
 }
@@ -59,15 +60,21 @@ impl VirtualHostSlot {
 
 /// The VirtualServices placed in one virtual host.
 pub(super) struct DomainState {
-    slot: VirtualHostSlot,
+    slot: Arc<VirtualHostSlot>,
     members: usize,
     /// Members placed through an `httpsRedirect` server.
     redirects: usize,
 }
 
-/// A translation's output before it is placed.
+/// A translation's output before it is placed: what becomes its
+/// [`VsState`], and its routes.
+#[derive(Default)]
 struct Translated {
-    state: VsState,
+    diagnostics: Vec<Diagnostic>,
+    memberships: Vec<(VirtualHostSlot, bool)>,
+    destinations: Vec<(String, u16)>,
+    port_reads: Vec<String>,
+    last_good: Option<Arc<VirtualService>>,
     routes: Vec<(String, Placed<Arc<Route>>)>,
     clean: bool,
 }
@@ -91,27 +98,27 @@ impl IncrementalTranslator {
                 // edited by hand.
                 let explicit = self.inputs.virtual_services.contains_key(key);
                 if translated.clean {
-                    translated.state.last_good = (self.keep_last_good && explicit).then_some(vs);
+                    translated.last_good = (self.keep_last_good && explicit).then_some(vs);
                 } else if self.keep_last_good
                     && explicit
                     && let Some(previous) = last_good
                 {
-                    let broken = std::mem::take(&mut translated.state.diagnostics);
+                    let broken = std::mem::take(&mut translated.diagnostics);
                     // The broken version's reads too: a Service that appears
                     // may be what fixes it.
-                    let broken_reads = std::mem::take(&mut translated.state.port_reads);
+                    let broken_reads = std::mem::take(&mut translated.port_reads);
                     let object = crate::diagnostic::ObjectRef::new("VirtualService", &key.0, &key.1);
                     translated = self.translate_one(&previous);
-                    translated.state.diagnostics = broken;
-                    translated.state.port_reads.extend(broken_reads);
-                    translated.state.diagnostics.push(Diagnostic::warning(
+                    translated.diagnostics = broken;
+                    translated.port_reads.extend(broken_reads);
+                    translated.diagnostics.push(Diagnostic::warning(
                         &object,
                         "",
                         "invalid; its last good version keeps serving",
                     ));
-                    translated.state.last_good = Some(previous);
+                    translated.last_good = Some(previous);
                 }
-                let diagnostics = translated.state.diagnostics.clone();
+                let diagnostics = translated.diagnostics.clone();
                 self.place(key, translated, &mut touched);
                 diagnostics
             }
@@ -137,11 +144,7 @@ impl IncrementalTranslator {
         let bound =
             bind(vs, &self.global.known_gateways, &service_port, &self.settings.cluster_domain, &mut diagnostics);
         let clean = !diagnostics.iter().any(Diagnostic::is_error);
-        let mut translated = Translated {
-            state: VsState { diagnostics, port_reads: reads.into_inner(), ..VsState::default() },
-            routes: Vec::new(),
-            clean,
-        };
+        let mut translated = Translated { diagnostics, port_reads: reads.into_inner(), clean, ..Translated::default() };
         let Some(bound) = bound else { return translated };
         let (namespace, name) = (&bound.object.namespace, &bound.object.name);
         for draft in self.global.drafts.values() {
@@ -167,10 +170,7 @@ impl IncrementalTranslator {
                 let parent = slot.piece_name();
                 let mut push = |part: RoutePart, index: usize, route: Route| {
                     if let RouteAction::Forward(forward) = &route.action {
-                        translated
-                            .state
-                            .destinations
-                            .extend(forward.destinations.iter().map(|d| (d.host.clone(), d.port)));
+                        translated.destinations.extend(forward.destinations.iter().map(|d| (d.host.clone(), d.port)));
                     }
                     let name = keys::route_name(&parent, part, namespace, name, index);
                     let order = keys::route_order(part, &bound.key, index);
@@ -189,42 +189,49 @@ impl IncrementalTranslator {
                         }
                     }
                 }
-                translated.state.memberships.push((slot, redirect));
+                translated.memberships.push((slot, redirect));
             }
         }
         translated
     }
 
     fn place(&mut self, key: &Key, translated: Translated, touched: &mut BTreeSet<String>) {
-        let Translated { mut state, routes, .. } = translated;
-        // Kept as long as the VirtualService is: at their exact length (a
-        // pushed `Vec` holds four slots, 300 bytes for a notebook's one
-        // membership).
-        state.memberships.shrink_to_fit();
-        state.destinations.shrink_to_fit();
-        state.port_reads.shrink_to_fit();
-        for (slot, redirect) in &state.memberships {
-            let name = slot.piece_name();
-            let domain = self.domains.entry(name.clone()).or_insert_with(|| DomainState {
-                slot: slot.clone(),
-                members: 0,
-                redirects: 0,
-            });
-            domain.members += 1;
-            domain.redirects += usize::from(*redirect);
-            touched.insert(name);
-        }
-        state.routes = Vec::with_capacity(routes.len());
+        let Translated { diagnostics, memberships, destinations, port_reads, last_good, routes, .. } = translated;
+        let memberships = memberships
+            .into_iter()
+            .map(|(slot, redirect)| {
+                let name = slot.piece_name();
+                let domain = self.domains.entry(name.clone()).or_insert_with(|| DomainState {
+                    slot: Arc::new(slot),
+                    members: 0,
+                    redirects: 0,
+                });
+                domain.members += 1;
+                domain.redirects += usize::from(redirect);
+                let slot = Arc::clone(&domain.slot);
+                touched.insert(name);
+                (slot, redirect)
+            })
+            .collect();
+        let mut names = Vec::with_capacity(routes.len());
         for (name, placed) in routes {
             self.route_parts.set(&name, Some(placed));
-            state.routes.push(name);
+            names.push(name);
         }
-        for (host, port) in &state.destinations {
+        for (host, port) in &destinations {
             self.reference_cluster(host, *port);
         }
-        for host in &state.port_reads {
+        for host in &port_reads {
             self.port_readers.entry(host.clone()).or_default().insert(key.clone());
         }
+        let state = VsState {
+            diagnostics,
+            memberships,
+            routes: names.into_boxed_slice(),
+            destinations: destinations.into_boxed_slice(),
+            port_reads: port_reads.into_boxed_slice(),
+            last_good,
+        };
         self.virtual_services.insert(key.clone(), state);
     }
 
@@ -259,7 +266,7 @@ impl IncrementalTranslator {
         let members = self.domains.get(name).filter(|d| d.members > 0);
         let redirect_slot = self.global.redirect_domains.get(name);
         let slot = match (members, redirect_slot) {
-            (Some(domain), _) => domain.slot.clone(),
+            (Some(domain), _) => VirtualHostSlot::clone(&domain.slot),
             (None, Some(slot)) => slot.clone(),
             (None, None) => {
                 self.domains.remove(name);
