@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use portico_api::istio::MeshConfig;
 use portico_routing::incremental::{Name, Object, ObjectKind, take_objects};
@@ -17,12 +16,8 @@ use portico_routing::parts::TableDelta;
 use portico_routing::table::PathNormalizationMode;
 use portico_routing::{Diagnostic, GatewayIdentity, IncrementalTranslator, NotebookSettings, ObjectRef, Resources};
 
-/// `(kind, namespace, name)`.
+/// `(kind, namespace, name)`: names inline, no allocation for most.
 type ObjectId = (ObjectKind, Name, Name);
-
-/// An [`ObjectId`] shared by the file that defines the object and its
-/// definitions (one copy of the strings for both).
-type SharedId = Arc<ObjectId>;
 
 /// One file's last reading.
 #[derive(Default)]
@@ -32,7 +27,7 @@ struct FileState {
     /// Whether a version of the file parsed without error: the objects it
     /// defines now are then that version's, and they stay when it breaks.
     read_cleanly: bool,
-    objects: BTreeSet<SharedId>,
+    objects: BTreeSet<ObjectId>,
     /// Mesh settings the file holds: ConfigMap `istio-system/istio`'s mesh
     /// config, and Namespaces labelled for the mesh.
     mesh_config: Option<MeshConfig>,
@@ -44,8 +39,10 @@ struct FileState {
 pub struct FolderState {
     translator: IncrementalTranslator,
     files: BTreeMap<PathBuf, FileState>,
-    /// Each object's definitions, by file in path order; the first serves.
-    definitions: HashMap<SharedId, Definitions>,
+    /// The objects defined in more than one file: each definition, by file
+    /// in path order; the first serves. An object defined once (nearly
+    /// all) is kept only by its file's `objects` and the translator.
+    conflicts: HashMap<ObjectId, Vec<(PathBuf, Object)>>,
     listing: Option<Diagnostic>,
 }
 
@@ -53,7 +50,7 @@ impl FolderState {
     pub fn new(identity: GatewayIdentity, settings: NotebookSettings, normalization: PathNormalizationMode) -> Self {
         // Folder mode sees no pods; a bad edit keeps the last good version.
         let translator = IncrementalTranslator::new(identity, settings, normalization, false, true);
-        Self { translator, files: BTreeMap::new(), definitions: HashMap::new(), listing: None }
+        Self { translator, files: BTreeMap::new(), conflicts: HashMap::new(), listing: None }
     }
 
     /// Reads every file below `dir` (those whose text is unchanged cost a
@@ -169,26 +166,17 @@ impl FolderState {
             state.mesh_config != parsed.mesh_config || state.meshed_namespaces != parsed.meshed_namespaces;
         state.mesh_config = parsed.mesh_config;
         state.meshed_namespaces = parsed.meshed_namespaces;
-        let objects: Vec<(SharedId, Object)> = objects_by_id
-            .into_iter()
-            .map(|(id, object)| match self.definitions.get_key_value(&id) {
-                Some((shared, _)) => (Arc::clone(shared), object),
-                None => (Arc::new(id), object),
-            })
-            .collect();
         let state = self.files.entry(path.to_path_buf()).or_default();
-        let previous = std::mem::replace(&mut state.objects, objects.iter().map(|(id, _)| Arc::clone(id)).collect());
+        let previous = std::mem::replace(&mut state.objects, objects_by_id.keys().cloned().collect());
         if mesh_changed {
             self.update_mesh();
         }
-        let defined: BTreeSet<&ObjectId> = objects.iter().map(|(id, _)| id.as_ref()).collect();
-        for id in previous.iter().filter(|id| !defined.contains(id.as_ref())) {
+        for id in previous.iter().filter(|id| !objects_by_id.contains_key(id)) {
             self.undefine(id, path);
         }
-        // One path allocation shared by all the file's definitions.
-        let path = Arc::new(path.to_path_buf());
-        for (id, object) in objects {
-            self.define(id, &path, object);
+        for (id, object) in objects_by_id {
+            let defined_here_before = previous.contains(&id);
+            self.define(id, path, object, defined_here_before);
         }
     }
 
@@ -213,74 +201,61 @@ impl FolderState {
         self.translator.replace_meshed_namespaces(meshed);
     }
 
-    fn define(&mut self, id: SharedId, path: &Arc<PathBuf>, object: Object) {
+    /// `path` defines `object`; `defined_here_before` says whether its
+    /// previous version did too.
+    fn define(&mut self, id: ObjectId, path: &Path, object: Object, defined_here_before: bool) {
         let serving_before = self.translator.get(id.0, &(id.1.clone(), id.2.clone()));
-        let serving = match self.definitions.get_mut(&id) {
-            Some(Definitions::One(only)) if only == path => object,
-            Some(definitions) => {
-                let mut all = match std::mem::replace(definitions, Definitions::One(Arc::clone(path))) {
-                    // The serving definition is the translator's.
-                    Definitions::One(only) => {
-                        serving_before.clone().map(|other| vec![(only, other)]).unwrap_or_default()
+        let serving = match (self.conflicts.get_mut(&id), &serving_before) {
+            (Some(all), _) => {
+                insert_sorted(all, path, object);
+                all[0].1.clone()
+            }
+            // Defined, but not by this file: a second definition. Finding the
+            // first one's file walks the files, only when that happens.
+            (None, Some(current)) if !defined_here_before => {
+                let other = self.files.iter().find(|(p, f)| p.as_path() != path && f.objects.contains(&id));
+                match other.map(|(p, _)| p.clone()) {
+                    Some(other) => {
+                        let mut all = vec![(other, current.clone())];
+                        insert_sorted(&mut all, path, object);
+                        let serving = all[0].1.clone();
+                        self.conflicts.insert(id, all);
+                        serving
                     }
-                    Definitions::Many(all) => *all,
-                };
-                insert_sorted(&mut all, path, object);
-                let serving = all[0].1.clone();
-                if all.len() > 1 {
-                    *definitions = Definitions::Many(Box::new(all));
+                    None => object,
                 }
-                serving
             }
-            None => {
-                self.definitions.insert(id, Definitions::One(Arc::clone(path)));
-                object
-            }
+            (None, _) => object,
         };
         if !serving_before.is_some_and(|before| before.same_as(&serving)) {
             self.translator.upsert(serving);
         }
     }
 
+    /// `path` no longer defines `id`.
     fn undefine(&mut self, id: &ObjectId, path: &Path) {
-        let Some(definitions) = self.definitions.get_mut(id) else { return };
-        match definitions {
-            Definitions::One(only) if only.as_path() == path => {
-                self.definitions.remove(id);
-                self.translator.delete(id.0, &id.1, &id.2);
-            }
-            Definitions::One(_) => {}
-            Definitions::Many(all) => {
-                let serving_before = all[0].1.clone();
-                if let Ok(index) = all.binary_search_by(|(p, _)| p.as_path().cmp(path)) {
-                    all.remove(index);
-                }
-                let serving = all[0].1.clone();
-                if let [(only, _)] = all.as_slice() {
-                    *definitions = Definitions::One(Arc::clone(only));
-                }
-                if !serving_before.same_as(&serving) {
-                    self.translator.upsert(serving);
-                }
-            }
+        let Some(all) = self.conflicts.get_mut(id) else {
+            return self.translator.delete(id.0, &id.1, &id.2);
+        };
+        let serving_before = all[0].1.clone();
+        if let Ok(index) = all.binary_search_by(|(p, _)| p.as_path().cmp(path)) {
+            all.remove(index);
+        }
+        // Two or more while in `conflicts`: one is left.
+        let serving = all[0].1.clone();
+        if all.len() < 2 {
+            self.conflicts.remove(id);
+        }
+        if !serving_before.same_as(&serving) {
+            self.translator.upsert(serving);
         }
     }
 }
 
-/// One object's definitions, by file in path order; the first serves.
-/// Nearly every object has one: then only its file is kept here (8 bytes
-/// inline, 30,000 times for 10,000 notebooks), the object itself being the
-/// translator's.
-enum Definitions {
-    One(Arc<PathBuf>),
-    /// Two or more, each with its object.
-    Many(Box<Vec<(Arc<PathBuf>, Object)>>),
-}
-
-fn insert_sorted(all: &mut Vec<(Arc<PathBuf>, Object)>, path: &Arc<PathBuf>, object: Object) {
-    match all.binary_search_by(|(p, _)| p.as_path().cmp(path.as_path())) {
+fn insert_sorted(all: &mut Vec<(PathBuf, Object)>, path: &Path, object: Object) {
+    match all.binary_search_by(|(p, _)| p.as_path().cmp(path)) {
         Ok(index) => all[index].1 = object,
-        Err(index) => all.insert(index, (Arc::clone(path), object)),
+        Err(index) => all.insert(index, (path.to_path_buf(), object)),
     }
 }
 
