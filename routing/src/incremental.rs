@@ -35,10 +35,9 @@ use std::sync::Arc;
 use portico_api::istio::{Gateway, MeshConfig};
 use portico_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use self::clusters::ClusterRefs;
+use self::clusters::HostRefs;
 use self::inputs::Inputs;
 use self::placement::{DomainState, VirtualHostSlot, VsState};
-use self::small_set::SmallSet;
 use self::tracked::Tracked;
 use crate::diagnostic::Diagnostic;
 use crate::notebook::NotebookSettings;
@@ -75,12 +74,14 @@ pub struct IncrementalTranslator {
     /// Last clean Gateways, when `keep_last_good`.
     last_good_gateways: BTreeMap<Key, Arc<Gateway>>,
     global: Global,
-    virtual_services: HashMap<Key, VsState>,
-    /// Service host -> VirtualServices whose translation read its ports.
-    port_readers: HashMap<String, SmallSet<Key>>,
+    /// What each VirtualService placed, boxed: the table has a third more
+    /// buckets than entries.
+    virtual_services: HashMap<Key, Box<VsState>>,
+    /// Destination hosts: the routes naming them, the translations that
+    /// read their ports.
+    clusters: HostRefs,
     /// Virtual host piece name -> the VirtualServices placed there.
     domains: HashMap<String, DomainState>,
-    clusters: ClusterRefs,
     listener_parts: Tracked<Placed<ListenerPart>>,
     virtual_host_parts: Tracked<Placed<VirtualHostPart>>,
     route_parts: Tracked<Placed<Arc<Route>>>,
@@ -109,9 +110,8 @@ impl IncrementalTranslator {
             last_good_gateways: BTreeMap::new(),
             global: Global::default(),
             virtual_services: HashMap::new(),
-            port_readers: HashMap::new(),
             domains: HashMap::new(),
-            clusters: ClusterRefs::default(),
+            clusters: HostRefs::default(),
             listener_parts: Tracked::default(),
             virtual_host_parts: Tracked::default(),
             route_parts: Tracked::default(),
@@ -467,8 +467,7 @@ impl IncrementalTranslator {
     fn service_changed(&mut self, key: &Key, ports_changed: bool) {
         if ports_changed {
             let host = crate::translate::endpoints::service_host(&key.0, &key.1, &self.settings.cluster_domain);
-            let readers: Vec<Key> = self.port_readers.get(&host).into_iter().flatten().cloned().collect();
-            for reader in readers {
+            for reader in self.port_readers(&host) {
                 self.refresh_virtual_service(&reader);
             }
         }

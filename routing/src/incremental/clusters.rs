@@ -1,26 +1,61 @@
 //! The clusters of a table: the endpoints of every destination some route
 //! names, kept while at least one route names it and recomputed when its
-//! Service, EndpointSlices or mesh membership change.
+//! Service, EndpointSlices or mesh membership change. Beside them, which
+//! VirtualServices read each Service host's ports.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::small_set::SmallSet;
 use super::{IncrementalTranslator, Key, Name};
 use crate::table::{Cluster, cluster_name};
 use crate::translate::endpoints::{cluster_of, service_host};
 
-/// How many placed routes name each destination.
+/// What refers to each destination host, in one map: a notebook's route
+/// names the very host its translation read the port of.
 #[derive(Default)]
-pub(super) struct ClusterRefs {
-    /// host -> (port, references), sorted by port (a `Vec`: nearly every
-    /// host has one port, and a `BTreeMap` node is 200 bytes).
-    ports_by_host: HashMap<String, Vec<(u16, usize)>>,
+pub(super) struct HostRefs {
+    hosts: HashMap<String, HostUse>,
+}
+
+#[derive(Default)]
+struct HostUse {
+    /// `(port, placed routes naming it)`, sorted by port (a `Vec`: nearly
+    /// every host has one port, and a `BTreeMap` node is 200 bytes).
+    ports: Vec<(u16, usize)>,
+    /// VirtualServices whose translation read the host's Service ports.
+    readers: SmallSet<Key>,
+}
+
+impl HostUse {
+    fn is_empty(&self) -> bool {
+        self.ports.is_empty() && self.readers.is_empty()
+    }
 }
 
 impl IncrementalTranslator {
+    /// The translation of `reader` read `host`'s Service ports.
+    pub(super) fn add_port_reader(&mut self, host: &str, reader: &Key) {
+        self.clusters.hosts.entry(host.to_string()).or_default().readers.insert(reader.clone());
+    }
+
+    /// The translation of `reader` that read `host`'s ports is gone.
+    pub(super) fn remove_port_reader(&mut self, host: &str, reader: &Key) {
+        let Some(refs) = self.clusters.hosts.get_mut(host) else { return };
+        refs.readers.remove(reader);
+        if refs.is_empty() {
+            self.clusters.hosts.remove(host);
+        }
+    }
+
+    /// The VirtualServices whose translation read `host`'s ports.
+    pub(super) fn port_readers(&self, host: &str) -> Vec<Key> {
+        self.clusters.hosts.get(host).into_iter().flat_map(|refs| (&refs.readers).into_iter().cloned()).collect()
+    }
+
     /// A placed route names `host:port`.
     pub(super) fn reference_cluster(&mut self, host: &str, port: u16) {
-        let ports = self.clusters.ports_by_host.entry(host.to_string()).or_default();
+        let ports = &mut self.clusters.hosts.entry(host.to_string()).or_default().ports;
         let at = match ports.binary_search_by_key(&port, |(p, _)| *p) {
             Ok(at) => at,
             Err(at) => {
@@ -37,13 +72,13 @@ impl IncrementalTranslator {
 
     /// A route that named `host:port` is gone.
     pub(super) fn release_cluster(&mut self, host: &str, port: u16) {
-        let Some(ports) = self.clusters.ports_by_host.get_mut(host) else { return };
-        let Ok(at) = ports.binary_search_by_key(&port, |(p, _)| *p) else { return };
-        ports[at].1 = ports[at].1.saturating_sub(1);
-        if ports[at].1 == 0 {
-            ports.remove(at);
-            if ports.is_empty() {
-                self.clusters.ports_by_host.remove(host);
+        let Some(refs) = self.clusters.hosts.get_mut(host) else { return };
+        let Ok(at) = refs.ports.binary_search_by_key(&port, |(p, _)| *p) else { return };
+        refs.ports[at].1 = refs.ports[at].1.saturating_sub(1);
+        if refs.ports[at].1 == 0 {
+            refs.ports.remove(at);
+            if refs.is_empty() {
+                self.clusters.hosts.remove(host);
             }
             self.cluster_parts.set(&cluster_name(host, port), None);
         }
@@ -52,12 +87,8 @@ impl IncrementalTranslator {
     /// Recomputes the named clusters of the Service `service`.
     pub(super) fn refresh_service_clusters(&mut self, service: &Key) {
         let host = service_host(&service.0, &service.1, &self.settings.cluster_domain);
-        let ports: Vec<u16> = self
-            .clusters
-            .ports_by_host
-            .get(&host)
-            .map(|ports| ports.iter().map(|(p, _)| *p).collect())
-            .unwrap_or_default();
+        let ports: Vec<u16> =
+            self.clusters.hosts.get(&host).map(|refs| refs.ports.iter().map(|(p, _)| *p).collect()).unwrap_or_default();
         for port in ports {
             self.set_cluster(&host, port);
         }

@@ -88,7 +88,7 @@ impl IncrementalTranslator {
         let last_good = old.as_ref().and_then(|o| o.last_good.clone());
         let old_diagnostics = old.as_ref().map(|o| o.diagnostics.clone()).unwrap_or_default();
         if let Some(old) = old {
-            self.unplace(key, old, &mut touched);
+            self.unplace(key, *old, &mut touched);
         }
         let new_diagnostics = match self.effective(key) {
             Some(vs) => {
@@ -222,7 +222,7 @@ impl IncrementalTranslator {
             self.reference_cluster(host, *port);
         }
         for host in &port_reads {
-            self.port_readers.entry(host.clone()).or_default().insert(key.clone());
+            self.add_port_reader(host, key);
         }
         let state = VsState {
             diagnostics,
@@ -232,7 +232,7 @@ impl IncrementalTranslator {
             port_reads: port_reads.into_boxed_slice(),
             last_good,
         };
-        self.virtual_services.insert(key.clone(), state);
+        self.virtual_services.insert(key.clone(), Box::new(state));
     }
 
     fn unplace(&mut self, key: &Key, old: VsState, touched: &mut BTreeSet<String>) {
@@ -251,12 +251,7 @@ impl IncrementalTranslator {
             self.release_cluster(host, *port);
         }
         for host in &old.port_reads {
-            if let Some(readers) = self.port_readers.get_mut(host) {
-                readers.remove(key);
-                if readers.is_empty() {
-                    self.port_readers.remove(host);
-                }
-            }
+            self.remove_port_reader(host, key);
         }
     }
 

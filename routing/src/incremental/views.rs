@@ -100,9 +100,9 @@ impl<T, V> From<Arc<T>> for Input<T, V> {
 #[derive(Clone, Debug, PartialEq)]
 pub struct NotebookView {
     pub key: Key,
-    pub resource_version: Option<String>,
+    pub resource_version: Option<Box<str>>,
     /// For the owner reference of what is derived from it.
-    pub uid: Option<String>,
+    pub uid: Option<Box<str>>,
     pub creation_timestamp: Option<Time>,
     /// The annotations routing reads, by name.
     pub annotations: Box<[(Box<str>, Box<str>)]>,
@@ -117,8 +117,8 @@ impl From<&Notebook> for NotebookView {
         let annotations = metadata.annotations.iter().flatten();
         Self {
             key: key_of(metadata),
-            resource_version: metadata.resource_version.clone(),
-            uid: metadata.uid.clone(),
+            resource_version: boxed(&metadata.resource_version),
+            uid: boxed(&metadata.uid),
             creation_timestamp: metadata.creation_timestamp.clone(),
             annotations: annotations
                 .filter(|(name, _)| ROUTING_ANNOTATIONS.contains(&name.as_str()))
@@ -137,8 +137,8 @@ impl NotebookView {
             metadata: ObjectMeta {
                 name: Some(self.key.1.to_string()),
                 namespace: Some(self.key.0.to_string()),
-                resource_version: self.resource_version.clone(),
-                uid: self.uid.clone(),
+                resource_version: self.resource_version.as_deref().map(str::to_string),
+                uid: self.uid.as_deref().map(str::to_string),
                 creation_timestamp: self.creation_timestamp.clone(),
                 annotations: (!self.annotations.is_empty()).then(|| annotations.collect()),
                 ..ObjectMeta::default()
@@ -153,7 +153,7 @@ impl NotebookView {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceView {
     pub key: Key,
-    pub resource_version: Option<String>,
+    pub resource_version: Option<Box<str>>,
     pub ports: Box<[ServicePortView]>,
 }
 
@@ -169,7 +169,7 @@ pub struct ServicePortView {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SliceView {
     pub key: Key,
-    pub resource_version: Option<String>,
+    pub resource_version: Option<Box<str>>,
     /// Its `kubernetes.io/service-name` label.
     pub service: Option<Box<str>>,
     pub ports: Box<[SlicePort]>,
@@ -222,7 +222,7 @@ impl From<&Service> for ServiceView {
         let ports = service.spec.as_ref().and_then(|spec| spec.ports.as_ref());
         Self {
             key: key_of(&service.metadata),
-            resource_version: service.metadata.resource_version.clone(),
+            resource_version: boxed(&service.metadata.resource_version),
             ports: ports
                 .into_iter()
                 .flatten()
@@ -237,7 +237,7 @@ impl From<&EndpointSlice> for SliceView {
         let service = slice.metadata.labels.as_ref().and_then(|labels| labels.get(SERVICE_NAME_LABEL));
         Self {
             key: key_of(&slice.metadata),
-            resource_version: slice.metadata.resource_version.clone(),
+            resource_version: boxed(&slice.metadata.resource_version),
             service: service.map(|name| Box::from(name.as_str())),
             ports: slice.ports.iter().flatten().map(|p| (boxed(&p.name), p.port)).collect(),
             endpoints: slice
