@@ -27,7 +27,9 @@ struct FileState {
     /// Whether a version of the file parsed without error: the objects it
     /// defines now are then that version's, and they stay when it breaks.
     read_cleanly: bool,
-    objects: BTreeSet<ObjectId>,
+    /// The objects it defines, sorted (a `BTreeSet` of them was a third
+    /// larger, 30,000 of them for 10,000 notebooks).
+    objects: Box<[ObjectId]>,
     /// Mesh settings the file holds: ConfigMap `istio-system/istio`'s mesh
     /// config, and Namespaces labelled for the mesh.
     mesh_config: Option<MeshConfig>,
@@ -175,14 +177,14 @@ impl FolderState {
             self.undefine(id, path);
         }
         for (id, object) in objects_by_id {
-            let defined_here_before = previous.contains(&id);
+            let defined_here_before = previous.binary_search(&id).is_ok();
             self.define(id, path, object, defined_here_before);
         }
     }
 
     fn forget(&mut self, path: &Path) {
         if let Some(state) = self.files.remove(path) {
-            for id in state.objects {
+            for id in state.objects.iter() {
                 self.undefine(&id, path);
             }
             if state.mesh_config.is_some() || !state.meshed_namespaces.is_empty() {
@@ -213,7 +215,8 @@ impl FolderState {
             // Defined, but not by this file: a second definition. Finding the
             // first one's file walks the files, only when that happens.
             (None, Some(current)) if !defined_here_before => {
-                let other = self.files.iter().find(|(p, f)| p.as_path() != path && f.objects.contains(&id));
+                let other =
+                    self.files.iter().find(|(p, f)| p.as_path() != path && f.objects.binary_search(&id).is_ok());
                 match other.map(|(p, _)| p.clone()) {
                     Some(other) => {
                         let mut all = vec![(other, current.clone())];

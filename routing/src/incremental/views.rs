@@ -13,6 +13,8 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use portico_api::k8s_openapi::api::core::v1::Service;
 use portico_api::k8s_openapi::api::discovery::v1::EndpointSlice;
 use portico_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -160,7 +162,7 @@ pub struct ServiceView {
 /// One port of a Service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServicePortView {
-    pub name: Option<Box<str>>,
+    pub name: Option<Name>,
     pub port: i32,
     pub target_port: Option<IntOrString>,
 }
@@ -171,19 +173,20 @@ pub struct SliceView {
     pub key: Key,
     pub resource_version: Option<Box<str>>,
     /// Its `kubernetes.io/service-name` label.
-    pub service: Option<Box<str>>,
+    pub service: Option<Name>,
     pub ports: Box<[SlicePort]>,
     pub endpoints: Box<[EndpointView]>,
 }
 
 /// `(name, port)` of one port of a slice.
-pub type SlicePort = (Option<Box<str>>, Option<i32>);
+pub type SlicePort = (Option<Name>, Option<i32>);
 
 /// One endpoint of a slice.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndpointView {
-    /// The addresses that parse (others are skipped, as before).
-    pub addresses: Box<[IpAddr]>,
+    /// The addresses that parse (others are skipped, as before); nearly
+    /// always one, held inline.
+    pub addresses: SmallVec<[IpAddr; 1]>,
     pub ready: Option<bool>,
     /// The Pod behind it, when its `targetRef` names one.
     pub pod: Option<PodRef>,
@@ -209,12 +212,17 @@ impl ServiceView {
 impl SliceView {
     /// The key of the Service the slice belongs to.
     pub fn service_key(&self) -> Option<Key> {
-        Some((self.key.0.clone(), Name::from(self.service.as_deref()?)))
+        Some((self.key.0.clone(), self.service.clone()?))
     }
 }
 
 fn boxed(text: &Option<String>) -> Option<Box<str>> {
     text.as_deref().map(Box::from)
+}
+
+/// Names of ports and Services are short: inline, no allocation.
+fn name(text: &Option<String>) -> Option<Name> {
+    text.as_deref().map(Name::from)
 }
 
 impl From<&Service> for ServiceView {
@@ -226,7 +234,7 @@ impl From<&Service> for ServiceView {
             ports: ports
                 .into_iter()
                 .flatten()
-                .map(|p| ServicePortView { name: boxed(&p.name), port: p.port, target_port: p.target_port.clone() })
+                .map(|p| ServicePortView { name: name(&p.name), port: p.port, target_port: p.target_port.clone() })
                 .collect(),
         }
     }
@@ -238,8 +246,8 @@ impl From<&EndpointSlice> for SliceView {
         Self {
             key: key_of(&slice.metadata),
             resource_version: boxed(&slice.metadata.resource_version),
-            service: service.map(|name| Box::from(name.as_str())),
-            ports: slice.ports.iter().flatten().map(|p| (boxed(&p.name), p.port)).collect(),
+            service: service.map(|service| Name::from(service.as_str())),
+            ports: slice.ports.iter().flatten().map(|p| (name(&p.name), p.port)).collect(),
             endpoints: slice
                 .endpoints
                 .iter()
