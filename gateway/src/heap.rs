@@ -27,8 +27,18 @@ pub fn limit_arenas() {
     // positive count and is read when a thread first allocates.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, ARENAS);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
     }
 }
+
+/// Allocations from this size on get their own mapping, returned to the
+/// system when freed. Set, it also stops glibc's dynamic threshold: after
+/// the 7 MB text of a big folder file was freed, glibc had raised the
+/// threshold to 7 MB and its trim threshold to 14, so the same text read
+/// again (every rescan hashes each file) came from the heap and stayed
+/// resident once freed: 7 MiB of the 10k-notebook gateway's RSS. Request
+/// buffers (64 KiB at most) stay below it.
+const MMAP_THRESHOLD: i32 = 256 << 10;
 
 /// Free heap worth a trim. Trimming walks every arena under its lock, which
 /// stalls the workers' allocations meanwhile: a small table's translation
