@@ -185,7 +185,7 @@ impl FolderState {
     fn forget(&mut self, path: &Path) {
         if let Some(state) = self.files.remove(path) {
             for id in state.objects.iter() {
-                self.undefine(&id, path);
+                self.undefine(id, path);
             }
             if state.mesh_config.is_some() || !state.meshed_namespaces.is_empty() {
                 self.update_mesh();
