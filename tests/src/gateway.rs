@@ -75,7 +75,11 @@ impl Gateway {
             if let Some(status) = self.process.exited() {
                 panic!("portico-gateway exited during start-up ({status}); log:\n{}", self.process.log_tail(60));
             }
-            raw_http::get_url(&url).ok().filter(|response| response.status == 200).map(|_| ())
+            raw_http::get_url(&url).ok().filter(|response| response.status == 200)?;
+            // Readiness is the data plane's; the admin and metrics services
+            // start beside it and may bind a few milliseconds later (a test
+            // that read /config_dump right away was refused once).
+            [self.admin, self.metrics].iter().all(|port| std::net::TcpStream::connect(port).is_ok()).then_some(())
         });
         if ready.is_none() {
             panic!(
