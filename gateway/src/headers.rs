@@ -70,6 +70,16 @@ pub fn prepare_upstream_request(
     head.put_back(request)
 }
 
+/// Edits `request`'s headers as a plain map, which drops their names' case
+/// (see [`prepare_upstream_request`] for what `RequestHeader`'s own
+/// methods cost per header).
+pub fn edit_headers<R>(request: &mut RequestHeader, edit: impl FnOnce(&mut HeaderMap) -> R) -> Result<R> {
+    let mut head = LowerCaseHead::take(request);
+    let edited = edit(&mut head.parts.headers);
+    head.put_back(request)?;
+    Ok(edited)
+}
+
 /// A request head taken out of its `RequestHeader` to be edited as a plain
 /// header map, with what the conversion would lose kept aside.
 struct LowerCaseHead {

@@ -233,16 +233,22 @@ impl Guard {
         if let Some(verified) = &verified
             && let Some(rule) = security.jwt_rules.get(verified.rule)
         {
-            for output in &rule.claim_to_headers {
-                if let (name, Some(value)) = verified.token.claim_header(output) {
-                    request.insert_header(name, value).map_err(|_| internal())?;
+            // In the map directly: through `RequestHeader`, each custom name
+            // was parsed, copied and put in a second map for its case
+            // (4.2k instructions per request for Kubeflow's two headers).
+            let inserted = crate::headers::edit_headers(request, |headers| -> Option<()> {
+                for output in &rule.claim_to_headers {
+                    if let (name, Some(value)) = verified.token.claim_header(output)? {
+                        headers.insert(name, value);
+                    }
                 }
-            }
-            if let Some(name) = &rule.payload_header {
-                request
-                    .insert_header(name.clone(), jwt::payload_segment(&verified.token.claims))
-                    .map_err(|_| internal())?;
-            }
+                if let Some(name) = &rule.payload_header {
+                    let value = HeaderValue::try_from(jwt::payload_segment(&verified.token.claims)).ok()?;
+                    headers.insert(HeaderName::from_bytes(name.as_bytes()).ok()?, value);
+                }
+                Some(())
+            });
+            inserted.ok().flatten().ok_or_else(internal)?;
             if !rule.forward_original_token {
                 jwt::remove_token(request, verified.location);
             }

@@ -27,8 +27,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use jsonwebtoken::jwk::JwkSet;
 use portico_routing::security::{ClaimHeader, JwtIssuer};
 
@@ -58,8 +57,8 @@ pub struct CachedToken {
 /// One `outputClaimToHeaders` entry with the header it makes of the token.
 struct ClaimHeaderValue {
     output: ClaimHeader,
-    /// The header name, as Pingora keeps it (cloned, never copied).
-    name: Bytes,
+    /// The header name, parsed once (None: not a valid header name).
+    name: Option<HeaderName>,
     /// None when the token has no such claim (or not one a header can hold).
     value: Option<HeaderValue>,
 }
@@ -76,7 +75,7 @@ impl CachedToken {
             .iter()
             .map(|output| ClaimHeaderValue {
                 output: output.clone(),
-                name: Bytes::from(output.header.clone()),
+                name: HeaderName::from_bytes(output.header.as_bytes()).ok(),
                 value: claim_header_value(&claims, output),
             })
             .collect();
@@ -94,12 +93,16 @@ impl CachedToken {
     }
 
     /// The header `output` makes of this token: name and value (None when
-    /// the token lacks the claim). Made once, when the token was verified
-    /// (or now, for an output the verifying rule did not have).
-    pub fn claim_header(&self, output: &ClaimHeader) -> (Bytes, Option<HeaderValue>) {
+    /// the token lacks the claim); None when the name is not a header name.
+    /// Made once, when the token was verified (or now, for an output the
+    /// verifying rule did not have).
+    pub fn claim_header(&self, output: &ClaimHeader) -> Option<(HeaderName, Option<HeaderValue>)> {
         match self.claim_headers.iter().find(|made| made.output == *output) {
-            Some(made) => (made.name.clone(), made.value.clone()),
-            None => (Bytes::from(output.header.clone()), claim_header_value(&self.claims, output)),
+            Some(made) => Some((made.name.clone()?, made.value.clone())),
+            None => {
+                let name = HeaderName::from_bytes(output.header.as_bytes()).ok()?;
+                Some((name, claim_header_value(&self.claims, output)))
+            }
         }
     }
 
@@ -208,12 +211,13 @@ mod tests {
         let userid = ClaimHeader { header: "kubeflow-userid".into(), claim: "sub".into() };
         let rule = JwtIssuer { claim_to_headers: vec![userid.clone()], ..rule() };
         let token = entry(&rule, u64::MAX, None);
-        let (name, value) = token.claim_header(&userid);
-        assert_eq!((&name[..], value.as_ref().map(HeaderValue::as_bytes)), (&b"kubeflow-userid"[..], Some(&b"u"[..])));
+        let (name, value) = token.claim_header(&userid).unwrap();
+        assert_eq!((name.as_str(), value.as_ref().map(HeaderValue::as_bytes)), ("kubeflow-userid", Some(&b"u"[..])));
         // An output the verifying rule did not have (a reloaded rule).
-        let (name, value) = token.claim_header(&ClaimHeader { header: "x-iss".into(), claim: "iss".into() });
-        assert_eq!((&name[..], value.as_ref().map(HeaderValue::as_bytes)), (&b"x-iss"[..], Some(&b"https://dex"[..])));
-        assert_eq!(token.claim_header(&ClaimHeader { header: "x".into(), claim: "none".into() }).1, None);
+        let (name, value) = token.claim_header(&ClaimHeader { header: "x-iss".into(), claim: "iss".into() }).unwrap();
+        assert_eq!((name.as_str(), value.as_ref().map(HeaderValue::as_bytes)), ("x-iss", Some(&b"https://dex"[..])));
+        assert_eq!(token.claim_header(&ClaimHeader { header: "x".into(), claim: "none".into() }).unwrap().1, None);
+        assert!(token.claim_header(&ClaimHeader { header: "bad name".into(), claim: "sub".into() }).is_none());
     }
 
     #[test]
