@@ -28,8 +28,20 @@ pub fn limit_arenas() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, ARENAS);
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
     }
 }
+
+/// Free memory at the top of a heap that glibc keeps rather than hands
+/// back at once. A fixed mmap threshold also fixes this one at glibc's
+/// default, 128 KiB (the dynamic rule would have made it twice the mmap
+/// threshold), and the request path's buffers then moved the main heap's
+/// top across it all the time: `brk` down and up again ~85 times a second
+/// under keep-alive load, each regrowth page-faulting in zeroed pages
+/// (strace, bench/RESULTS.md). 1 MiB stops that; 4 MiB (with 4 arenas)
+/// raised the 10k-notebook gateway's RSS to 65 MiB. Big frees are still
+/// handed back by [`release_free_memory`].
+const TRIM_THRESHOLD: i32 = 1 << 20;
 
 /// Allocations from this size on get their own mapping, returned to the
 /// system when freed. Set, it also stops glibc's dynamic threshold: after
