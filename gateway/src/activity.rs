@@ -170,10 +170,13 @@ impl DestinationActivity {
 }
 
 impl ActivityRegistry {
-    /// A finished request to `host`: counted if [`http_rule::counts`] says so.
-    pub fn request_done(&self, host: &str, method: &Method, path: &[u8], headers: &HeaderMap, status: u16) {
+    /// A finished request to the destination at `host`:`port`: counted if
+    /// [`http_rule::counts`] says so. Its key is made only then (most
+    /// requests are status polls, and the key parses the host as an
+    /// address).
+    pub fn request_done(&self, host: &str, port: u16, method: &Method, path: &[u8], headers: &HeaderMap, status: u16) {
         if http_rule::counts(method, path, headers, status) && !host.is_empty() {
-            self.destination(host).touch();
+            self.destination(&portico_chp::target::activity_key(host, port)).touch();
         }
     }
 
@@ -307,10 +310,10 @@ mod tests {
     fn only_counting_requests_create_or_touch_entries() {
         let registry = ActivityRegistry::default();
         let host = "nb.team.svc.cluster.local";
-        registry.request_done(host, &Method::GET, b"/api/kernels", &HeaderMap::new(), 200);
+        registry.request_done(host, 80, &Method::GET, b"/api/kernels", &HeaderMap::new(), 200);
         assert!(registry.states().is_empty(), "a polling GET does not even create an entry");
         let before = now_ms();
-        registry.request_done(host, &Method::PUT, b"/api/contents/a", &HeaderMap::new(), 200);
+        registry.request_done(host, 80, &Method::PUT, b"/api/contents/a", &HeaderMap::new(), 200);
         let states = registry.states();
         assert_eq!(states.len(), 1);
         assert!(states[0].last_activity_unix_ms >= before);

@@ -151,9 +151,12 @@ impl ProxyHttp for GatewayProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestContext) -> Result<bool> {
         // Only shorten or lengthen a keep-alive the client asked for; a
-        // `Connection: close` (keep-alive off) stays off.
+        // `Connection: close` (keep-alive off) stays off. Where the read
+        // clock closes idle connections, Pingora waits untimed (`Some(0)`):
+        // its own timeout arms a timer for every request.
         if session.get_keepalive().is_some() {
-            session.set_keepalive(Some(self.settings.idle_timeout_secs));
+            let idle = if ctx.clock.closes_idle() { 0 } else { self.settings.idle_timeout_secs };
+            session.set_keepalive(Some(idle));
         }
         if let Some(http1) = session.as_downstream().as_http1()
             && let Err(error) = strict_http::check_head(&http1.get_headers_raw_bytes(), self.settings.max_request_head)
@@ -454,8 +457,14 @@ impl ProxyHttp for GatewayProxy {
         if let Some(activity) = &self.activity
             && let Some(reached) = ctx.forward.as_ref().and_then(|f| f.destination())
         {
-            let key = activity_key(&reached.host, reached.port);
-            activity.request_done(&key, &request.method, request.raw_path(), &request.headers, status);
+            activity.request_done(
+                &reached.host,
+                reached.port,
+                &request.method,
+                request.raw_path(),
+                &request.headers,
+                status,
+            );
         }
         // An upgrade in Pingora's loop ends here: no longer open.
         ctx.websocket = None;

@@ -11,7 +11,13 @@
 //!   and sends nothing is cut off too);
 //! * a request body gets `body`, plus one second for every `body_min_rate`
 //!   bytes received, so uploads of any size pass at a modest rate while a
-//!   trickle is cut off.
+//!   trickle is cut off;
+//! * between keep-alive requests, a connection idle for `idle` is closed,
+//!   as if the client had closed it. Pingora can do this one too, but arms
+//!   a timer for every request's wait (2.8k instructions and 2.5
+//!   allocations a request, bench/RESULTS.md); this clock's one timer is
+//!   moved only when it must fire sooner, so a busy keep-alive connection
+//!   re-arms it about once per idle period.
 //!
 //! Three pieces:
 //!
@@ -60,6 +66,9 @@ pub struct ReadTimeouts {
     pub body: Duration,
     /// Bytes per second that earn a body one more second (0: no extension).
     pub body_min_rate: u64,
+    /// How long a keep-alive connection may wait for its next request
+    /// (None: as long as the client likes).
+    pub idle: Option<Duration>,
 }
 
 /// Where a connection is in its current request.
@@ -67,9 +76,9 @@ pub struct ReadTimeouts {
 enum Phase {
     /// Reading a request head, which must be complete by `deadline`.
     Head { deadline: Instant },
-    /// Between keep-alive requests: Pingora's keep-alive timeout applies,
-    /// and the next byte starts a head.
-    Idle,
+    /// Between keep-alive requests, closed at `deadline`; the next byte
+    /// starts a head.
+    Idle { deadline: Option<Instant> },
     /// Reading a body that started at `started`.
     Body { started: Instant, received: u64 },
     /// Waiting for the response, upgraded, or HTTP/2: no limit here.
@@ -113,7 +122,8 @@ impl ReadClock {
                     if rate == 0 { Duration::ZERO } else { Duration::from_secs_f64(received as f64 / rate as f64) };
                 Some(started + self.timeouts.body + earned)
             }
-            Phase::Idle | Phase::Unlimited | Phase::Tunnel => None,
+            Phase::Idle { deadline } => deadline,
+            Phase::Unlimited | Phase::Tunnel => None,
         }
     }
 
@@ -121,7 +131,7 @@ impl ReadClock {
     fn on_read(&self, count: usize, now: Instant) {
         let mut phase = self.phase();
         match &mut *phase {
-            Phase::Idle if count > 0 => *phase = Phase::Head { deadline: now + self.timeouts.header },
+            Phase::Idle { .. } if count > 0 => *phase = Phase::Head { deadline: now + self.timeouts.header },
             Phase::Body { received, .. } => *received = received.saturating_add(count as u64),
             _ => {}
         }
@@ -138,8 +148,14 @@ impl ReadClock {
     }
 
     /// The request is over; the connection may wait for the next one.
-    fn request_done(&self) {
-        self.set(Phase::Idle);
+    fn request_done(&self, now: Instant) {
+        self.set(Phase::Idle { deadline: self.timeouts.idle.map(|idle| now + idle) });
+    }
+
+    /// Whether the connection is waiting between requests (a deadline
+    /// passed then closes it quietly instead of failing a read).
+    fn is_idle(&self) -> bool {
+        matches!(*self.phase(), Phase::Idle { .. })
     }
 
     fn set(&self, next: Phase) {
@@ -208,6 +224,12 @@ impl RequestClock {
         Self { clock: CLOCK.try_with(Arc::clone).ok() }
     }
 
+    /// Whether this request's connection closes itself when idle between
+    /// requests (HTTP/1.x with an idle timeout), so Pingora need not.
+    pub fn closes_idle(&self) -> bool {
+        self.clock.as_ref().is_some_and(|clock| clock.timeouts.idle.is_some())
+    }
+
     /// The head was parsed: a declared body (not an upgrade's) is timed next.
     pub fn head_parsed(&self, request: &RequestHeader) {
         if let Some(clock) = &self.clock {
@@ -226,7 +248,7 @@ impl RequestClock {
 impl Drop for RequestClock {
     fn drop(&mut self) {
         if let Some(clock) = &self.clock {
-            clock.request_done();
+            clock.request_done(Instant::now());
         }
     }
 }
@@ -278,13 +300,26 @@ impl AsyncRead for TimedStream {
             }
             Poll::Pending => {
                 let Some(deadline) = this.clock.deadline().filter(|_| !this.h2) else { return Poll::Pending };
-                if this.timer.deadline() != deadline {
+                // Moved only to fire sooner: the idle deadline moves on with
+                // every request, and a timer that fires early is re-armed.
+                if this.timer.deadline() > deadline {
                     this.timer.as_mut().reset(deadline);
                 }
-                match this.timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Err(too_slow())),
-                    Poll::Pending => Poll::Pending,
+                if this.timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
                 }
+                if Instant::now() < deadline {
+                    this.timer.as_mut().reset(deadline);
+                    if this.timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                }
+                if this.clock.is_idle() {
+                    // Closed as an idle keep-alive: to Pingora, the end of
+                    // the stream, as when the client closes it.
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Ready(Err(too_slow()))
             }
             ready => ready,
         }
@@ -400,8 +435,12 @@ impl Peek for TimedStream {
 mod tests {
     use super::*;
 
-    const TIMEOUTS: ReadTimeouts =
-        ReadTimeouts { header: Duration::from_secs(10), body: Duration::from_secs(20), body_min_rate: 500 };
+    const TIMEOUTS: ReadTimeouts = ReadTimeouts {
+        header: Duration::from_secs(10),
+        body: Duration::from_secs(20),
+        body_min_rate: 500,
+        idle: Some(Duration::from_secs(60)),
+    };
 
     #[tokio::test]
     async fn a_first_head_is_due_from_the_accept() {
@@ -425,16 +464,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn keep_alive_waits_are_untimed_until_the_next_byte() {
+    async fn keep_alive_waits_get_the_idle_timeout_until_the_next_byte() {
         let now = Instant::now();
         let clock = ReadClock::new(TIMEOUTS, now);
         clock.head_done(false, now);
         assert_eq!(clock.deadline(), None);
-        clock.request_done();
-        assert_eq!(clock.deadline(), None);
+        clock.request_done(now);
+        assert_eq!(clock.deadline(), Some(now + Duration::from_secs(60)));
+        assert!(clock.is_idle());
         let later = now + Duration::from_secs(30);
         clock.on_read(1, later);
         assert_eq!(clock.deadline(), Some(later + TIMEOUTS.header));
+        assert!(!clock.is_idle());
+        let untimed = ReadClock::new(ReadTimeouts { idle: None, ..TIMEOUTS }, now);
+        untimed.request_done(now);
+        assert_eq!(untimed.deadline(), None);
     }
 
     #[test]

@@ -821,6 +821,50 @@ fn slow_headers_are_cut_off_without_leaking_descriptors() {
     setup.assert_upstream_never_saw("/app/slow", "slow heads");
 }
 
+/// One keep-alive GET on `stream`: whether a whole response came back.
+fn keep_alive_get(stream: &mut TcpStream, path: &str) -> bool {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let _ = stream.set_read_timeout(Some(EVENT_TIMEOUT));
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&received[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .and_then(|value| value.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if received.len() >= end + 4 + length {
+                return head.starts_with("http/1.1 200");
+            }
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => received.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+#[test]
+fn idle_keep_alive_connections_are_closed_and_busy_ones_kept() {
+    let setup = Setup::start_with(&["--idle-timeout", "2"]);
+    let mut idle = TcpStream::connect(setup.http).expect("connecting");
+    assert!(keep_alive_get(&mut idle, "/app/idle"), "the first request on the idle connection");
+    let mut busy = TcpStream::connect(setup.http).expect("connecting");
+    // Busy for longer than the idle timeout, never idle for as long.
+    for round in 0..5 {
+        assert!(keep_alive_get(&mut busy, &format!("/app/busy-{round}")), "request {round} on the busy connection");
+        thread::sleep(Duration::from_millis(800));
+    }
+    assert!(closed_within(&mut idle, Duration::from_secs(10)), "an idle keep-alive connection was kept open");
+    assert!(keep_alive_get(&mut busy, "/app/busy-last"), "the busy connection was closed");
+    setup.assert_serving();
+}
+
 #[test]
 fn slow_bodies_are_cut_off_without_leaking_descriptors() {
     let setup = Setup::start_with(&SLOW_FLAGS);

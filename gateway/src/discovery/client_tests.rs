@@ -95,6 +95,7 @@ async fn reports_changes_busy_kernels_and_everything_on_a_new_stream() {
     // Only what changed is sent next.
     registry.request_done(
         "b.team.svc.cluster.local",
+        80,
         &http::Method::POST,
         b"/api/sessions",
         &http::HeaderMap::new(),
