@@ -93,6 +93,14 @@ fn exchange_with(addr: SocketAddr, request: &[u8], head_request: bool, timeout: 
     Ok(response)
 }
 
+/// One request and its response on a keep-alive connection that stays
+/// open for the next (`closed` and `trailing` are not read).
+pub fn exchange_on(stream: &mut TcpStream, request: &[u8]) -> io::Result<RawResponse> {
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.write_all(request)?;
+    Reader { stream: stream.try_clone()?, buf: Vec::new(), eof: false }.framed_response(false)
+}
+
 /// `GET path` on `addr` with `Host: host` and `Connection: close`.
 pub fn get(addr: SocketAddr, host: &str, path: &str) -> io::Result<RawResponse> {
     exchange(addr, format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
@@ -147,6 +155,15 @@ struct Reader {
 
 impl Reader {
     fn response(&mut self, head_request: bool) -> io::Result<RawResponse> {
+        let mut response = self.framed_response(head_request)?;
+        let (closed, trailing) = self.closed_after_response()?;
+        response.closed = closed;
+        response.trailing = trailing;
+        Ok(response)
+    }
+
+    /// One response, read as far as its framing says, and no further.
+    fn framed_response(&mut self, head_request: bool) -> io::Result<RawResponse> {
         let head_len = loop {
             if let Some(at) = find(&self.buf, b"\r\n\r\n") {
                 break at;
@@ -180,9 +197,6 @@ impl Reader {
             while self.fill()? {}
             response.body = std::mem::take(&mut self.buf);
         }
-        let (closed, trailing) = self.closed_after_response()?;
-        response.closed = closed;
-        response.trailing = trailing;
         Ok(response)
     }
 

@@ -821,32 +821,10 @@ fn slow_headers_are_cut_off_without_leaking_descriptors() {
     setup.assert_upstream_never_saw("/app/slow", "slow heads");
 }
 
-/// One keep-alive GET on `stream`: whether a whole response came back.
+/// One keep-alive GET on `stream`: whether a whole 200 came back.
 fn keep_alive_get(stream: &mut TcpStream, path: &str) -> bool {
     let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
-    let _ = stream.set_read_timeout(Some(EVENT_TIMEOUT));
-    let mut received = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&received[..end]).to_ascii_lowercase();
-            let length = head
-                .lines()
-                .find_map(|line| line.strip_prefix("content-length:"))
-                .and_then(|value| value.trim().parse::<usize>().ok())
-                .unwrap_or(0);
-            if received.len() >= end + 4 + length {
-                return head.starts_with("http/1.1 200");
-            }
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => received.extend_from_slice(&chunk[..n]),
-        }
-    }
+    raw_http::exchange_on(stream, request.as_bytes()).is_ok_and(|response| response.status == 200)
 }
 
 #[test]
