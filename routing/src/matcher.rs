@@ -40,6 +40,12 @@ static NO_SECURITY: LazyLock<SecurityTable> = LazyLock::new(SecurityTable::defau
 
 /// Every piece the gateway serves, indexed for lookup. `Send + Sync`;
 /// cheap to clone, and an edit of a clone never shows in the original.
+/// A persistent map read on every request, hashed with foldhash rather
+/// than SipHash: its keys are the configuration's (cluster and destination
+/// host names), and requests only look them up.
+type RequestPathMap<V> =
+    imbl::GenericHashMap<String, V, foldhash::fast::RandomState, imbl::shared_ptr::DefaultSharedPtr>;
+
 #[derive(Clone, Default)]
 pub struct Matcher {
     version: String,
@@ -49,9 +55,10 @@ pub struct Matcher {
     host_parents: imbl::HashMap<Arc<str>, Arc<str>>,
     /// Route name -> its virtual host's name and its key there.
     route_places: imbl::HashMap<Arc<str>, RoutePlace>,
-    clusters: imbl::HashMap<String, Arc<Cluster>>,
+    /// Looked up on every request (by upstream and destination host).
+    clusters: RequestPathMap<Arc<Cluster>>,
     /// Destination host -> what runs there (see [`crate::workload`]).
-    workloads: imbl::HashMap<String, Arc<WorkloadState>>,
+    workloads: RequestPathMap<Arc<WorkloadState>>,
     /// Stamp of the last effective edit, unique across matchers: equal
     /// revisions mean equal content (0: never edited, empty).
     revision: u64,

@@ -28,14 +28,18 @@ pub(crate) struct VirtualHostEntry {
     pub routes: RouteIndex,
 }
 
-/// Positions in [`ListenerEntry::virtual_hosts`] by domain.
+/// Positions in [`ListenerEntry::virtual_hosts`] by domain. Looked up with
+/// every request's host, so hashed with foldhash rather than SipHash: the
+/// keys come from the configuration, and a client's host only probes them.
 #[derive(Debug, Default)]
 struct HostIndex {
-    exact: HashMap<String, usize>,
+    exact: HashMap<String, usize, FoldHash>,
     /// `*.a.com` stored as `.a.com`.
-    wildcard: HashMap<String, usize>,
+    wildcard: HashMap<String, usize, FoldHash>,
     any: Option<usize>,
 }
+
+type FoldHash = foldhash::fast::RandomState;
 
 impl ListenerEntry {
     pub fn new(key: SortKey, part: ListenerPart) -> Self {
@@ -93,6 +97,10 @@ impl HostIndex {
     fn find(&self, host: &str) -> Option<usize> {
         if let Some(position) = self.exact.get(host) {
             return Some(*position);
+        }
+        // Kubeflow's hosts are all `*`: no suffix walk then.
+        if self.wildcard.is_empty() {
+            return self.any;
         }
         // `a.b.c` tries `.b.c` then `.c`: the longest wildcard wins.
         let mut rest = host;
