@@ -93,7 +93,9 @@ pub struct OutcomeKey {
 /// Reads take no lock (a new map is published on the rare miss).
 #[derive(Default)]
 pub struct SeriesCache {
-    series: ArcSwap<HashMap<OutcomeKey, Arc<OutcomeSeries>>>,
+    /// foldhash, not SipHash: the keys are the gateway's own (a route, a
+    /// status), and the lookup runs on every request.
+    series: ArcSwap<HashMap<OutcomeKey, Arc<OutcomeSeries>, foldhash::fast::RandomState>>,
 }
 
 /// What one finished request reports.
