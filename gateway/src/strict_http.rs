@@ -183,16 +183,10 @@ pub fn check_head(raw: &[u8], max_len: usize) -> Result<(), HeadError> {
         if matches!(line[0], b' ' | b'\t') {
             return Err(HeadError::ObsFold);
         }
-        let colon = line.iter().position(|b| *b == b':').ok_or(HeadError::BadName)?;
+        let colon = name_end(line)?;
         let (name, value) = (&line[..colon], &line[colon + 1..]);
         // A name of token bytes holds no control byte: any the line has
         // (other than a tab) is in the value.
-        if name.is_empty() || !name.iter().all(|b| is_token(*b)) {
-            return Err(HeadError::BadName);
-        }
-        if name.contains(&b'_') {
-            return Err(HeadError::Underscore);
-        }
         if controls == Controls::Other {
             return Err(HeadError::BadValue);
         }
@@ -304,16 +298,71 @@ fn find_control(bytes: &[u8]) -> Option<usize> {
     words.remainder().iter().position(is_control).map(|i| offset + i)
 }
 
-/// RFC 9110 `tchar`.
-fn is_token(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+/// Where a header line's name ends (its colon), once each of its bytes is
+/// known to be an RFC 9110 `tchar` other than `_` ([`HeadError::Underscore`]);
+/// one table lookup per byte.
+fn name_end(line: &[u8]) -> Result<usize, HeadError> {
+    let mut underscore = false;
+    for (at, byte) in line.iter().enumerate() {
+        match NAME_BYTES[usize::from(*byte)] {
+            TOKEN => {}
+            UNDERSCORE => underscore = true,
+            COLON if at == 0 => break,
+            COLON if underscore => return Err(HeadError::Underscore),
+            COLON => return Ok(at),
+            _ => break,
+        }
+    }
+    Err(HeadError::BadName)
 }
+
+/// [`name_end`]'s byte classes.
+const NAME_BYTES: [u8; 256] = {
+    let mut classes = [NOT_TOKEN; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        if b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'`' | b'|' | b'~'
+            )
+        {
+            classes[byte] = TOKEN;
+        }
+        byte += 1;
+    }
+    classes[b'_' as usize] = UNDERSCORE;
+    classes[b':' as usize] = COLON;
+    classes
+};
+const NOT_TOKEN: u8 = 0;
+const TOKEN: u8 = 1;
+const UNDERSCORE: u8 = 2;
+const COLON: u8 = 3;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const LIMIT: usize = 64 * 1024;
+
+    proptest::proptest! {
+        /// The table-driven name scan decides as the rules one by one do:
+        /// the first colon ends the name, which must be non-empty `tchar`s,
+        /// and then free of `_`.
+        #[test]
+        fn name_scan_agrees_with_the_rules(line in proptest::collection::vec(proptest::sample::select(&b"aZ9-_:~ \t\x80\"("[..]), 0..12)) {
+            let tchar = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+            let by_rules = match line.iter().position(|b| *b == b':') {
+                Some(colon) if colon > 0 && line[..colon].iter().all(tchar) => {
+                    if line[..colon].contains(&b'_') { Err(HeadError::Underscore) } else { Ok(colon) }
+                }
+                _ => Err(HeadError::BadName),
+            };
+            proptest::prop_assert_eq!(name_end(&line), by_rules);
+        }
+    }
 
     fn check(head: &str) -> Result<(), HeadError> {
         check_head(head.as_bytes(), LIMIT)
