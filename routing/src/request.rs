@@ -84,8 +84,12 @@ pub fn host_of(authority: &str) -> Cow<'_, str> {
     let host = if authority.starts_with('[') {
         authority.find(']').map_or(authority, |end| &authority[..=end])
     } else {
-        match authority.rsplit_once(':') {
-            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        // A port is the digits after the last colon: read back from the end
+        // (every request's host; a reverse `str` search cost more).
+        let bytes = authority.as_bytes();
+        let digits = bytes.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+        match bytes.len().checked_sub(digits + 1) {
+            Some(colon) if bytes[colon] == b':' => &authority[..colon],
             _ => authority,
         }
     };
@@ -107,6 +111,11 @@ mod tests {
         assert_eq!(host_of("example.com."), "example.com");
         assert_eq!(host_of("[::1]:80"), "[::1]");
         assert_eq!(host_of("localhost"), "localhost");
+        assert_eq!(host_of("host:"), "host");
+        assert_eq!(host_of("host:8a"), "host:8a");
+        assert_eq!(host_of("a:b:80"), "a:b");
+        assert_eq!(host_of("8080"), "8080");
+        assert_eq!(host_of(":80"), "");
     }
 
     #[test]

@@ -142,7 +142,9 @@ impl Guard {
             }
         }
         for name in &self.identity_names {
-            request.remove_header(name);
+            if request.headers.contains_key(name) {
+                request.remove_header(name);
+            }
         }
         if request.headers.contains_key(header::UPGRADE)
             && !browser::websocket_origin_allowed(
