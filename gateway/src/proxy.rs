@@ -18,21 +18,21 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access_log::{self, AccessRecord};
 use crate::activity::{ActivityRegistry, WebsocketWatch};
-use crate::auth::{Guard, ResponseHeaders, Routed};
+use crate::auth::{Guard, ResponseHeaders};
 use crate::chp::ProxyHooks;
-use crate::decision::{Decision, Forward, LocalResponse, decide};
+use crate::decision::{Forward, LocalResponse};
 use crate::headers;
 use crate::mesh::MeshIdentity;
 use crate::metrics::{Metrics, RequestRecord};
 use crate::read_timeouts::RequestClock;
 use crate::state::RouteState;
 use crate::status::{self, Outcome};
-use crate::strict_http;
 use crate::upstream::Resolver;
 use crate::waking::Waking;
 use portico_chp::target::activity_key;
 use unavailable::Reach;
 
+mod admission;
 mod peer;
 mod unavailable;
 mod upgrade;
@@ -150,88 +150,10 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestContext) -> Result<bool> {
-        // Only shorten or lengthen a keep-alive the client asked for; a
-        // `Connection: close` (keep-alive off) stays off. Where the read
-        // clock closes idle connections, Pingora waits untimed (`Some(0)`):
-        // its own timeout arms a timer for every request.
-        if session.get_keepalive().is_some() {
-            let idle = if ctx.clock.closes_idle() { 0 } else { self.settings.idle_timeout_secs };
-            session.set_keepalive(Some(idle));
-        }
-        if let Some(http1) = session.as_downstream().as_http1()
-            && let Err(error) = strict_http::check_head(&http1.get_headers_raw_bytes(), self.settings.max_request_head)
-        {
-            tracing::debug!(%error, "request head refused");
-            let body = if error.status() == 431 { "request headers too large\n" } else { "bad request\n" };
-            self.respond(session, ctx, LocalResponse::text(error.status(), body, "DPE"), true).await?;
-            return Ok(true);
-        }
-        if session.as_downstream().is_http2()
-            && headers::h2_head_size(session.req_header()) > self.settings.max_request_head
-        {
-            self.respond(session, ctx, LocalResponse::text(431, "request headers too large\n", "DPE"), true).await?;
-            return Ok(true);
-        }
-        let snapshot = self.state.load();
-        // An HTTP/1.x head's headers were checked above, in its one pass.
-        let checked = if session.as_downstream().is_http2() {
-            strict_http::check_request(session.req_header(), snapshot.normalization)
-        } else {
-            strict_http::check_target(session.req_header().raw_path(), snapshot.normalization)
-        };
-        if let Err(error) = checked {
-            tracing::debug!(%error, "request refused");
-            self.respond(session, ctx, LocalResponse::text(error.status(), error.body(), "DPE"), true).await?;
-            return Ok(true);
-        }
-        match decide(&snapshot, session.req_header(), self.port, self.scheme) {
-            Decision::Respond(response) => {
-                let page = self.chp_error_page(session, response.status, response.flags).await;
-                let response = page.unwrap_or(response);
-                // Bytes of an unread request body must never be parsed as the
-                // next request: close instead of draining.
-                let close = response.status >= 400 || headers::has_body(session.req_header());
-                self.respond(session, ctx, response, close).await?;
-                Ok(true)
-            }
-            Decision::Local { response, host, path } => {
-                // Redirects and direct responses are authorized like any
-                // route (Istio's policies run before its router).
-                let client = session.client_addr().and_then(PingoraAddr::as_inet).map(|a| a.ip());
-                let routed = Routed { snapshot: &snapshot, host: &host, path: &path, destination_namespace: None };
-                let request = session.req_header_mut();
-                let admitted = self.guard.admit(request, &routed, &self.resolver, client, self.port, self.scheme).await;
-                let response = admitted.map_or_else(|refusal| refusal, |_| response);
-                let close = response.status >= 400 || headers::has_body(session.req_header());
-                self.respond(session, ctx, response, close).await?;
-                Ok(true)
-            }
-            Decision::Forward(forward) => {
-                let client = session.client_addr().and_then(PingoraAddr::as_inet).map(|a| a.ip());
-                let request = session.req_header_mut();
-                let routed = Routed::forward(&forward);
-                let admitted = if Guard::has_policies(&forward.snapshot) {
-                    self.guard.admit(request, &routed, &self.resolver, client, self.port, self.scheme).await
-                } else {
-                    // No policy applies: nothing to wait for.
-                    self.guard.admit_without_policies(request, &routed).map(|()| Vec::new())
-                };
-                match admitted {
-                    Ok(response_headers) => {
-                        ctx.response_headers = response_headers;
-                        ctx.forward = Some(forward);
-                        if self.splices(session) {
-                            return self.splice_upgrade(session, ctx).await;
-                        }
-                        Ok(false)
-                    }
-                    Err(response) => {
-                        // A refused request's body is never read: close.
-                        self.respond(session, ctx, response, true).await?;
-                        Ok(true)
-                    }
-                }
-            }
+        match self.screen_request(session, ctx) {
+            None => Ok(false),
+            // Boxed apart, so that this future stays small (see `admission`).
+            Some(pending) => Box::pin(self.finish_request(session, ctx, pending)).await,
         }
     }
 
