@@ -190,7 +190,8 @@ fn plain_target(target: &str) -> Option<NormalizedRef<'_>> {
         at += 1;
     }
     let (path, query) = match target.get(at + 1..) {
-        Some(query) if query.bytes().all(|byte| TARGET_BYTES[usize::from(byte)] <= QUERY) => {
+        // The query is forwarded as it is: any visible ASCII but `#`.
+        Some(query) if query.bytes().all(|byte| (0x21..=0x7e).contains(&byte) && byte != b'#') => {
             (&target[..at], Some(query))
         }
         Some(_) => return None,
@@ -199,9 +200,8 @@ fn plain_target(target: &str) -> Option<NormalizedRef<'_>> {
     Some(NormalizedRef { path: Cow::Borrowed(path), query })
 }
 
-/// [`plain_target`]'s byte classes: visible ASCII but `%`, `#` and `\` is
-/// plain (in a query, `/` and `?` are plain too); anything else takes the
-/// checked path.
+/// [`plain_target`]'s byte classes for the path: visible ASCII but `%`, `#`
+/// and `\` is plain; anything else takes the checked path.
 const TARGET_BYTES: [u8; 256] = {
     let mut classes = [OTHER; 256];
     let mut byte = 0x21;
