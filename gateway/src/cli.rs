@@ -80,7 +80,8 @@ pub struct Args {
     pub max_request_headers_kb: usize,
 
     /// Seconds a keep-alive client connection may sit idle between requests
-    /// (upgraded websockets are not affected: they have no idle limit).
+    /// (0: no limit; upgraded websockets are not affected: they have no idle
+    /// limit).
     #[arg(long = "idle-timeout", env = "PORTICO_IDLE_TIMEOUT", default_value_t = 60)]
     pub idle_timeout_secs: u64,
 

@@ -227,7 +227,8 @@ pub fn run(args: Args, chp: Option<ChpMode>) -> anyhow::Result<()> {
             header: args.request_header_timeout,
             body: args.request_body_timeout,
             body_min_rate: args.request_body_min_rate,
-            idle: Some(Duration::from_secs(args.idle_timeout_secs)),
+            // 0: no idle limit, as Pingora's own keep-alive timeout reads it.
+            idle: (args.idle_timeout_secs > 0).then(|| Duration::from_secs(args.idle_timeout_secs)),
         };
         let mut service = Service::new(format!("{scheme}.{port}"), TimedApp::new(proxy, timeouts));
         // An idle notebook websocket should hold no buffer: Pingora's default

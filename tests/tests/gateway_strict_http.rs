@@ -844,6 +844,16 @@ fn idle_keep_alive_connections_are_closed_and_busy_ones_kept() {
 }
 
 #[test]
+fn an_idle_timeout_of_zero_keeps_keep_alive_connections_open() {
+    let setup = Setup::start_with(&["--idle-timeout", "0"]);
+    let mut stream = TcpStream::connect(setup.http).expect("connecting");
+    assert!(keep_alive_get(&mut stream, "/app/first"), "the first request");
+    thread::sleep(Duration::from_millis(1500));
+    assert!(keep_alive_get(&mut stream, "/app/second"), "0 (no idle limit) closed the connection");
+    setup.assert_serving();
+}
+
+#[test]
 fn slow_bodies_are_cut_off_without_leaking_descriptors() {
     let setup = Setup::start_with(&SLOW_FLAGS);
     let baseline = open_fds(setup.pid());
