@@ -27,8 +27,8 @@ use crate::strict_http;
 /// What a request still waits for once [`GatewayProxy::screen_request`]
 /// has run.
 pub(super) enum Pending {
-    /// Write this answer (and close when `close`).
-    Respond { response: LocalResponse, close: bool },
+    /// Refused: write this answer and close (its body is never read).
+    Refused(LocalResponse),
     /// Unrouted or refused: CHP's error page may replace the answer.
     Page(LocalResponse),
     /// A redirect or direct response, once the policies admit it.
@@ -56,12 +56,12 @@ impl GatewayProxy {
         {
             tracing::debug!(%error, "request head refused");
             let body = if error.status() == 431 { "request headers too large\n" } else { "bad request\n" };
-            return Some(refused(LocalResponse::text(error.status(), body, "DPE")));
+            return Some(Pending::Refused(LocalResponse::text(error.status(), body, "DPE")));
         }
         if session.as_downstream().is_http2()
             && headers::h2_head_size(session.req_header()) > self.settings.max_request_head
         {
-            return Some(refused(LocalResponse::text(431, "request headers too large\n", "DPE")));
+            return Some(Pending::Refused(LocalResponse::text(431, "request headers too large\n", "DPE")));
         }
         let snapshot = self.state.load();
         // An HTTP/1.x head's headers were checked above, in its one pass.
@@ -72,7 +72,7 @@ impl GatewayProxy {
         };
         if let Err(error) = checked {
             tracing::debug!(%error, "request refused");
-            return Some(refused(LocalResponse::text(error.status(), error.body(), "DPE")));
+            return Some(Pending::Refused(LocalResponse::text(error.status(), error.body(), "DPE")));
         }
         match decide(&snapshot, session.req_header(), self.port, self.scheme) {
             Decision::Respond(response) => Some(Pending::Page(response)),
@@ -84,7 +84,7 @@ impl GatewayProxy {
                 match self.guard.admit_without_policies(session.req_header_mut(), &routed) {
                     Ok(()) => self.forward_admitted(session, ctx, forward, Vec::new()).then_some(Pending::Splice),
                     // A refused request's body is never read: close.
-                    Err(response) => Some(refused(response)),
+                    Err(response) => Some(Pending::Refused(response)),
                 }
             }
         }
@@ -99,8 +99,8 @@ impl GatewayProxy {
         pending: Pending,
     ) -> Result<bool> {
         match pending {
-            Pending::Respond { response, close } => {
-                self.respond(session, ctx, response, close).await?;
+            Pending::Refused(response) => {
+                self.respond(session, ctx, response, true).await?;
                 Ok(true)
             }
             Pending::Page(response) => {
@@ -167,11 +167,6 @@ impl GatewayProxy {
         self.respond(session, ctx, response, close).await?;
         Ok(true)
     }
-}
-
-/// A refusal before routing: answered, and the connection closed.
-fn refused(response: LocalResponse) -> Pending {
-    Pending::Respond { response, close: true }
 }
 
 fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
