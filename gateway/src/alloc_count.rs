@@ -1,8 +1,8 @@
 //! Bench-only (cargo feature `count-allocs`): a global allocator that counts
 //! allocations, so `bench/run` can report allocations per request.
 //!
-//! It wraps the system allocator (glibc: the heap settings of `heap.rs`
-//! still apply) and adds one relaxed atomic increment per allocation. The
+//! It wraps the gateway's allocator, mimalloc (the settings of `heap.rs`
+//! still apply), and adds one relaxed atomic increment per allocation. The
 //! default build never compiles this file; the benchmark runs a second,
 //! counting copy of the gateway and of the minimal Pingora proxy next to the
 //! measured ones, so the counter's cost never shows in rps or CPU figures.
@@ -13,7 +13,8 @@
 //! does not move it). One mechanism for both binaries: the minimal proxy has
 //! no admin port.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use mimalloc::MiMalloc;
+use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -22,34 +23,34 @@ const REPORT_EVERY: Duration = Duration::from_millis(20);
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 
-/// The system allocator, counting `alloc`, `alloc_zeroed` and `realloc`.
+/// mimalloc, counting `alloc`, `alloc_zeroed` and `realloc`.
 pub struct Counting;
 
-// SAFETY: every call is forwarded unchanged to `System`, which upholds
+// SAFETY: every call is forwarded unchanged to `MiMalloc`, which upholds
 // `GlobalAlloc`'s contract; counting touches no allocated memory.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller's contract is System's.
-        unsafe { System.alloc(layout) }
+        // SAFETY: the caller's contract is MiMalloc's.
+        unsafe { MiMalloc.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller's contract is System's.
-        unsafe { System.alloc_zeroed(layout) }
+        // SAFETY: the caller's contract is MiMalloc's.
+        unsafe { MiMalloc.alloc_zeroed(layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller's contract is System's.
-        unsafe { System.realloc(ptr, layout, new_size) }
+        // SAFETY: the caller's contract is MiMalloc's.
+        unsafe { MiMalloc.realloc(ptr, layout, new_size) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: the caller's contract is System's.
-        unsafe { System.dealloc(ptr, layout) }
+        // SAFETY: the caller's contract is MiMalloc's.
+        unsafe { MiMalloc.dealloc(ptr, layout) }
     }
 }
 

@@ -1,73 +1,76 @@
-//! glibc heap settings: fewer arenas, and freed memory handed back to the
-//! system after a route table change.
+//! The gateway's heap: mimalloc, set for a small resident set.
 //!
-//! **Arenas.** glibc gives threads up to 8 x cores arenas; Pingora runs a
-//! runtime per service, so the gateway's threads spread their allocations
-//! over many half-empty heaps. Two arenas (`bench/RESULTS.md`, step 12):
-//! keep-alive 18-24k -> 21-27k rps in alternating runs, and 5.6 -> 4.9 KiB
-//! per idle spliced websocket.
+//! **Why mimalloc, not glibc** (bench/RESULTS.md, session 13). glibc's
+//! arenas were capped at two to keep the 10,000-notebook gateway under
+//! 64 MiB, and which arena each data-plane worker got was a draw made at
+//! every start: in 2 starts of 5 both `http.80` workers shared one, and
+//! contended on its lock (1.6-1.8 `futex` per request against 0.4-0.6).
+//! glibc offers no way to choose. mimalloc gives every thread its own heap
+//! and frees across threads without a lock, so there is no draw; a plain
+//! request also costs ~11k fewer instructions (callgrind: 106.3k -> 95.4k).
 //!
-//! **Trimming.**
-//! Reading and translating a folder of 10,000 notebooks allocates and frees
-//! a few hundred MiB of intermediate objects. glibc keeps freed memory in
-//! its arenas and only returns the top of each heap, so the gateway's RSS
-//! stayed at the translation's peak (heaptrack: 198 MiB of heap at the peak,
-//! 22 MiB in use after it; RSS 462 MiB with 10,000 notebook routes).
-//! `malloc_trim(0)` returns every whole free page of every arena
-//! (`madvise(MADV_DONTNEED)`), after each table a source delivers.
+//! **Memory.** Two settings keep the 10,000-notebook gateway where glibc
+//! had it (`route_scale`, RSS in KiB: 80,652 with mimalloc's defaults,
+//! 65,912 without huge pages, 62,124 with immediate purging too):
+//! - no transparent huge pages: mimalloc asks for them on its 1 GiB arena
+//!   reservations, and a 2 MiB page that a few small objects keep alive
+//!   stays resident whole;
+//! - freed pages handed back at once (`purge_delay` 0, mimalloc's default
+//!   is a second): the route table's translation frees a few hundred MiB of
+//!   intermediates in bursts, and a delayed purge runs only when the same
+//!   thread allocates again, which an idle source thread may not.
+//!
+//! And after each full table, [`release_free_memory`] collects the calling
+//! thread's heap, whose free pages would otherwise wait for its next
+//! allocation.
 
-/// Arenas glibc may create: one per data-plane worker of a 2-core pod.
-const ARENAS: i32 = 2;
+use libmimalloc_sys::{mi_collect, mi_option_set, mi_option_t};
 
-/// Caps glibc's arenas; call first thing in `main`, before any thread starts.
+/// mimalloc 3's `mi_option_purge_delay` (`mimalloc.h`), which the Rust
+/// bindings, written for mimalloc 2's list, do not name. The workspace pins
+/// libmimalloc-sys to the version whose C source has this list; a test
+/// checks the option's default so a bump that moves it fails.
+const PURGE_DELAY: mi_option_t = 15;
+
+/// Sets the heap up; call first thing in `main`, before any thread starts.
 #[allow(unsafe_code)]
-pub fn limit_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets a glibc tunable; M_ARENA_MAX takes any
-    // positive count and is read when a thread first allocates.
+pub fn configure() {
+    // SAFETY: mi_option_set only stores an option's value; mimalloc reads
+    // purge_delay each time it considers a purge, so setting it after the
+    // first allocations (the Rust runtime's) is fine.
+    unsafe { mi_option_set(PURGE_DELAY, 0) };
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE only sets a flag on this process's memory
+    // map; later faults then never back a mapping with a huge page. Set
+    // here rather than through mimalloc's `allow_thp`, which mimalloc reads
+    // once, before `main`, from the environment only.
     unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, ARENAS);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
 }
 
-/// Free memory at the top of a heap that glibc keeps rather than hands
-/// back at once. A fixed mmap threshold also fixes this one at glibc's
-/// default, 128 KiB (the dynamic rule would have made it twice the mmap
-/// threshold), and the request path's buffers then moved the main heap's
-/// top across it all the time: `brk` down and up again ~85 times a second
-/// under keep-alive load, each regrowth page-faulting in zeroed pages
-/// (strace, bench/RESULTS.md). 1 MiB stops that; 4 MiB (with 4 arenas)
-/// raised the 10k-notebook gateway's RSS to 65 MiB. Big frees are still
-/// handed back by [`release_free_memory`].
-const TRIM_THRESHOLD: i32 = 1 << 20;
-
-/// Allocations from this size on get their own mapping, returned to the
-/// system when freed. Set, it also stops glibc's dynamic threshold: after
-/// the 7 MB text of a big folder file was freed, glibc had raised the
-/// threshold to 7 MB and its trim threshold to 14, so the same text read
-/// again (every rescan hashes each file) came from the heap and stayed
-/// resident once freed: 7 MiB of the 10k-notebook gateway's RSS. Request
-/// buffers (64 KiB at most) stay below it.
-const MMAP_THRESHOLD: i32 = 256 << 10;
-
-/// Free heap worth a trim. Trimming walks every arena under its lock, which
-/// stalls the workers' allocations meanwhile: a small table's translation
-/// leaves a few MiB, not worth that.
-const TRIM_ABOVE_BYTES: usize = 32 << 20;
-
-/// Returns free heap pages to the system when there are many (glibc only;
-/// elsewhere a no-op).
+/// Returns the calling thread's free heap pages to the system (after a full
+/// route table, whose translation's garbage this thread freed).
 #[allow(unsafe_code)]
 pub fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallinfo2 and malloc_trim have no preconditions: they walk
-    // glibc's own arenas under their locks and touch no memory the program
-    // owns.
-    unsafe {
-        let free = libc::mallinfo2().fordblks;
-        let trimmed = free >= TRIM_ABOVE_BYTES && libc::malloc_trim(0) == 1;
-        tracing::debug!(free_mib = free >> 20, trimmed, "free heap");
+    // SAFETY: mi_collect has no preconditions: it walks the calling
+    // thread's own heap and mimalloc's arenas under their own
+    // synchronisation, touching no memory the program owns.
+    unsafe { mi_collect(true) };
+    tracing::debug!("free heap collected");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(unsafe_code)]
+    fn the_purge_delay_option_is_mimallocs_purge_delay() {
+        // No test calls configure(), so this is mimalloc 3's default for
+        // purge_delay (1,000 ms), which no neighbouring option has.
+        // SAFETY: mi_option_get only reads an option's value.
+        let value = unsafe { libmimalloc_sys::mi_option_get(PURGE_DELAY) };
+        assert_eq!(value, 1000);
     }
 }

@@ -1,8 +1,8 @@
 //! `portico-gateway`: the data plane. Reads routes from a folder of YAML or
 //! streams them from the controller (`--discovery`), serves them on Pingora, and exposes admin,
 //! health and metrics endpoints on Istio's ports.
-// Two unsafe calls, glibc's mallopt and malloc_trim (heap.rs): its heap
-// settings have no safe interface.
+// Three unsafe calls, mimalloc's options and collection and Linux's prctl
+// (heap.rs): the heap's settings have no safe interface.
 #![deny(unsafe_code)]
 
 mod access_log;
@@ -42,8 +42,13 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: alloc_count::Counting = alloc_count::Counting;
 
+/// mimalloc: a heap per thread, no arena draw (`heap.rs`).
+#[cfg(not(feature = "count-allocs"))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
-    heap::limit_arenas();
+    heap::configure();
     #[cfg(feature = "count-allocs")]
     alloc_count::report_from_env();
     if let Some(command_line) = chp::chp_command_line() {
