@@ -117,7 +117,7 @@ impl ProxyHttp for GatewayProxy {
             upgraded: false,
             mesh_expected: None,
             response_headers: Vec::new(),
-            clock: RequestClock::current(),
+            clock: RequestClock::default(),
             unavailable: None,
             websocket: None,
         }
@@ -129,6 +129,7 @@ impl ProxyHttp for GatewayProxy {
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut RequestContext) -> Result<()> {
+        ctx.clock = RequestClock::of(session.stream());
         ctx.clock.head_parsed(session.req_header());
         Ok(())
     }

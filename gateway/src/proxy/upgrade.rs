@@ -86,7 +86,7 @@ impl GatewayProxy {
         }
         ctx.status = response.status.as_u16();
         session.set_keepalive(None);
-        crate::read_timeouts::tunnel_started();
+        ctx.clock.tunnel_started();
         if response.status != http::StatusCode::SWITCHING_PROTOCOLS {
             // Relayed raw and closed: whatever the client sent after its
             // request is never read, let alone forwarded.
