@@ -14,7 +14,12 @@
 //! 65,912 without huge pages, 62,124 with immediate purging too):
 //! - no transparent huge pages: mimalloc asks for them on its 1 GiB arena
 //!   reservations, and a 2 MiB page that a few small objects keep alive
-//!   stays resident whole;
+//!   stays resident whole. The `no_thp` build feature stops mimalloc asking
+//!   (enough where the kernel's THP mode is `madvise`, Debian's and
+//!   Ubuntu's default); [`configure`] also turns them off for the process,
+//!   for kernels set to `always`. The feature matters even so: mimalloc
+//!   maps and touches its first pages before `main` (63,820 KiB with the
+//!   prctl alone, 61,944 with both);
 //! - freed pages handed back at once (`purge_delay` 0, mimalloc's default
 //!   is a second): the route table's translation frees a few hundred MiB of
 //!   intermediates in bursts, and a delayed purge runs only when the same
