@@ -1,14 +1,17 @@
 //! Prometheus metrics with Istio's names and labels, so existing dashboards
 //! and alerts keep working when Portico replaces the ingress gateway.
 
+mod shards;
+
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
+use shards::{RequestShard, ShardedRequests};
 
 /// Istio's standard request labels (the subset a gateway knows).
 const REQUEST_LABELS: [&str; 9] = [
@@ -35,11 +38,9 @@ const SIZE_BUCKETS: [f64; 8] = [1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0, 100
 /// Every metric the gateway exports.
 pub struct Metrics {
     registry: Registry,
-    pub requests_total: IntCounterVec,
-    pub request_duration: HistogramVec,
-    pub request_bytes: HistogramVec,
-    pub response_bytes: HistogramVec,
-    pub active_requests: IntGauge,
+    /// `istio_requests_total`, the three Istio histograms and
+    /// `portico_active_requests`, a copy per CPU (`shards.rs`).
+    requests: ShardedRequests,
     pub active_websockets: IntGauge,
     pub config_reloads: IntCounterVec,
     pub config_diagnostics: IntGaugeVec,
@@ -55,18 +56,31 @@ pub struct Metrics {
 /// flag mixes, not a size a gateway normally reaches).
 const MAX_CACHED_OUTCOMES: usize = 4096;
 
-/// The four series one outcome adds to, resolved from their labels once.
+/// The four series one outcome adds to in one copy, resolved from their
+/// labels once.
 ///
 /// Resolving by labels hashes nine label values and takes the vector's lock,
 /// four times per request; a resolved series is a plain atomic update.
-pub struct OutcomeSeries {
+struct ShardSeries {
     requests: IntCounter,
     duration: Histogram,
     request_bytes: Histogram,
     response_bytes: Histogram,
 }
 
+/// One outcome's series in each copy, each resolved when its thread first
+/// records the outcome (most outcomes never reach most copies).
+pub struct OutcomeSeries {
+    shards: Box<[OnceLock<ShardSeries>]>,
+}
+
 impl OutcomeSeries {
+    fn new(shards: usize) -> Self {
+        Self { shards: (0..shards).map(|_| OnceLock::new()).collect() }
+    }
+}
+
+impl ShardSeries {
     fn observe(&self, record: &RequestRecord<'_>) {
         self.requests.inc();
         self.duration.observe(record.duration_ms);
@@ -115,18 +129,8 @@ impl Metrics {
     /// Registers everything; fails only on a programming error (duplicate name).
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
-        let requests_total =
-            IntCounterVec::new(Opts::new("istio_requests_total", "Requests handled by the gateway."), &REQUEST_LABELS)?;
-        let histogram = |name: &str, help: &str, buckets: &[f64]| {
-            HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), &REQUEST_LABELS)
-        };
-        let request_duration =
-            histogram("istio_request_duration_milliseconds", "Request duration in milliseconds.", &DURATION_BUCKETS)?;
-        let request_bytes =
-            histogram("istio_request_bytes", "Request size (headers and body) in bytes.", &SIZE_BUCKETS)?;
-        let response_bytes =
-            histogram("istio_response_bytes", "Response size (headers and body) in bytes.", &SIZE_BUCKETS)?;
-        let active_requests = IntGauge::new("portico_active_requests", "Requests in flight.")?;
+        let cpus = std::thread::available_parallelism().map_or(1, |cpus| cpus.get()).min(MAX_SHARDS);
+        let requests = ShardedRequests::new(cpus, request_shard)?;
         let active_websockets = IntGauge::new("portico_active_websockets", "Upgraded (websocket) connections open.")?;
         let config_reloads = IntCounterVec::new(
             Opts::new("portico_config_reloads_total", "Configuration reloads by result (applied, unchanged, failed)."),
@@ -143,22 +147,14 @@ impl Metrics {
             IntCounter::new("portico_wake_requests_total", "Wakes of stopped notebooks asked of the controller.")?;
         registry.register(Box::new(held_requests.clone()))?;
         registry.register(Box::new(wake_requests.clone()))?;
-        registry.register(Box::new(requests_total.clone()))?;
-        registry.register(Box::new(request_duration.clone()))?;
-        registry.register(Box::new(request_bytes.clone()))?;
-        registry.register(Box::new(response_bytes.clone()))?;
-        registry.register(Box::new(active_requests.clone()))?;
+        registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(active_websockets.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(config_diagnostics.clone()))?;
         registry.register(Box::new(routes.clone()))?;
         Ok(Self {
             registry,
-            requests_total,
-            request_duration,
-            request_bytes,
-            response_bytes,
-            active_requests,
+            requests,
             active_websockets,
             config_reloads,
             config_diagnostics,
@@ -175,18 +171,33 @@ impl Metrics {
 
     /// Records one finished request under Istio's labels.
     pub fn record(&self, record: &RequestRecord<'_>) {
-        self.resolve(record).observe(record);
+        self.resolve(self.requests.local(), record).observe(record);
+    }
+
+    /// A request started (`portico_active_requests`).
+    pub fn request_started(&self) {
+        self.requests.local().active_requests.inc();
+    }
+
+    /// A request ended, on whichever thread: the copies' sum is what counts.
+    pub fn request_ended(&self) {
+        self.requests.local().active_requests.dec();
     }
 
     /// Records one forwarded request, resolving its series by labels only
     /// the first time `key` is seen in `cache`.
     pub fn record_cached(&self, cache: &SeriesCache, key: OutcomeKey, record: &RequestRecord<'_>) {
+        let index = self.requests.local_index();
+        let observe = |series: &OutcomeSeries| {
+            let shard = series.shards[index].get_or_init(|| self.resolve(self.requests.shard(index), record));
+            shard.observe(record);
+        };
         if let Some(series) = cache.series.load().get(&key) {
-            series.observe(record);
+            observe(series);
             return;
         }
-        let series = Arc::new(self.resolve(record));
-        series.observe(record);
+        let series = Arc::new(OutcomeSeries::new(self.requests.len()));
+        observe(&series);
         cache.series.rcu(|current| {
             let mut next = HashMap::clone(current);
             if next.len() < MAX_CACHED_OUTCOMES {
@@ -196,8 +207,8 @@ impl Metrics {
         });
     }
 
-    /// The series of `record`'s labels.
-    fn resolve(&self, record: &RequestRecord<'_>) -> OutcomeSeries {
+    /// The series of `record`'s labels in copy `shard`.
+    fn resolve(&self, shard: &RequestShard, record: &RequestRecord<'_>) -> ShardSeries {
         let (name, namespace) = service_name_and_namespace(record.destination_host);
         let mut code_buffer = itoa_buffer();
         let code = format_status(record.status, &mut code_buffer);
@@ -212,11 +223,11 @@ impl Metrics {
             code,
             record.flags,
         ];
-        OutcomeSeries {
-            requests: self.requests_total.with_label_values(&labels),
-            duration: self.request_duration.with_label_values(&labels),
-            request_bytes: self.request_bytes.with_label_values(&labels),
-            response_bytes: self.response_bytes.with_label_values(&labels),
+        ShardSeries {
+            requests: shard.requests_total.with_label_values(&labels),
+            duration: shard.request_duration.with_label_values(&labels),
+            request_bytes: shard.request_bytes.with_label_values(&labels),
+            response_bytes: shard.response_bytes.with_label_values(&labels),
         }
     }
 
@@ -227,6 +238,30 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
         buffer
     }
+}
+
+/// Copies of the per-request series at most, whatever the CPU count.
+const MAX_SHARDS: usize = 16;
+
+/// One copy of the per-request series, with Istio's names and buckets.
+fn request_shard() -> Result<RequestShard, prometheus::Error> {
+    let histogram = |name: &str, help: &str, buckets: &[f64]| {
+        HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), &REQUEST_LABELS)
+    };
+    Ok(RequestShard {
+        requests_total: IntCounterVec::new(
+            Opts::new("istio_requests_total", "Requests handled by the gateway."),
+            &REQUEST_LABELS,
+        )?,
+        request_duration: histogram(
+            "istio_request_duration_milliseconds",
+            "Request duration in milliseconds.",
+            &DURATION_BUCKETS,
+        )?,
+        request_bytes: histogram("istio_request_bytes", "Request size (headers and body) in bytes.", &SIZE_BUCKETS)?,
+        response_bytes: histogram("istio_response_bytes", "Response size (headers and body) in bytes.", &SIZE_BUCKETS)?,
+        active_requests: IntGauge::new("portico_active_requests", "Requests in flight.")?,
+    })
 }
 
 /// `name.namespace.svc...` -> (`name`, `namespace`); `unknown` otherwise.
@@ -299,7 +334,64 @@ mod tests {
         metrics.record_cached(&cache, key(503), &record(503));
         metrics.record(&record(200));
         let labels = ["source", "gw", "istio-system", "nb.team.svc.cluster.local", "nb", "team", "http", "200", "-"];
-        assert_eq!(metrics.requests_total.with_label_values(&labels).get(), 4);
+        assert_eq!(total_of(&metrics, &labels), 4);
         assert_eq!(cache.series.load().len(), 2);
+    }
+
+    /// `istio_requests_total` of `labels`, as a scrape sums it.
+    fn total_of(metrics: &Metrics, labels: &[&str]) -> u64 {
+        (0..metrics.requests.len())
+            .map(|index| metrics.requests.shard(index).requests_total.with_label_values(labels).get())
+            .sum()
+    }
+
+    #[test]
+    fn a_scrape_sums_what_every_thread_recorded() {
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let cache = Arc::new(SeriesCache::default());
+        let record = |duration_ms| RequestRecord {
+            workload: "gw",
+            workload_namespace: "istio-system",
+            destination_host: "nb.team.svc.cluster.local",
+            protocol: "http",
+            status: 200,
+            flags: "-",
+            duration_ms,
+            request_bytes: 0,
+            response_bytes: 10,
+        };
+        let key = OutcomeKey { route: 1, destination: 0, grpc: false, status: 200, flags: "-" };
+        // Four threads, each its own copy where there are CPUs enough; a
+        // request that starts on one thread may end on another.
+        let threads: Vec<_> = (0..4)
+            .map(|thread| {
+                let (metrics, cache) = (Arc::clone(&metrics), Arc::clone(&cache));
+                std::thread::spawn(move || {
+                    for _ in 0..10 {
+                        metrics.record_cached(&cache, key, &record(2.0));
+                    }
+                    metrics.record(&record(2.0));
+                    if thread % 2 == 0 {
+                        metrics.request_started();
+                        metrics.request_started();
+                    } else {
+                        metrics.request_ended();
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let text = String::from_utf8(metrics.render()).unwrap();
+        let series = "{destination_service=\"nb.team.svc.cluster.local\",destination_service_name=\"nb\",\
+                      destination_service_namespace=\"team\",reporter=\"source\",request_protocol=\"http\",\
+                      response_code=\"200\",response_flags=\"-\",source_workload=\"gw\",\
+                      source_workload_namespace=\"istio-system\"}";
+        assert!(text.contains(&format!("istio_requests_total{series} 44")), "{text}");
+        assert!(text.contains(&format!("istio_request_duration_milliseconds_count{series} 44")), "{text}");
+        assert!(text.contains(&format!("istio_request_duration_milliseconds_sum{series} 88")), "{text}");
+        assert_eq!(text.matches("istio_requests_total{").count(), 1, "one series, not one per copy: {text}");
+        assert!(text.contains("portico_active_requests 2\n"), "{text}");
     }
 }

@@ -106,7 +106,7 @@ impl ProxyHttp for GatewayProxy {
     type CTX = RequestContext;
 
     fn new_ctx(&self) -> RequestContext {
-        self.metrics.active_requests.inc();
+        self.metrics.request_started();
         RequestContext {
             started: Instant::now(),
             forward: None,
@@ -344,7 +344,7 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestContext) {
-        self.metrics.active_requests.dec();
+        self.metrics.request_ended();
         if ctx.upgraded {
             self.metrics.active_websockets.dec();
         }
