@@ -40,10 +40,14 @@ const PURGE_DELAY: mi_option_t = 15;
 /// Sets the heap up; call first thing in `main`, before any thread starts.
 #[allow(unsafe_code)]
 pub fn configure() {
-    // SAFETY: mi_option_set only stores an option's value; mimalloc reads
-    // purge_delay each time it considers a purge, so setting it after the
-    // first allocations (the Rust runtime's) is fine.
-    unsafe { mi_option_set(PURGE_DELAY, 0) };
+    // An operator's MIMALLOC_PURGE_DELAY, which mimalloc has read by now,
+    // stands.
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: mi_option_set only stores an option's value; mimalloc
+        // reads purge_delay each time it considers a purge, so setting it
+        // after the first allocations (the Rust runtime's) is fine.
+        unsafe { mi_option_set(PURGE_DELAY, 0) };
+    }
     #[cfg(target_os = "linux")]
     // SAFETY: PR_SET_THP_DISABLE only sets a flag on this process's memory
     // map; later faults then never back a mapping with a huge page. Set
