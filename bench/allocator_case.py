@@ -1,12 +1,15 @@
-"""The gateway under each allocator (`bench/run --case allocators`, issue #18).
+"""The gateway's heap settings side by side (`bench/run --case allocators`,
+issue #18).
 
-The same release binary, the allocator chosen from outside: glibc as built
-(two arenas, heap.rs), glibc with a larger per-thread cache
-(GLIBC_TUNABLES), and mimalloc (also with freed pages decommitted) and
-jemalloc preloaded (LD_PRELOAD of the distribution's libraries; a variant
-whose library is not installed is skipped); and, measured alongside for the
-fixed-rate p99, glibc with Pingora's work stealing off. Each variant is its
-own gateway over the same routes, measured on everything an allocator moves:
+The gateway links mimalloc as its global allocator (gateway/src/heap.rs), so
+an allocator can no longer be preloaded from outside: what varies here is
+mimalloc's own settings, from the environment. As built: freed pages handed
+back at once (purge delay 0), no huge pages. Against it: the purge delayed
+10 ms and 1 s (mimalloc's default), and, not an allocator setting but
+measured the same way for the fixed-rate p99, Pingora's work stealing off.
+(glibc, tuned glibc, mimalloc 2.0 and jemalloc were compared here until
+session 13: bench/RESULTS.md.) Each variant is its own gateway over the same
+routes, measured on everything the heap moves:
 
 - keep-alive rps (wrk, rounds interleaved, median) and CPU per request;
 - fixed-rate p99 and CPU per request at the same rate;
@@ -19,38 +22,20 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-LIB = Path("/usr/lib/x86_64-linux-gnu")
+# The variant the others are compared with.
+BASE = "mimalloc"
 # name -> environment of the gateway process.
 VARIANTS = {
-    "glibc": {},
-    "glibc-tcache": {"GLIBC_TUNABLES": "glibc.malloc.tcache_count=1024"},
-    "mimalloc": {"LD_PRELOAD": str(LIB / "libmimalloc.so.2")},
-    # Freed pages decommitted (MADV_DONTNEED), not only reset (MADV_FREE,
-    # which stays in RSS until the kernel needs the memory): mimalloc 2.0's
-    # name for it, and 2.1's.
-    "mimalloc-decommit": {"LD_PRELOAD": str(LIB / "libmimalloc.so.2"), "MIMALLOC_RESET_DECOMMITS": "1",
-                          "MIMALLOC_PURGE_DECOMMITS": "1"},
-    "jemalloc": {"LD_PRELOAD": str(LIB / "libjemalloc.so.2")},
-    # Not an allocator, but measured the same way, for the fixed-rate p99:
-    # one single-threaded runtime per worker instead of work stealing.
-    "glibc-no-stealing": {"PORTICO_WORK_STEALING": "false"},
+    BASE: {},
+    "mimalloc-purge-10ms": {"MIMALLOC_PURGE_DELAY": "10"},
+    "mimalloc-purge-1s": {"MIMALLOC_PURGE_DELAY": "1000"},
+    "no-stealing": {"PORTICO_WORK_STEALING": "false"},
 }
-
-
-def available(tools) -> dict[str, dict]:
-    found = {}
-    for name, env in VARIANTS.items():
-        preload = env.get("LD_PRELOAD")
-        if preload and not Path(preload).exists():
-            tools["log"](f"allocators: {preload} not installed; {name} skipped (apt-get install libmimalloc2.0 libjemalloc2)")
-            continue
-        found[name] = env
-    return found
 
 
 def run(t, load: Path, params: dict, tools) -> dict:
     log, wrk, cpu_seconds = tools["log"], tools["wrk"], tools["cpu_seconds"]
-    variants = available(tools)
+    variants = VARIANTS
     names = {variant: f"portico-{variant}" for variant in variants}
     for variant, env in variants.items():
         t.start_portico(names[variant], t.bins, env=env)
@@ -101,8 +86,8 @@ def run(t, load: Path, params: dict, tools) -> dict:
             f"keep-alive CPU {r['keepalive_cpu_us_per_req']} us/req; fixed rate p99 {r['fixed_rate_p99_ms']} ms, "
             f"CPU {r['fixed_rate_cpu_us_per_req']} us/req; {r['websocket_kib']} KiB per idle websocket; "
             f"{params['scale_routes']} routes RSS {r['scale_rss_kib'] // 1024} MiB, peak {r['scale_rss_peak_kib'] // 1024} MiB")
-    glibc = results.get("glibc", {}).get("rps")
-    results["ratios"] = {f"{v}/glibc": round(results[v]["rps"] / glibc, 3) if glibc else None for v in variants if v != "glibc"}
+    base = results[BASE]["rps"]
+    results["ratios"] = {f"{v}/{BASE}": round(results[v]["rps"] / base, 3) if base else None for v in variants if v != BASE}
     return results
 
 
