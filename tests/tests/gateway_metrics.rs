@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::thread;
 use std::time::Duration;
 
-use portico_e2e::fixtures::{kubeflow_gateway, resolve_args};
+use portico_e2e::fixtures::{kubeflow_gateway, resolve_args, rewrite_virtual_service};
 use portico_e2e::raw_http;
 use portico_e2e::wait::poll;
 use portico_e2e::{ConfigDir, Gateway, RecordingUpstream, free_port};
@@ -17,24 +17,6 @@ const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests are recorded after their response is written: a scrape may
 /// briefly trail the clients.
 const RECORD_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn routes_yaml() -> String {
-    format!(
-        r#"apiVersion: networking.istio.io/v1beta1
-kind: VirtualService
-metadata:
-  name: recorder
-  namespace: team
-spec:
-  hosts: ["*"]
-  gateways: [kubeflow/kubeflow-gateway]
-  http:
-  - match: [{{uri: {{prefix: /app/}}}}]
-    route:
-    - destination: {{host: {UPSTREAM_HOST}, port: {{number: 80}}}}
-"#
-    )
-}
 
 /// The samples of `metric` whose labels include every one of `labels`.
 fn samples(text: &str, metric: &str, labels: &[&str]) -> Vec<f64> {
@@ -52,7 +34,8 @@ fn every_request_is_counted_once_in_one_series_whatever_thread_served_it() {
     let upstream = RecordingUpstream::start();
     let config = ConfigDir::new();
     config.write("gateway.yaml", &kubeflow_gateway());
-    config.write("routes.yaml", &routes_yaml());
+    // `/app/` to the recording upstream, the path unchanged.
+    config.write("routes.yaml", &rewrite_virtual_service("team", "recorder", "/app/", "/app/", UPSTREAM_HOST));
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut args = vec!["--bind".to_string(), format!("80={http}"), "--threads".to_string(), "2".to_string()];
     args.extend(resolve_args(UPSTREAM_HOST, upstream.address().port()));
