@@ -20,6 +20,7 @@ mod decision;
 mod discovery;
 mod headers;
 mod heap;
+mod lanes;
 mod log_writer;
 mod logging;
 mod mesh;

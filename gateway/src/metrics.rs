@@ -129,8 +129,7 @@ impl Metrics {
     /// Registers everything; fails only on a programming error (duplicate name).
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
-        let cpus = std::thread::available_parallelism().map_or(1, |cpus| cpus.get()).min(MAX_SHARDS);
-        let requests = ShardedRequests::new(cpus, request_shard)?;
+        let requests = ShardedRequests::new(crate::lanes::count(), request_shard)?;
         let active_websockets = IntGauge::new("portico_active_websockets", "Upgraded (websocket) connections open.")?;
         let config_reloads = IntCounterVec::new(
             Opts::new("portico_config_reloads_total", "Configuration reloads by result (applied, unchanged, failed)."),
@@ -239,9 +238,6 @@ impl Metrics {
         buffer
     }
 }
-
-/// Copies of the per-request series at most, whatever the CPU count.
-const MAX_SHARDS: usize = 16;
 
 /// One copy of the per-request series, with Istio's names and buckets.
 fn request_shard() -> Result<RequestShard, prometheus::Error> {

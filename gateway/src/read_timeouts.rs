@@ -15,9 +15,11 @@
 //! * between keep-alive requests, a connection idle for `idle` is closed,
 //!   as if the client had closed it. Pingora can do this one too, but arms
 //!   a timer for every request's wait (2.8k instructions and 2.5
-//!   allocations a request, bench/RESULTS.md); this clock's one timer is
-//!   moved only when it must fire sooner, so a busy keep-alive connection
-//!   re-arms it about once per idle period.
+//!   allocations a request, bench/RESULTS.md).
+//!
+//! No connection has a timer of its own: one thread looks at every
+//! connection's deadline ten times a second and wakes the overdue ones
+//! ([`deadlines`], which says why).
 //!
 //! Three pieces:
 //!
@@ -40,9 +42,10 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use http::header;
@@ -56,7 +59,8 @@ use pingora_core::protocols::{
 use pingora_core::server::ShutdownWatch;
 use pingora_http::RequestHeader;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
+
+mod deadlines;
 
 /// The HTTP/2 connection preface (what Pingora peeks at for h2c).
 const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
@@ -95,6 +99,20 @@ enum Phase {
 pub struct ReadClock {
     timeouts: ReadTimeouts,
     phase: Mutex<Phase>,
+    /// The task of the read that went pending, for the deadline watch.
+    waiting: Mutex<Option<Waker>>,
+    /// Set by the watch when it found the deadline passed: only then does a
+    /// pending read look at the time.
+    flagged: AtomicBool,
+}
+
+/// Why a pending read ends at its deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Overdue {
+    /// Waiting between keep-alive requests: closed quietly.
+    Idle,
+    /// In the middle of a request head or body: a failed read.
+    Reading,
 }
 
 impl fmt::Debug for ReadClock {
@@ -106,7 +124,47 @@ impl fmt::Debug for ReadClock {
 impl ReadClock {
     /// A new connection: its first head is due `header` after the accept.
     fn new(timeouts: ReadTimeouts, now: Instant) -> Self {
-        Self { timeouts, phase: Mutex::new(Phase::Head { deadline: now + timeouts.header }) }
+        Self {
+            timeouts,
+            phase: Mutex::new(Phase::Head { deadline: now + timeouts.header }),
+            waiting: Mutex::new(None),
+            flagged: AtomicBool::new(false),
+        }
+    }
+
+    /// A read went pending: `None` to wait (the watch wakes `waker` at the
+    /// deadline), or why the read ends now.
+    fn pending(&self, waker: &Waker) -> Option<Overdue> {
+        if self.flagged.load(Ordering::Relaxed) {
+            self.flagged.store(false, Ordering::Relaxed);
+            // The flag may be older than the current deadline: check.
+            if self.is_overdue(Instant::now()) {
+                return Some(if self.is_idle() { Overdue::Idle } else { Overdue::Reading });
+            }
+        }
+        self.wait(waker);
+        None
+    }
+
+    /// Keeps `waker` to wake at the deadline.
+    fn wait(&self, waker: &Waker) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !waiting.as_ref().is_some_and(|kept| kept.will_wake(waker)) {
+            *waiting = Some(waker.clone());
+        }
+    }
+
+    fn is_overdue(&self, now: Instant) -> bool {
+        self.deadline().is_some_and(|deadline| deadline <= now)
+    }
+
+    /// For the watch: the task to wake when the deadline has passed by `now`.
+    fn overdue(&self, now: Instant) -> Option<Waker> {
+        if !self.is_overdue(now) {
+            return None;
+        }
+        self.flagged.store(true, Ordering::Relaxed);
+        self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
     }
 
     fn phase(&self) -> MutexGuard<'_, Phase> {
@@ -188,8 +246,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TimedApp<A> {
         if stream.selected_alpn_proto() == Some(ALPN::H2) {
             clock.body_done();
         }
-        let timed =
-            TimedStream { inner: stream, clock, timer: Box::pin(tokio::time::sleep(self.timeouts.header)), h2: false };
+        let watch = deadlines::watch(&clock);
+        let timed = TimedStream { inner: stream, clock, _watch: watch, h2: false };
         self.inner.process_new(Box::new(timed), shutdown).await
     }
 
@@ -265,7 +323,8 @@ fn announces_body(request: &RequestHeader) -> bool {
 pub struct TimedStream {
     inner: Stream,
     clock: Arc<ReadClock>,
-    timer: Pin<Box<Sleep>>,
+    /// Watched for its deadlines as long as it lives.
+    _watch: deadlines::Registration,
     /// Set once the client spoke HTTP/2: the clock no longer applies.
     h2: bool,
 }
@@ -297,29 +356,14 @@ impl AsyncRead for TimedStream {
                 this.clock.on_read(buf.filled().len() - before, Instant::now);
                 Poll::Ready(Ok(()))
             }
-            Poll::Pending => {
-                let Some(deadline) = this.clock.deadline().filter(|_| !this.h2) else { return Poll::Pending };
-                // Moved only to fire sooner: the idle deadline moves on with
-                // every request, and a timer that fires early is re-armed.
-                if this.timer.deadline() > deadline {
-                    this.timer.as_mut().reset(deadline);
-                }
-                if this.timer.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                if Instant::now() < deadline {
-                    this.timer.as_mut().reset(deadline);
-                    if this.timer.as_mut().poll(cx).is_pending() {
-                        return Poll::Pending;
-                    }
-                }
-                if this.clock.is_idle() {
-                    // Closed as an idle keep-alive: to Pingora, the end of
-                    // the stream, as when the client closes it.
-                    return Poll::Ready(Ok(()));
-                }
-                Poll::Ready(Err(too_slow()))
-            }
+            Poll::Pending if this.h2 => Poll::Pending,
+            Poll::Pending => match this.clock.pending(cx.waker()) {
+                None => Poll::Pending,
+                // Closed as an idle keep-alive: to Pingora, the end of the
+                // stream, as when the client closes it.
+                Some(Overdue::Idle) => Poll::Ready(Ok(())),
+                Some(Overdue::Reading) => Poll::Ready(Err(too_slow())),
+            },
             ready => ready,
         }
     }
@@ -417,10 +461,17 @@ impl Peek for TimedStream {
     /// Pingora peeks for the h2c preface before reading anything: bounded
     /// by the head deadline too (a silent client would wait here forever).
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        let peek = self.inner.try_peek(buf);
-        let peeked = match self.clock.deadline() {
-            Some(deadline) => tokio::time::timeout_at(deadline, peek).await.map_err(|_| too_slow())??,
-            None => peek.await?,
+        let clock = &self.clock;
+        let peeked = {
+            let mut peek = std::pin::pin!(self.inner.try_peek(buf));
+            std::future::poll_fn(|cx| match peek.as_mut().poll(cx) {
+                Poll::Pending => match clock.pending(cx.waker()) {
+                    None => Poll::Pending,
+                    Some(_) => Poll::Ready(Err(too_slow())),
+                },
+                ready => ready,
+            })
+            .await?
         };
         if peeked && buf.starts_with(H2_PREFACE_START) {
             self.h2 = true;

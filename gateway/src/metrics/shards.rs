@@ -14,10 +14,8 @@
 //! series by series at scrape time. Sums are exact: counters, gauges and
 //! histograms over the same buckets all add up.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Metric, MetricFamily, MetricType};
@@ -60,7 +58,7 @@ impl ShardedRequests {
 
     /// The calling thread's copy's index.
     pub fn local_index(&self) -> usize {
-        thread_number() % self.shards.len()
+        crate::lanes::this_thread() % self.shards.len()
     }
 
     pub fn shard(&self, index: usize) -> &RequestShard {
@@ -71,22 +69,6 @@ impl ShardedRequests {
     pub fn local(&self) -> &RequestShard {
         self.shard(self.local_index())
     }
-}
-
-/// Numbers threads in the order they first record: the proxy's workers,
-/// which record nearly everything, get copies of their own.
-fn thread_number() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static NUMBER: Cell<Option<usize>> = const { Cell::new(None) };
-    }
-    NUMBER.with(|number| {
-        number.get().unwrap_or_else(|| {
-            let next = NEXT.fetch_add(1, Ordering::Relaxed);
-            number.set(Some(next));
-            next
-        })
-    })
 }
 
 impl Collector for ShardedRequests {
