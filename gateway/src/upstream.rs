@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use portico_routing::Matcher;
@@ -42,17 +41,12 @@ pub struct MeshPeer {
 pub struct Resolver {
     overrides: HashMap<String, SocketAddr>,
     dns_cache: Mutex<HashMap<String, (Instant, Vec<SocketAddr>)>>,
-    round_robin: AtomicUsize,
 }
 
 impl Resolver {
     /// `overrides` are keyed by lower-case `host:port`.
     pub fn new(overrides: impl IntoIterator<Item = (String, SocketAddr)>) -> Self {
-        Self {
-            overrides: overrides.into_iter().collect(),
-            dns_cache: Mutex::new(HashMap::new()),
-            round_robin: AtomicUsize::new(0),
-        }
+        Self { overrides: overrides.into_iter().collect(), dns_cache: Mutex::new(HashMap::new()) }
     }
 
     /// One address for `host:port`, spreading requests over endpoints, and
@@ -85,8 +79,18 @@ impl Resolver {
         Ok(Target { address: addresses[self.next() % addresses.len()], mesh: None })
     }
 
+    /// The next endpoint's turn. Round robin per worker thread, as Envoy's
+    /// is per worker: one shared cursor would be a cache line both workers
+    /// write on every request (see `lanes`).
     fn next(&self) -> usize {
-        self.round_robin.fetch_add(1, Ordering::Relaxed)
+        thread_local! {
+            static CURSOR: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+        }
+        CURSOR.with(|cursor| {
+            let turn = cursor.get();
+            cursor.set(turn.wrapping_add(1));
+            turn
+        })
     }
 
     async fn lookup(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, ResolveError> {
