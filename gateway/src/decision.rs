@@ -104,6 +104,7 @@ pub enum Decision {
     /// A route (or an `httpsRedirect` server) answers here: a redirect or a
     /// direct response. Authorization still applies, on `host` and `path`.
     Local {
+        snapshot: Arc<Snapshot>,
         response: LocalResponse,
         host: String,
         path: String,
@@ -113,7 +114,10 @@ pub enum Decision {
 }
 
 /// Decides what happens to `request`, arriving on Gateway port `port` over `scheme`.
-pub fn decide(snapshot: &Arc<Snapshot>, request: &RequestHeader, port: u16, scheme: &str) -> Decision {
+///
+/// `snapshot` moves into the decision that needs it: a request takes its
+/// hold on the routes once, not once more per step.
+pub fn decide(snapshot: Arc<Snapshot>, request: &RequestHeader, port: u16, scheme: &str) -> Decision {
     let Some(authority) = authority(request) else {
         return Decision::Respond(LocalResponse::text(400, "missing or conflicting host\n", "DPE"));
     };
@@ -142,7 +146,9 @@ pub fn decide(snapshot: &Arc<Snapshot>, request: &RequestHeader, port: u16, sche
         return Decision::Respond(LocalResponse::text(404, "no route\n", "NR"));
     };
     let vhost = selection.virtual_host;
+    // Redirects and direct responses are rare: a second hold is fine.
     let local = |response: LocalResponse| Decision::Local {
+        snapshot: Arc::clone(&snapshot),
         response,
         host: host.clone().into_owned(),
         path: target.path.clone().into_owned(),
@@ -184,14 +190,17 @@ pub fn decide(snapshot: &Arc<Snapshot>, request: &RequestHeader, port: u16, sche
             let unchanged = matches!((&target.path, &rewritten), (Cow::Borrowed(_), Cow::Borrowed(_)));
             let upstream_path = (!unchanged).then(|| path_and_query(&rewritten, target.query));
             drop(rewritten);
+            let destination = pick_weighted(&forward.destinations, random_u32());
+            let cors_origin = cors_origin.map(|(_, origin)| origin.to_string());
+            let route = Arc::clone(route);
             Decision::Forward(Box::new(Forward {
-                snapshot: Arc::clone(snapshot),
-                route: Arc::clone(route),
-                destination: pick_weighted(&forward.destinations, random_u32()),
+                snapshot,
+                route,
+                destination,
                 upstream_path,
                 host: host.into_owned(),
                 path: target.path.into_owned(),
-                cors_origin: cors_origin.map(|(_, origin)| origin.to_string()),
+                cors_origin,
             }))
         }
     }

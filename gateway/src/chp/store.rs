@@ -205,7 +205,7 @@ mod tests {
     fn route_for(store: &RouteStore, host: &str, path: &str) -> Result<(String, String), u16> {
         let mut request = RequestHeader::build("GET", path.as_bytes(), None).unwrap();
         request.insert_header("host", host).unwrap();
-        match decide(&store.sink.state.load(), &request, 8000, "http") {
+        match decide(store.sink.state.load(), &request, 8000, "http") {
             Decision::Forward(forward) => {
                 // No rewritten path: the request's own goes upstream.
                 let upstream = forward.upstream_path.clone().unwrap_or_else(|| path.to_string());

@@ -74,9 +74,11 @@ impl GatewayProxy {
             tracing::debug!(%error, "request refused");
             return Some(Pending::Refused(LocalResponse::text(error.status(), error.body(), "DPE")));
         }
-        match decide(&snapshot, session.req_header(), self.port, self.scheme) {
+        match decide(snapshot, session.req_header(), self.port, self.scheme) {
             Decision::Respond(response) => Some(Pending::Page(response)),
-            Decision::Local { response, host, path } => Some(Pending::Local { snapshot, response, host, path }),
+            Decision::Local { snapshot, response, host, path } => {
+                Some(Pending::Local { snapshot, response, host, path })
+            }
             Decision::Forward(forward) if Guard::has_policies(&forward.snapshot) => Some(Pending::Admit(forward)),
             Decision::Forward(forward) => {
                 // No policy applies: nothing to wait for.
