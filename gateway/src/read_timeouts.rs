@@ -133,8 +133,11 @@ impl ReadClock {
     }
 
     /// A read went pending: `None` to wait (the watch wakes `waker` at the
-    /// deadline), or why the read ends now.
-    fn pending(&self, waker: &Waker) -> Option<Overdue> {
+    /// deadline), or why the read ends now. `given` is the stream's copy of
+    /// the waker last given to the clock: a connection's reads nearly
+    /// always come from the same task, so the clock's lock is taken only
+    /// when the task changed.
+    fn pending(&self, waker: &Waker, given: &mut Option<Waker>) -> Option<Overdue> {
         if self.flagged.load(Ordering::Relaxed) {
             self.flagged.store(false, Ordering::Relaxed);
             // The flag may be older than the current deadline: check.
@@ -142,29 +145,31 @@ impl ReadClock {
                 return Some(if self.is_idle() { Overdue::Idle } else { Overdue::Reading });
             }
         }
-        self.wait(waker);
+        if !given.as_ref().is_some_and(|given| given.will_wake(waker)) {
+            self.wait(waker);
+            *given = Some(waker.clone());
+        }
         None
     }
 
     /// Keeps `waker` to wake at the deadline.
     fn wait(&self, waker: &Waker) {
-        let mut waiting = self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if !waiting.as_ref().is_some_and(|kept| kept.will_wake(waker)) {
-            *waiting = Some(waker.clone());
-        }
+        *self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(waker.clone());
     }
 
     fn is_overdue(&self, now: Instant) -> bool {
         self.deadline().is_some_and(|deadline| deadline <= now)
     }
 
-    /// For the watch: the task to wake when the deadline has passed by `now`.
+    /// For the watch: the task to wake when the deadline has passed by
+    /// `now`. The clock keeps its waker (a stream does not give it again),
+    /// so an overdue connection is woken at every tick until it ends.
     fn overdue(&self, now: Instant) -> Option<Waker> {
         if !self.is_overdue(now) {
             return None;
         }
         self.flagged.store(true, Ordering::Relaxed);
-        self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
+        self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
     fn phase(&self) -> MutexGuard<'_, Phase> {
@@ -247,7 +252,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TimedApp<A> {
             clock.body_done();
         }
         let watch = deadlines::watch(&clock);
-        let timed = TimedStream { inner: stream, clock, _watch: watch, h2: false };
+        let timed = TimedStream { inner: stream, clock, given: None, _watch: watch, h2: false };
         self.inner.process_new(Box::new(timed), shutdown).await
     }
 
@@ -324,6 +329,8 @@ pub struct TimedStream {
     inner: Stream,
     clock: Arc<ReadClock>,
     /// Watched for its deadlines as long as it lives.
+    /// The waker this stream last gave its clock.
+    given: Option<Waker>,
     _watch: deadlines::Registration,
     /// Set once the client spoke HTTP/2: the clock no longer applies.
     h2: bool,
@@ -357,7 +364,7 @@ impl AsyncRead for TimedStream {
                 Poll::Ready(Ok(()))
             }
             Poll::Pending if this.h2 => Poll::Pending,
-            Poll::Pending => match this.clock.pending(cx.waker()) {
+            Poll::Pending => match this.clock.pending(cx.waker(), &mut this.given) {
                 None => Poll::Pending,
                 // Closed as an idle keep-alive: to Pingora, the end of the
                 // stream, as when the client closes it.
@@ -461,11 +468,11 @@ impl Peek for TimedStream {
     /// Pingora peeks for the h2c preface before reading anything: bounded
     /// by the head deadline too (a silent client would wait here forever).
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        let clock = &self.clock;
+        let (clock, given) = (&self.clock, &mut self.given);
         let peeked = {
             let mut peek = std::pin::pin!(self.inner.try_peek(buf));
             std::future::poll_fn(|cx| match peek.as_mut().poll(cx) {
-                Poll::Pending => match clock.pending(cx.waker()) {
+                Poll::Pending => match clock.pending(cx.waker(), given) {
                     None => Poll::Pending,
                     Some(_) => Poll::Ready(Err(too_slow())),
                 },
