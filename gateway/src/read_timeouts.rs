@@ -328,9 +328,9 @@ fn announces_body(request: &RequestHeader) -> bool {
 pub struct TimedStream {
     inner: Stream,
     clock: Arc<ReadClock>,
-    /// Watched for its deadlines as long as it lives.
     /// The waker this stream last gave its clock.
     given: Option<Waker>,
+    /// Watched for its deadlines as long as it lives.
     _watch: deadlines::Registration,
     /// Set once the client spoke HTTP/2: the clock no longer applies.
     h2: bool,
