@@ -2,11 +2,13 @@
 //!
 //! Why: an atomic read-modify-write on a cache line that another CPU wrote
 //! last waits for that line to cross over. A counter every request adds to
-//! (a metric, a reference count, a round-robin cursor) does that on nearly
-//! every request once two workers serve at once, and no instruction count
-//! shows it (callgrind runs one thread at a time). Envoy keeps per-worker
-//! stats for this reason; Portico keeps such state in lanes and has each
-//! thread use its own.
+//! does that on nearly every request once two workers serve at once, and
+//! no instruction count shows it (callgrind runs one thread at a time).
+//! Envoy keeps per-worker stats for this reason. Portico keeps its
+//! per-request metrics and its read-deadline registrations in lanes, each
+//! thread using its own. (A snapshot handle per lane was measured and not
+//! kept: its indirection cost more than the contention it saved,
+//! bench/RESULTS.md, session 14.)
 //!
 //! Threads are numbered in the order they first ask, so the proxy's workers,
 //! which ask on their first request, get lanes of their own; any further
