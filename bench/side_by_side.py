@@ -48,30 +48,37 @@ def median(values: list[float]) -> float | None:
 def one_round(t, load: Path, order: tuple[str, ...], args_for, seconds: int) -> dict:
     """Every target in `order` loaded at once; CPU us per request and the
     load report's request count, p99 and errors per target."""
-    reports = {target: Path(tempfile.mkstemp(suffix=".json")[1]) for target in order}
-    before = {target: on_cpu_ns(t.pids[target]) for target in order}
-    running = {
-        target: subprocess.Popen([str(load), *args_for(target), "--json", str(reports[target])],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        for target in order
-    }
-    finished = {target: process.communicate(timeout=seconds + 60) for target, process in running.items()}
-    after = {target: on_cpu_ns(t.pids[target]) for target in order}
-    results = {}
-    for target in order:
-        if running[target].returncode != 0:
-            raise RuntimeError(f"portico-load against {target} exited {running[target].returncode}: "
-                               f"{finished[target][1].strip()[-500:]}")
-        report = json.loads(reports[target].read_text())
-        reports[target].unlink()
-        request = {o["name"]: o for o in report.get("operations", [])}.get("request", {})
-        count = request.get("count", 0)
-        results[target] = {
-            "cpu_us_per_req": round((after[target] - before[target]) / 1000 / count, 2) if count else None,
-            "count": count,
-            "p99_ms": request.get("latency_ms", {}).get("p99"),
-            "errors": report.get("error_total", 0),
+    with tempfile.TemporaryDirectory(prefix="side-by-side-") as work:
+        reports = {target: Path(work) / f"{target}.json" for target in order}
+        before = {target: on_cpu_ns(t.pids[target]) for target in order}
+        running = {
+            target: subprocess.Popen([str(load), *args_for(target), "--json", str(reports[target])],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            for target in order
         }
+        try:
+            finished = {target: process.communicate(timeout=seconds + 60) for target, process in running.items()}
+        finally:
+            # A load that failed or hung must not run on into the next case.
+            for process in running.values():
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+        after = {target: on_cpu_ns(t.pids[target]) for target in order}
+        results = {}
+        for target in order:
+            if running[target].returncode != 0:
+                raise RuntimeError(f"portico-load against {target} exited {running[target].returncode}: "
+                                   f"{finished[target][1].strip()[-500:]}")
+            report = json.loads(reports[target].read_text())
+            request = {o["name"]: o for o in report.get("operations", [])}.get("request", {})
+            count = request.get("count", 0)
+            results[target] = {
+                "cpu_us_per_req": round((after[target] - before[target]) / 1000 / count, 2) if count else None,
+                "count": count,
+                "p99_ms": request.get("latency_ms", {}).get("p99"),
+                "errors": report.get("error_total", 0),
+            }
     return results
 
 
