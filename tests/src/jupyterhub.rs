@@ -84,7 +84,9 @@ c.JupyterHub.pid_file = "{dir}/jupyterhub.pid"
 c.JupyterHub.authenticator_class = "jupyterhub.auth.DummyAuthenticator"
 c.JupyterHub.spawner_class = "jupyterhub.spawner.SimpleLocalProcessSpawner"
 c.SimpleLocalProcessSpawner.home_dir_template = "{dir}/home/{{username}}"
-c.Spawner.cmd = ["{venv_bin}/jupyterhub-singleuser"]
+# JupyterHub starts servers in sessions of their own, out of reach of the
+# test's group kill: each dies with the hub instead (setpriv, util-linux).
+c.Spawner.cmd = ["/usr/bin/setpriv", "--pdeathsig", "KILL", "{venv_bin}/jupyterhub-singleuser"]
 # Tests run as root; Jupyter refuses root without this.
 c.Spawner.args = ["--allow-root", "--LabApp.news_url=None", "--LabApp.extension_manager=readonly"]
 c.Spawner.default_url = "/lab"

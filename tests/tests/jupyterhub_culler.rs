@@ -30,7 +30,8 @@ c.JupyterHub.last_activity_interval = 5
 c.Spawner.environment = {{"JUPYTERHUB_ACTIVITY_INTERVAL": "5"}}
 c.JupyterHub.services.append({{
     "name": "idle-culler",
-    "command": ["{{venv}}/python", "-m", "jupyterhub_idle_culler", "--timeout={CULL_AFTER_SECS}", "--cull-every=5"],
+    # In a session of its own, like the servers: it dies with the hub.
+    "command": ["/usr/bin/setpriv", "--pdeathsig", "KILL", "{{venv}}/python", "-m", "jupyterhub_idle_culler", "--timeout={CULL_AFTER_SECS}", "--cull-every=5"],
 }})
 c.JupyterHub.load_roles.append({{
     "name": "idle-culler",
