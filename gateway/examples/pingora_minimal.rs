@@ -54,7 +54,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let upstream: SocketAddr = args.next().ok_or(usage)?.parse()?;
     let threads: usize = args.next().ok_or(usage)?.parse()?;
 
-    let conf = ServerConf { threads, upstream_keepalive_pool_size: 1024, ..ServerConf::default() };
+    // Shutdown at once on SIGTERM (Pingora's default grace is 5 min): a
+    // bench run stops it between cases, and a profile-guided training build
+    // writes its profile only at a clean exit. Nothing on the request path.
+    let conf = ServerConf {
+        threads,
+        upstream_keepalive_pool_size: 1024,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
     let mut proxy = pingora_proxy::http_proxy_service(&server.configuration, Minimal { upstream });
