@@ -6,7 +6,12 @@
 //! with Pingora's defaults and nothing else: no routing, no metrics, no
 //! logging, no header rewriting.
 //!
-//!     pingora_minimal <listen address> <upstream address> <threads>
+//!     pingora_minimal <listen address> <upstream address> <threads> [independent]
+//!
+//! `independent` lays the workers out as Portico's `--workers independent`
+//! does (one service of one thread per worker, on the same address), to
+//! tell that layout's gain apart from Portico's own cost. The bench runs
+//! Pingora's default, one runtime shared by all workers.
 
 // The bench-only counting allocator (feature `count-allocs`) is the one
 // unsafe impl; the default build has none.
@@ -49,10 +54,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     #[cfg(feature = "count-allocs")]
     alloc_count::report_from_env();
     let mut args = std::env::args().skip(1);
-    let usage = "usage: pingora_minimal <listen address> <upstream address> <threads>";
+    let usage = "usage: pingora_minimal <listen address> <upstream address> <threads> [independent]";
     let listen = args.next().ok_or(usage)?;
     let upstream: SocketAddr = args.next().ok_or(usage)?.parse()?;
     let threads: usize = args.next().ok_or(usage)?.parse()?;
+    let independent = match args.next().as_deref() {
+        None => false,
+        Some("independent") => true,
+        Some(_) => return Err(usage.into()),
+    };
 
     // Shutdown at once on SIGTERM (Pingora's default grace is 5 min): a
     // bench run stops it between cases, and a profile-guided training build
@@ -66,8 +76,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
-    let mut proxy = pingora_proxy::http_proxy_service(&server.configuration, Minimal { upstream });
-    proxy.add_tcp(&listen);
-    server.add_service(proxy);
+    for _ in 0..if independent { threads } else { 1 } {
+        let mut proxy = pingora_proxy::http_proxy_service(&server.configuration, Minimal { upstream });
+        proxy.threads = independent.then_some(1);
+        proxy.add_tcp(&listen);
+        server.add_service(proxy);
+    }
     server.run_forever()
 }

@@ -61,9 +61,19 @@ pub struct Args {
     #[arg(long, env = "PORTICO_THREADS")]
     pub threads: Option<usize>,
 
-    /// Let idle worker threads take tasks queued on busy ones (Pingora's
-    /// `work_stealing`). Off: one single-threaded runtime per worker, a
-    /// connection stays on the thread that accepted it.
+    /// How worker threads share the traffic. `independent`: each worker
+    /// accepts, proxies and pools its upstream connections on its own (as
+    /// nginx's and Envoy's workers do), so a request never wakes another
+    /// thread. `shared`: one runtime for all workers, handing tasks and
+    /// pooled connections between them (Pingora's default; see
+    /// --work-stealing).
+    #[arg(long, env = "PORTICO_WORKERS", value_enum, default_value_t = Workers::Independent)]
+    pub workers: Workers,
+
+    /// With `--workers shared`: let idle worker threads take tasks queued
+    /// on busy ones (Pingora's `work_stealing`). Off: one single-threaded
+    /// runtime per worker, a connection stays on the thread that accepted
+    /// it, but the upstream pool is still shared.
     #[arg(long, env = "PORTICO_WORK_STEALING", default_value_t = true, action = clap::ArgAction::Set)]
     pub work_stealing: bool,
 
@@ -261,6 +271,15 @@ impl Args {
             jwks_refetch_interval: self.jwks_refetch_interval,
         }
     }
+}
+
+/// How the data plane's worker threads share connections (`--workers`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Workers {
+    /// One event loop per worker: its own accepts and upstream pool.
+    Independent,
+    /// One runtime across the workers (Pingora's default).
+    Shared,
 }
 
 /// `text` for people, `json` for log pipelines.

@@ -26,6 +26,7 @@ mod logging;
 mod mesh;
 mod metrics;
 mod proxy;
+mod proxy_service;
 mod read_timeouts;
 mod server;
 mod state;

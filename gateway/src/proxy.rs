@@ -56,7 +56,9 @@ pub struct ProxySettings {
     pub unbuffered_downstream: bool,
 }
 
-/// The data plane of one Gateway port.
+/// The data plane of one Gateway port (cloned for each independent worker:
+/// all shared state is behind `Arc`s).
+#[derive(Clone)]
 pub struct GatewayProxy {
     pub port: u16,
     pub scheme: &'static str,
