@@ -1,5 +1,6 @@
-//! Assembles the Pingora server: one proxy service per Gateway port, the
-//! admin/health/metrics services and the folder watcher.
+//! Assembles the Pingora server: the proxy services of each Gateway port
+//! (one per worker thread with `--workers independent`, proxy_service.rs),
+//! the admin/health/metrics services and the folder watcher.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
