@@ -77,6 +77,17 @@ pub struct Args {
     #[arg(long, env = "PORTICO_WORK_STEALING", default_value_t = true, action = clap::ArgAction::Set)]
     pub work_stealing: bool,
 
+    /// With `--workers independent`: a listening socket per worker
+    /// (SO_REUSEPORT), so that the kernel spreads new connections evenly
+    /// over the workers (nginx's `reuseport`). Off: the workers share one
+    /// socket and whichever is awake takes the next connection, so a burst
+    /// of connections from one client may land on one worker. Worth it when
+    /// a few clients (a load balancer's pool) carry most requests; on
+    /// machines where the gateway shares its cores it costs ~2 us per
+    /// request (bench/RESULTS.md, session 17).
+    #[arg(long, env = "PORTICO_REUSE_PORT", default_value_t = false, action = clap::ArgAction::Set)]
+    pub reuse_port: bool,
+
     /// Log format.
     #[arg(long, env = "PORTICO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

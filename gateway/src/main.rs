@@ -36,6 +36,7 @@ mod tls;
 mod tunnel;
 mod upstream;
 mod waking;
+mod worker_socket;
 
 use clap::Parser;
 

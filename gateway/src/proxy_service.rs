@@ -21,6 +21,7 @@ use crate::cli::{Args, Workers};
 use crate::proxy::GatewayProxy;
 use crate::read_timeouts::{ReadTimeouts, TimedApp};
 use crate::tls::SniCertResolver;
+use crate::worker_socket::{WorkerService, socket_key};
 
 /// HTTP/2 limits, all set here rather than left to h2's defaults (which may
 /// change between versions). A notebook UI opens a few dozen streams at most.
@@ -68,35 +69,41 @@ pub struct Port<'a> {
 /// The services that serve one port.
 ///
 /// Independent workers: one service per worker thread, each a runtime of
-/// one thread with its own upstream pool, all accepting on the port's one
-/// socket (Pingora shares a socket between services of the same address).
-/// A request, the upstream connection it reuses and that connection's idle
-/// watch stay on one thread: in a shared runtime, returning a connection to
-/// the pool spawns its watch on any worker, and taking it back wakes that
-/// worker. Side by side at 2,000/s this cut 18 us of CPU per request
-/// (bench/RESULTS.md, session 16).
+/// one thread with its own upstream pool, on the port's one socket or, with
+/// `--reuse-port`, on one of its own (`worker_socket`). A request, the upstream connection it reuses and that
+/// connection's idle watch stay on one thread: in a shared runtime,
+/// returning a connection to the pool spawns its watch on any worker, and
+/// taking it back wakes that worker. Side by side at 2,000/s this cut 18 us
+/// of CPU per request (bench/RESULTS.md, session 16).
 pub fn proxy_services(
     args: &Args,
     conf: &Arc<ServerConf>,
     proxy: &GatewayProxy,
     port: &Port<'_>,
-) -> anyhow::Result<Vec<Service<TimedApp<HttpProxy<GatewayProxy>>>>> {
-    let (count, threads) = match args.workers {
-        Workers::Independent => (conf.threads, Some(1)),
-        Workers::Shared => (1, None),
+) -> anyhow::Result<Vec<WorkerService<TimedApp<HttpProxy<GatewayProxy>>>>> {
+    let service = |name: String, threads: Option<usize>, address: String| {
+        let mut service = Service::new(name, timed_proxy(args, conf, proxy.clone()));
+        service.threads = threads;
+        service.add_listener(listener(args, address, port.certificates)?);
+        anyhow::Ok(service)
     };
-    (0..count)
-        .map(|worker| {
-            let name = match args.workers {
-                Workers::Independent => format!("{}.{}.{worker}", proxy.scheme, proxy.port),
-                Workers::Shared => format!("{}.{}", proxy.scheme, proxy.port),
-            };
-            let mut service = Service::new(name, timed_proxy(args, conf, proxy.clone()));
-            service.threads = threads;
-            service.add_listener(listener(args, port)?);
-            Ok(service)
-        })
-        .collect()
+    match args.workers {
+        Workers::Shared => {
+            let name = format!("{}.{}", proxy.scheme, proxy.port);
+            Ok(vec![WorkerService::shared_socket(service(name, None, port.address.to_string())?)])
+        }
+        Workers::Independent => (0..conf.threads)
+            .map(|worker| {
+                let name = format!("{}.{}.{worker}", proxy.scheme, proxy.port);
+                // Port 0 would give each worker a port of its own.
+                if !args.reuse_port || port.address.port() == 0 {
+                    return Ok(WorkerService::shared_socket(service(name, Some(1), port.address.to_string())?));
+                }
+                let address = socket_key(port.address, worker);
+                Ok(WorkerService::own_socket(service(name, Some(1), address)?, port.address, worker))
+            })
+            .collect(),
+    }
 }
 
 /// The proxy with its HTTP/2 and keep-alive settings, under read timeouts.
@@ -120,13 +127,18 @@ fn timed_proxy(args: &Args, conf: &Arc<ServerConf>, proxy: GatewayProxy) -> Time
     TimedApp::new(proxy, timeouts)
 }
 
-fn listener(args: &Args, port: &Port<'_>) -> anyhow::Result<ListenerConfig> {
+/// A listener on `address` (a socket address, or a worker's socket key).
+fn listener(
+    args: &Args,
+    address: String,
+    certificates: Option<&Arc<SniCertResolver>>,
+) -> anyhow::Result<ListenerConfig> {
     // An idle notebook websocket should hold no buffer: Pingora's default
     // 64 KiB downstream read buffer is zero-filled (so resident) for the
     // whole life of every connection.
     let buffers = L4BufferSettings::new(args.downstream_read_buffer, DEFAULT_L4_WRITE_BUFFER_SIZE);
-    let mut listener = ListenerConfig::tcp(port.address.to_string()).l4_buffer(buffers);
-    if let Some(resolver) = port.certificates {
+    let mut listener = ListenerConfig::tcp(address).l4_buffer(buffers);
+    if let Some(resolver) = certificates {
         let mut tls = TlsSettings::with_callbacks(Box::new(NoTlsCallbacks) as TlsAcceptCallbacks)
             .context("creating TLS settings")?;
         tls.set_cert_resolver(Arc::clone(resolver) as Arc<dyn rustls::server::ResolvesServerCert>);
