@@ -70,11 +70,12 @@ pub struct Port<'a> {
 ///
 /// Independent workers: one service per worker thread, each a runtime of
 /// one thread with its own upstream pool, on the port's one socket or, with
-/// `--reuse-port`, on one of its own (`worker_socket`). A request, the upstream connection it reuses and that
-/// connection's idle watch stay on one thread: in a shared runtime,
-/// returning a connection to the pool spawns its watch on any worker, and
-/// taking it back wakes that worker. Side by side at 2,000/s this cut 18 us
-/// of CPU per request (bench/RESULTS.md, session 16).
+/// `--reuse-port`, on one of its own (`worker_socket`). A request, the
+/// upstream connection it reuses and that connection's idle watch stay on
+/// one thread: in a shared runtime, returning a connection to the pool
+/// spawns its watch on any worker, and taking it back wakes that worker.
+/// Side by side at 2,000/s this cut 18 us of CPU per request
+/// (bench/RESULTS.md, session 16).
 pub fn proxy_services(
     args: &Args,
     conf: &Arc<ServerConf>,
