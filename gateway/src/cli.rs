@@ -84,7 +84,10 @@ pub struct Args {
     /// of connections from one client may land on one worker. Worth it when
     /// a few clients (a load balancer's pool) carry most requests; on
     /// machines where the gateway shares its cores it costs ~2 us per
-    /// request (bench/RESULTS.md, session 17).
+    /// request (bench/RESULTS.md, session 17). As with nginx's
+    /// `reuseport`, another process of the same user can then bind the
+    /// port too (and take a share of its connections) instead of failing
+    /// with "address in use".
     #[arg(long, env = "PORTICO_REUSE_PORT", default_value_t = false, action = clap::ArgAction::Set)]
     pub reuse_port: bool,
 
