@@ -26,6 +26,11 @@ const WORKERS: usize = 3;
 /// Bound on the old process leaving after SIGQUIT (its drain delay is 1 s).
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The notebook's status API, through the gateway.
+fn status_path() -> String {
+    format!("{}api/status", notebook_prefix(NAMESPACE, NAME))
+}
+
 struct Setup {
     fake: FakeNotebook,
     config: ConfigDir,
@@ -55,8 +60,9 @@ impl Setup {
 
     /// One request on a new connection; its status, or why there was none.
     fn get(&self) -> Result<u16, String> {
-        let path = format!("{}api/status", notebook_prefix(NAMESPACE, NAME));
-        raw_http::get(self.http, "localhost", &path).map(|response| response.status).map_err(|error| error.to_string())
+        raw_http::get(self.http, "localhost", &status_path())
+            .map(|response| response.status)
+            .map_err(|error| error.to_string())
     }
 }
 
@@ -95,8 +101,7 @@ fn reuse_port_gives_every_worker_a_socket_and_serves_a_burst_of_connections() {
     let pool: Vec<TcpStream> = (0..4 * WORKERS)
         .map(|n| TcpStream::connect(setup.http).unwrap_or_else(|error| panic!("connection {n}: {error}")))
         .collect();
-    let path = format!("{}api/status", notebook_prefix(NAMESPACE, NAME));
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let request = format!("GET {} HTTP/1.1\r\nHost: localhost\r\n\r\n", status_path());
     for (n, mut stream) in pool.into_iter().enumerate() {
         let response = raw_http::exchange_on(&mut stream, request.as_bytes())
             .unwrap_or_else(|error| panic!("connection {n}: {error}; log:\n{}", gateway.log_tail()));
