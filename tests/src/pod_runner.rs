@@ -87,7 +87,7 @@ impl PodRunner {
         PodRunner { namespace: namespace.to_string(), stop: Some(stop), thread: Some(thread), events }
     }
 
-    /// What happened so far, one line per step ("nb-0: started", ...), for
+    /// What happened so far, one line per step ("06:02:11.250 nb-0: started", ...), for
     /// assertions and failure messages.
     pub fn events(&self) -> Vec<String> {
         self.events.lock().map(|events| events.clone()).unwrap_or_default()
@@ -203,12 +203,14 @@ fn pod_ip(pod: &Pod) -> Option<Ipv4Addr> {
     pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()
 }
 
-/// The runner's event log, shared with its tasks.
+/// The runner's event log, shared with its tasks. Each line starts with the
+/// time of day (UTC), to line up with the gateway's and controller's logs.
 #[derive(Clone)]
 struct Log(Arc<Mutex<Vec<String>>>);
 
 impl Log {
     fn add(&self, line: String) {
+        let line = format!("{} {line}", k8s_openapi::jiff::Timestamp::now().strftime("%H:%M:%S%.3f"));
         eprintln!("pod runner: {line}");
         if let Ok(mut events) = self.0.lock() {
             events.push(line);

@@ -179,17 +179,67 @@ impl Profile {
         assert!(answer.header("retry-after").is_some(), "503 without Retry-After: {}", answer.head);
     }
 
+    /// What a failure needs to be understood without a rerun, most telling
+    /// first (a CI log keeps a failure's head and tail): the objects and
+    /// their annotations, each EndpointSlice's readiness, what each side of
+    /// the discovery stream holds, then the logs (the gateway's repeated
+    /// lines folded).
     fn context(&self) -> String {
-        let pods =
-            self.namespace.plane().kubectl().args(["get", "pods,notebooks", "-n", self.ns(), "-o", "wide"]).output();
+        let kubectl = |args: &[&str]| {
+            let output = self.namespace.plane().kubectl().args(args).args(["-n", self.ns()]).output();
+            output.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+        };
+        let objects = kubectl(&["get", "pods,notebooks", "-o", "wide"]);
+        let annotations = kubectl(&[
+            "get",
+            "notebooks",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}: {.metadata.annotations}{\"\\n\"}{end}",
+        ]);
+        let slices = kubectl(&[
+            "get",
+            "endpointslices",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} (rv {.metadata.resourceVersion}):\
+             {range .endpoints[*]} {.addresses[0]} ready={.conditions.ready}{end}{\"\\n\"}{end}",
+        ]);
+        let controller_version = raw_http::get_url(&format!("{}/debug/snapshot", self.controller.url()))
+            .ok()
+            .and_then(|response| serde_json::from_slice::<serde_json::Value>(&response.body).ok())
+            .map(|snapshot| snapshot["version"].to_string())
+            .unwrap_or_default();
+        let gateway_version = raw_http::get_url(&format!("{}/config_dump", self.gateway.admin_url()))
+            .ok()
+            .and_then(|response| serde_json::from_slice::<serde_json::Value>(&response.body).ok())
+            .map(|dump| format!("{} (applied at unix {})", dump["version"], dump["applied_at_unix"]))
+            .unwrap_or_default();
         format!(
-            "{}\npod runner:\n{}\ngateway log:\n{}\ncontroller log:\n{}",
-            pods.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default(),
+            "{objects}\nannotations:\n{annotations}\nendpoint slices:\n{slices}\n\
+             route versions: controller {controller_version}, gateway {gateway_version}\n\
+             pod runner:\n{}\ncontroller log:\n{}\ngateway log:\n{}",
             self.runner.events().join("\n"),
-            self.gateway.log_tail(),
-            self.controller.log_tail()
+            self.controller.log_tail(),
+            fold_repeats(&self.gateway.log_tail())
         )
     }
+}
+
+/// `log` with each run of lines that differ only in their timestamp (a
+/// request polled every 50 ms) folded into its first line and a count.
+fn fold_repeats(log: &str) -> String {
+    let body = |line: &str| line.split_once(' ').map_or(line, |(_, rest)| rest).to_string();
+    let mut folded: Vec<(String, String, usize)> = Vec::new();
+    for line in log.lines() {
+        match folded.last_mut() {
+            Some((_, last, count)) if *last == body(line) => *count += 1,
+            _ => folded.push((line.to_string(), body(line), 1)),
+        }
+    }
+    let lines = folded.into_iter().map(|(line, _, count)| match count {
+        1 => line,
+        _ => format!("{line}  [and {} more like it]", count - 1),
+    });
+    lines.collect::<Vec<_>>().join("\n")
 }
 
 #[test]
@@ -250,7 +300,7 @@ fn an_idle_notebook_is_culled_with_kubeflows_annotations() {
     let ns = profile.ns().to_string();
     apply(profile.namespace.plane(), &notebook_yaml(&ns, "idle", &[]));
     profile.wait_serving("idle");
-    // The idle clock starts when the notebook does (Kubeflow's initialisation).
+    // The idle clock starts once the notebook serves.
     let started = poll(SETTLE, || profile.annotations("idle").get(LAST_ACTIVITY).cloned());
     assert!(started.is_some(), "no last-activity annotation\n{}", profile.context());
 

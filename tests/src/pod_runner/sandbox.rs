@@ -55,6 +55,7 @@ impl PodSandbox {
         ip_command(&["link", "add", &host_end, "type", "veth", "peer", "name", &pod_end])?;
         ip_command(&["link", "set", &pod_end, "netns", ns])?;
         ip_command(&["-n", ns, "link", "set", &pod_end, "name", "eth0"])?;
+        ip_command(&["-n", ns, "link", "set", "eth0", "address", &mac_of(ip)])?;
         ip_command(&["-n", ns, "addr", "add", &cidr, "dev", "eth0"])?;
         ip_command(&["-n", ns, "link", "set", "eth0", "up"])?;
         ip_command(&["-n", ns, "link", "set", "lo", "up"])?;
@@ -107,6 +108,18 @@ impl Drop for PodSandbox {
     }
 }
 
+/// The pod end's MAC address, derived from its IP as the CNI bridge plugin
+/// derives it (`0a:58` and the four bytes of the address). kwok hands a
+/// deleted pod's IP to the next pod; with a random MAC, the host's neighbour
+/// entry for that IP would still name the old pod's interface, and
+/// connections to the new pod would time out until the entry went stale
+/// (tens of seconds: a woken notebook's held requests failed, and a notebook
+/// nobody could reach was culled as idle).
+fn mac_of(ip: Ipv4Addr) -> String {
+    let [a, b, c, d] = ip.octets();
+    format!("0a:58:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
+}
+
 /// Runs `ip args`, with its stderr in the error.
 fn ip_command(args: &[&str]) -> Result<(), String> {
     let output = Command::new("ip").args(args).output().map_err(|error| format!("running ip {args:?}: {error}"))?;
@@ -114,5 +127,16 @@ fn ip_command(args: &[&str]) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pod_ip_always_gets_the_same_mac() {
+        assert_eq!(mac_of(Ipv4Addr::new(198, 18, 0, 3)), "0a:58:c6:12:00:03");
+        assert_ne!(mac_of(Ipv4Addr::new(198, 18, 1, 3)), mac_of(Ipv4Addr::new(198, 18, 0, 3)));
     }
 }
