@@ -4,8 +4,11 @@
 //! Every `IDLENESS_CHECK_PERIOD`, for every Notebook:
 //! - stopped: the leader removes `last-activity` and
 //!   `last_activity_check_timestamp`, as Kubeflow does while stopped;
-//! - no `last-activity` yet (new, or just started): the leader sets it to
-//!   now, which starts the idle clock exactly where Kubeflow starts it;
+//! - no `last-activity` yet (new, or just started): once the notebook
+//!   serves (`readyReplicas` > 0), the leader sets it to now. Kubeflow starts
+//!   the clock as soon as the pod exists, so a notebook whose image takes
+//!   longer to pull than `CULL_IDLE_TIME` is culled the moment it comes up,
+//!   before anyone could use it; here the clock starts when it can be used;
 //! - the gateways saw something newer than the annotation: this replica
 //!   writes it, at most once per `--activity-annotation-interval`;
 //! - culling enabled and idle longer than `CULL_IDLE_TIME`: the leader sets
@@ -146,21 +149,23 @@ pub fn decide(
         return decision;
     }
     let annotated = annotations.get(LAST_ACTIVITY_ANNOTATION).and_then(|value| value.parse::<Timestamp>().ok());
-    let last = match (annotated, seen) {
-        (Some(a), Some(s)) => Some(a.max(s)),
-        (a, s) => a.or(s),
+    let Some(annotated) = annotated else {
+        // The idle clock starts now, if the notebook serves (see the module
+        // docs); activity seen while it started is older than now.
+        let serving = notebook.status.as_ref().is_some_and(|status| status.ready_replicas > 0);
+        if leading && serving {
+            decision.annotations.push((LAST_ACTIVITY_ANNOTATION, Some(rfc3339(now))));
+        }
+        return decision;
     };
-    match (annotated, seen) {
-        // The idle clock starts now (Kubeflow's initialisation).
-        (None, _) if leading => {
-            decision.annotations.push((LAST_ACTIVITY_ANNOTATION, Some(rfc3339(seen.unwrap_or(now)))))
-        }
-        (Some(annotated), Some(seen)) if may_write && seen.as_second() > annotated.as_second() => {
-            decision.annotations.push((LAST_ACTIVITY_ANNOTATION, Some(rfc3339(seen))));
-        }
-        _ => {}
+    if let Some(seen) = seen
+        && may_write
+        && seen.as_second() > annotated.as_second()
+    {
+        decision.annotations.push((LAST_ACTIVITY_ANNOTATION, Some(rfc3339(seen))));
     }
-    let idle_for = last.map(|last| now.duration_since(last)).unwrap_or(SignedDuration::ZERO);
+    let last = seen.map_or(annotated, |seen| annotated.max(seen));
+    let idle_for = now.duration_since(last);
     let limit = SignedDuration::try_from(settings.cull_idle_time).unwrap_or(SignedDuration::MAX);
     if leading && settings.enable_culling && idle_for > limit {
         decision.annotations.push((STOP_ANNOTATION, Some(rfc3339(now))));
@@ -198,13 +203,19 @@ mod tests {
         }
     }
 
+    /// A serving notebook with `annotations`.
     fn notebook(annotations: &[(&str, &str)]) -> Notebook {
+        notebook_ready(annotations, 1)
+    }
+
+    fn notebook_ready(annotations: &[(&str, &str)], ready_replicas: i32) -> Notebook {
         let annotations: serde_json::Map<String, Value> =
             annotations.iter().map(|(k, v)| ((*k).to_string(), Value::String((*v).to_string()))).collect();
         serde_json::from_value(json!({
             "apiVersion": "kubeflow.org/v1", "kind": "Notebook",
             "metadata": {"name": "nb", "namespace": "team", "annotations": annotations},
             "spec": {"template": {"spec": {"containers": [{"name": "nb", "image": "x"}]}}},
+            "status": {"readyReplicas": ready_replicas},
         }))
         .unwrap_or_else(|e| panic!("{e}"))
     }
@@ -219,6 +230,19 @@ mod tests {
         let decision = decide(&notebook(&[]), None, now, true, true, &settings());
         assert_eq!(decision.annotations, vec![(LAST_ACTIVITY_ANNOTATION, Some("2026-12-05T10:00:00Z".to_string()))]);
         assert!(!decide(&notebook(&[]), None, now, false, true, &settings()).culled, "only the leader initialises");
+    }
+
+    #[test]
+    fn the_idle_clock_waits_for_the_notebook_to_serve() {
+        let now = at("2026-12-05T10:00:00Z");
+        // Activity seen long ago (before a stop, or at the wake) is no reason
+        // to cull a notebook still starting, nor one that has just started.
+        let seen = Some(at("2026-12-05T08:00:00Z"));
+        let starting = notebook_ready(&[], 0);
+        assert_eq!(decide(&starting, seen, now, true, true, &settings()), Decision::default());
+        let decision = decide(&notebook(&[]), seen, now, true, true, &settings());
+        assert_eq!(decision.annotations, vec![(LAST_ACTIVITY_ANNOTATION, Some("2026-12-05T10:00:00Z".to_string()))]);
+        assert!(!decision.culled);
     }
 
     #[test]
