@@ -62,6 +62,13 @@ pub struct HttpArgs {
     #[arg(long)]
     pub rate: Option<f64>,
 
+    /// How a fixed-rate loop waits for its next send: `exact` (a timerfd per
+    /// loop, microsecond precision) or `millisecond` (tokio's timer: loops
+    /// due in the same millisecond fire together, in bursts; the pacing of
+    /// runs before 2026-12-07).
+    #[arg(long, value_enum, default_value_t = Pacing::Exact)]
+    pub pacing: Pacing,
+
     /// HTTP/2 with prior knowledge (h2c) instead of HTTP/1.1.
     #[arg(long)]
     pub h2: bool,
@@ -83,6 +90,13 @@ pub struct HttpArgs {
 fn parse_header(text: &str) -> Result<(String, String), String> {
     let (name, value) = text.split_once(':').ok_or_else(|| format!("{text:?} is not \"Name: value\""))?;
     Ok((name.trim().to_string(), value.trim().to_string()))
+}
+
+/// How fixed-rate loops keep their schedule (see `pacer`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Pacing {
+    Exact,
+    Millisecond,
 }
 
 /// Which HTTP/1.1 client implementation sends the load.

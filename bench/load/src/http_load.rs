@@ -6,7 +6,8 @@
 //! counts from its *intended* send time, so a server that stalls is charged
 //! for the requests that queued behind the stall (coordinated omission, as
 //! wrk2 corrects it); one sent on time counts from its send, so the timer's
-//! millisecond resolution is not charged to the server.
+//! own lateness is not charged to the server. Loops wait with a timer of
+//! their own, to the microsecond (`pacer`), so they do not fire in bursts.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -24,9 +25,10 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::Common;
-use crate::cli::{Engine, HttpArgs};
+use crate::cli::{Engine, HttpArgs, Pacing};
 use crate::error::{OpError, SetupError};
 use crate::h1::{H1Conn, build_request};
+use crate::pacer::Pacer;
 use crate::report::Report;
 use crate::stats::{Live, Recorder};
 use crate::target::Target;
@@ -51,6 +53,7 @@ struct Plan {
     connections: usize,
     streams: usize,
     interval: Option<Duration>,
+    pacing: Pacing,
     engine: Engine,
     h2: bool,
     timeout: Duration,
@@ -103,6 +106,7 @@ pub fn run(args: &HttpArgs, common: &Common) -> Result<Report, SetupError> {
         connections: args.connections,
         streams,
         interval,
+        pacing: args.pacing,
         engine: args.engine,
         h2: args.h2,
         timeout: common.timeout,
@@ -127,6 +131,7 @@ pub fn run(args: &HttpArgs, common: &Common) -> Result<Report, SetupError> {
         "connections": args.connections,
         "duration_s": duration.as_secs_f64(),
         "rate": args.rate,
+        "pacing": match args.pacing { Pacing::Exact => "exact", Pacing::Millisecond => "millisecond" },
         "protocol": if args.h2 { "h2c" } else { "http/1.1" },
         "streams": streams,
         "engine": if args.h2 { "hyper" } else { match args.engine { Engine::Raw => "raw", Engine::Hyper => "hyper" } },
@@ -214,6 +219,7 @@ impl LoopCtx {
                 tokio::time::timeout_at(self.start.min(Instant::now() + plan.timeout), transport.connect(slot)).await;
         }
         tokio::time::sleep_until(self.start).await;
+        let mut pacer = Pacer::new(plan.pacing);
         let mut next_target = self.number % plan.targets.len();
         let mut intended = self.first;
         loop {
@@ -224,10 +230,10 @@ impl LoopCtx {
                     }
                     intended = Some(at + interval);
                     if Instant::now() < at {
-                        // Ahead of schedule: wait. The timer wakes up to a
-                        // millisecond late (tokio's resolution); that delay
-                        // is the client's, so the clock starts at the send.
-                        tokio::time::sleep_until(at).await;
+                        // Ahead of schedule: wait. A timer wakes a little
+                        // late (a millisecond with tokio's); that delay is
+                        // the client's, so the clock starts at the send.
+                        pacer.sleep_until(at).await;
                         Instant::now()
                     } else {
                         // Behind schedule because the previous answer came
