@@ -119,6 +119,9 @@ pub struct RunnerOptions {
     pub hosts: Vec<(String, IpAddr)>,
     /// What a notebook container runs.
     pub notebooks: NotebookProgram,
+    /// How long each pod's images take to pull before its containers start
+    /// (the pod stays Pending and NotReady meanwhile, as with a large image).
+    pub pull_time: Duration,
 }
 
 /// A [`PodRunner`] started for tests about routing rather than Jupyter
@@ -250,6 +253,13 @@ async fn run_pod(
         tokio::select! {
             _ = &mut stop => return,
             _ = tokio::time::sleep(VOLUME_RETRY) => {}
+        }
+    }
+    if !options.pull_time.is_zero() {
+        log.add(format!("{name}: pulling its images ({} s)", options.pull_time.as_secs_f64()));
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(options.pull_time) => {}
         }
     }
     let (init, main) = match containers::programs(&pod, &sandbox, &dir, options.notebooks) {

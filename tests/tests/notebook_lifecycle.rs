@@ -292,14 +292,18 @@ fn a_stopped_notebook_wakes_for_its_owner_only_and_holds_their_requests() {
     eprintln!("the starting page showed {:?}", run.starting_phases);
 }
 
+/// Also: a notebook whose image takes longer to pull than `CULL_IDLE_TIME`
+/// is not culled as it comes up (Kubeflow's culler, whose clock starts when
+/// the pod exists, would stop it before anyone could open it).
 #[test]
 fn an_idle_notebook_is_culled_with_kubeflows_annotations() {
     let env = [("ENABLE_CULLING", "true"), ("CULL_IDLE_TIME", "20s"), ("IDLENESS_CHECK_PERIOD", "2s")];
-    let profile =
-        Profile::start("cull", Options { controller_env: &env, pods: fake_notebooks(), ..Options::default() });
+    let pods = RunnerOptions { pull_time: Duration::from_secs(25), ..fake_notebooks() };
+    let profile = Profile::start("cull", Options { controller_env: &env, pods, ..Options::default() });
     let ns = profile.ns().to_string();
     apply(profile.namespace.plane(), &notebook_yaml(&ns, "idle", &[]));
     profile.wait_serving("idle");
+    assert!(!profile.annotations("idle").contains_key(STOP_ANNOTATION), "culled as it came up\n{}", profile.context());
     // The idle clock starts once the notebook serves.
     let started = poll(SETTLE, || profile.annotations("idle").get(LAST_ACTIVITY).cloned());
     assert!(started.is_some(), "no last-activity annotation\n{}", profile.context());
