@@ -87,8 +87,8 @@ impl PodRunner {
         PodRunner { namespace: namespace.to_string(), stop: Some(stop), thread: Some(thread), events }
     }
 
-    /// What happened so far, one line per step ("06:02:11.250 nb-0: started", ...), for
-    /// assertions and failure messages.
+    /// What happened so far, one line per step ("06:02:11.250 nb-0:
+    /// started", ...), for assertions and failure messages.
     pub fn events(&self) -> Vec<String> {
         self.events.lock().map(|events| events.clone()).unwrap_or_default()
     }

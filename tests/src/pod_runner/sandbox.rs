@@ -112,8 +112,8 @@ impl Drop for PodSandbox {
 /// derives it (`0a:58` and the four bytes of the address). kwok hands a
 /// deleted pod's IP to the next pod; with a random MAC, the host's neighbour
 /// entry for that IP would still name the old pod's interface, and
-/// connections to the new pod would time out until the entry went stale
-/// (tens of seconds: a woken notebook's held requests failed, and a notebook
+/// connections to the new pod would time out until the entry was resolved
+/// again (seconds: a woken notebook's held requests failed, and a notebook
 /// nobody could reach was culled as idle).
 fn mac_of(ip: Ipv4Addr) -> String {
     let [a, b, c, d] = ip.octets();
