@@ -203,14 +203,16 @@ impl Profile {
             "jsonpath={range .items[*]}{.metadata.name} (rv {.metadata.resourceVersion}):\
              {range .endpoints[*]} {.addresses[0]} ready={.conditions.ready}{end}{\"\\n\"}{end}",
         ]);
-        let controller_version = raw_http::get_url(&format!("{}/debug/snapshot", self.controller.url()))
-            .ok()
-            .and_then(|response| serde_json::from_slice::<serde_json::Value>(&response.body).ok())
+        // Not `Controller::snapshot` or `Gateway::config_dump`: they panic
+        // when nothing answers, and this is already a failure's message.
+        let json_at = |url: String| {
+            let response = raw_http::get_url(&url).ok()?;
+            serde_json::from_slice::<serde_json::Value>(&response.body).ok()
+        };
+        let controller_version = json_at(format!("{}/debug/snapshot", self.controller.url()))
             .map(|snapshot| snapshot["version"].to_string())
             .unwrap_or_default();
-        let gateway_version = raw_http::get_url(&format!("{}/config_dump", self.gateway.admin_url()))
-            .ok()
-            .and_then(|response| serde_json::from_slice::<serde_json::Value>(&response.body).ok())
+        let gateway_version = json_at(format!("{}/config_dump", self.gateway.admin_url()))
             .map(|dump| format!("{} (applied at unix {})", dump["version"], dump["applied_at_unix"]))
             .unwrap_or_default();
         format!(
@@ -227,16 +229,16 @@ impl Profile {
 /// `log` with each run of lines that differ only in their timestamp (a
 /// request polled every 50 ms) folded into its first line and a count.
 fn fold_repeats(log: &str) -> String {
-    let body = |line: &str| line.split_once(' ').map_or(line, |(_, rest)| rest).to_string();
-    let mut folded: Vec<(String, String, usize)> = Vec::new();
+    let mut folded: Vec<(&str, &str, usize)> = Vec::new();
     for line in log.lines() {
+        let body = line.split_once(' ').map_or(line, |(_, rest)| rest);
         match folded.last_mut() {
-            Some((_, last, count)) if *last == body(line) => *count += 1,
-            _ => folded.push((line.to_string(), body(line), 1)),
+            Some((_, last, count)) if *last == body => *count += 1,
+            _ => folded.push((line, body, 1)),
         }
     }
     let lines = folded.into_iter().map(|(line, _, count)| match count {
-        1 => line,
+        1 => line.to_string(),
         _ => format!("{line}  [and {} more like it]", count - 1),
     });
     lines.collect::<Vec<_>>().join("\n")
